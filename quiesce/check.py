@@ -1,0 +1,137 @@
+"""quiesce check: the preflight a sysadmin runs after installing or changing the config."""
+
+import os
+import sys
+import time
+from typing import List, Optional, Tuple
+
+from . import db, locking, paths, serverinfo, state
+from .config import Settings
+from .errors import ConnectError, Exit, PrivilegeError, QuiesceError
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.failure: Optional[QuiesceError] = None
+
+    def ok(self, text: str) -> None:
+        print("ok    %s" % text)
+
+    def warn(self, text: str) -> None:
+        print("WARN  %s" % text)
+
+    def fail(self, error: QuiesceError) -> None:
+        print("FAIL  %s" % error)
+        if self.failure is None:
+            self.failure = error
+
+
+def hook_registrations() -> List[Tuple[str, str]]:
+    """(runner, path) of every hook entry that leads to our hook or scripts."""
+    ours = {os.path.realpath(p) for p in (paths.HOOK, paths.FREEZE, paths.THAW)}
+    found = []
+    for runner, directory in paths.HOOK_DIRS:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            entry = os.path.join(directory, name)
+            if os.path.realpath(entry) in ours:
+                found.append((runner, entry))
+    for runner, script in paths.LEGACY_HOOKS:
+        if os.path.lexists(script) and os.path.realpath(script) in ours:
+            found.append((runner, script))
+    return found
+
+
+def _check_target(report: _Report, target, settings: Settings) -> None:
+    try:
+        conn = locking.connect(target, settings)
+    except QuiesceError as exc:
+        report.fail(exc)
+        return
+    try:
+        row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
+        server = serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
+        method = serverinfo.choose_lock_method(server, settings.lock_method)
+        report.ok("%s: connected to %s at %s as %s (driver %s); lock method %s"
+                  % (target.name, server.label, target.address, target.user, conn.driver, method))
+        info = conn.query(serverinfo.DURABILITY_STATEMENT)[0]
+        binlog_on = str(info.get("log_bin")) in ("1", "ON")
+        replica = False
+        try:
+            replica = bool(conn.query(serverinfo.replica_status_statement(server)))
+        except db.DbError:
+            pass
+        grants = [str(list(r.values())[0]) for r in conn.query("SHOW GRANTS FOR CURRENT_USER()")]
+        required, recommended = serverinfo.missing_privileges(
+            server, serverinfo.global_privileges(grants), method, binlog_on, replica,
+            settings.kill_long_selects > 0, settings.stop_replica != "never")
+        if required:
+            report.fail(PrivilegeError("%s: user %r lacks %s; fix: GRANT %s ON *.* TO the account"
+                                       % (target.name, target.user, ", ".join(required), ", ".join(required))))
+        else:
+            report.ok("%s: privileges suffice for %s" % (target.name, method))
+        if recommended:
+            report.warn("%s: also useful: GRANT %s ON *.* (process list, replica control, killing long SELECTs)"
+                        % (target.name, ", ".join(recommended)))
+        if binlog_on:
+            try:
+                rows = conn.query(serverinfo.binlog_status_statement(server))
+                coordinates = serverinfo.binlog_coordinates(rows)
+                report.ok("%s: binary log on, now at %s:%s" % (target.name, coordinates["binlog_file"],
+                                                               coordinates["binlog_position"]))
+            except db.DbError as exc:
+                report.warn("%s: binary log on, but coordinates unreadable: %s" % (target.name, exc.message))
+        else:
+            report.ok("%s: binary log off (positions will be recorded as null)" % target.name)
+        if replica:
+            report.ok("%s: this server is a replica; its source coordinates are recorded too" % target.name)
+        for warning in serverinfo.durability_warnings(info):
+            report.warn("%s: %s" % (target.name, warning))
+    except db.DbError as exc:
+        report.fail(ConnectError("%s: %s" % (target.name, exc)))
+    finally:
+        conn.close()
+
+
+def _cycle(report: _Report, settings: Settings) -> None:
+    from . import freeze, thaw
+    started = time.monotonic()
+    try:
+        freeze.run(settings)
+        frozen = time.monotonic()
+        thaw.run(settings)
+    except QuiesceError as exc:
+        report.fail(exc)
+        return
+    done = time.monotonic()
+    result = state.RuntimeFiles(settings.runtime_dir).read_result() or {}
+    report.ok("freeze/thaw cycle: freeze took %.0f ms, thaw %.0f ms; writes were blocked for %s ms"
+              % ((frozen - started) * 1000, (done - frozen) * 1000, result.get("held_ms")))
+
+
+def run(settings: Settings) -> int:
+    report = _Report()
+    report.ok("config: %s" % (settings.config_file or "no config file, built-in defaults"))
+    try:
+        present = state.ensure_runtime_dir(settings.runtime_dir, create=False)
+        report.ok("runtime-dir %s %s" % (settings.runtime_dir, "is safe" if present else "will be created"))
+    except QuiesceError as exc:
+        report.fail(exc)
+    registrations = hook_registrations()
+    if registrations:
+        for runner, entry in registrations:
+            report.ok("hook registered with %s: %s" % (runner, entry))
+    else:
+        report.warn("hook not registered with any hook runner (%s)"
+                    % ", ".join(sorted({d for _r, d in paths.HOOK_DIRS})))
+    for target in settings.targets:
+        _check_target(report, target, settings)
+    if settings.cycle and report.failure is None:
+        _cycle(report, settings)
+    sys.stdout.flush()
+    if report.failure is not None:
+        return int(report.failure.exit_code)
+    return int(Exit.OK)

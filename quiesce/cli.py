@@ -1,0 +1,60 @@
+"""Command line entry point: parse settings, run one command, map errors to exit codes.
+
+This is the only place where exceptions become exit codes (errors.Exit).
+"""
+
+import sys
+from typing import Optional, Sequence
+
+from . import config, log as logsetup
+from .errors import ConfigError, Exit, QuiesceError
+
+FREEZE_COMMANDS = ("freeze",)
+
+
+def _dispatch(settings: config.Settings) -> int:
+    # Imports stay inside the branches: thaw must not load the database driver.
+    action = settings.hook_action or settings.command
+    if action == "freeze":
+        from . import freeze
+        return freeze.run(settings)
+    if action in ("thaw", "freezeFail"):
+        from . import thaw
+        return thaw.run(settings)
+    if action == "status":
+        from . import status
+        return status.run(settings)
+    if action == "check":
+        from . import check
+        return check.run(settings)
+    raise ConfigError("unknown command %r" % action)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        settings = config.parse(argv)
+    except QuiesceError as exc:
+        print("quiesce: error: %s" % exc, file=sys.stderr)
+        return int(exc.exit_code)
+    logsetup.setup(to_stderr=True)
+    log = logsetup.get()
+    action = settings.hook_action or settings.command
+    try:
+        return _dispatch(settings)
+    except QuiesceError as exc:
+        if action == "freezeFail":
+            log.error("error: %s (freezeFail always succeeds)", exc)
+            return int(Exit.OK)
+        if action == "freeze" and settings.on_failure == "continue" and not isinstance(exc, ConfigError):
+            log.error("FREEZE FAILED: %s -- on-failure=continue: the snapshot goes ahead WITHOUT a database "
+                      "lock and is only crash-consistent", exc)
+            return int(Exit.OK)
+        log.error("error: %s", exc)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        log.error("error: interrupted")
+        return int(Exit.INTERNAL)
+    except Exception as exc:  # the last net: one line, exit 1, details in the system log
+        log.error("internal error: %s: %s (please report this)", type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        return int(Exit.INTERNAL)

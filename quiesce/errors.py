@@ -1,0 +1,86 @@
+"""Typed errors and the one table of exit codes.
+
+Every failure the user can meet is one of these exceptions; cli.py turns them into a
+one-line message and the exit code below. The man page and README copy this table.
+"""
+
+import enum
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    INTERNAL = 1
+    CONFIG = 2
+    CONNECT = 3
+    PRIVILEGE = 4
+    LOCK_TIMEOUT = 5
+    LOCK_LOST = 6
+    BUSY = 7
+    STATE = 8
+
+
+EXIT_MEANINGS = {
+    Exit.OK: "success (also: server not running, nothing frozen to thaw, on-failure=continue)",
+    Exit.INTERNAL: "internal error (a bug: please report it)",
+    Exit.CONFIG: "usage or configuration error",
+    Exit.CONNECT: "cannot connect to or authenticate with the server",
+    Exit.PRIVILEGE: "the account lacks a privilege the chosen lock needs",
+    Exit.LOCK_TIMEOUT: "lock not acquired in time (acquire-timeout or long-running statements)",
+    Exit.LOCK_LOST: "lock lost or expired before thaw: the snapshot may be inconsistent",
+    Exit.BUSY: "busy: already frozen, or another quiesce operation is in progress",
+    Exit.STATE: "the holder or its runtime state failed (no answer, unreadable state)",
+}
+
+
+class QuiesceError(Exception):
+    """Base class: message is one line that names the problem and the fix."""
+
+    exit_code = Exit.INTERNAL
+
+
+class ConfigError(QuiesceError):
+    exit_code = Exit.CONFIG
+
+
+class ConnectError(QuiesceError):
+    exit_code = Exit.CONNECT
+
+
+class ServerNotRunning(ConnectError):
+    """Nothing to quiesce: no server process exists. Freeze treats this as success."""
+
+
+class PrivilegeError(QuiesceError):
+    exit_code = Exit.PRIVILEGE
+
+
+class LockTimeout(QuiesceError):
+    exit_code = Exit.LOCK_TIMEOUT
+
+
+class LockLost(QuiesceError):
+    exit_code = Exit.LOCK_LOST
+
+
+class Busy(QuiesceError):
+    exit_code = Exit.BUSY
+
+
+class StateError(QuiesceError):
+    exit_code = Exit.STATE
+
+
+def exit_code_for(exc: BaseException) -> Exit:
+    if isinstance(exc, QuiesceError):
+        return exc.exit_code
+    return Exit.INTERNAL
+
+
+_BY_CODE = {cls.exit_code: cls for cls in (ConfigError, ConnectError, PrivilegeError, LockTimeout,
+                                           LockLost, Busy, StateError)}
+
+
+def error_for_code(code: int, message: str) -> QuiesceError:
+    """Rebuild an error that another process (the holder) reported by exit code."""
+    cls = _BY_CODE.get(Exit(code) if code in Exit._value2member_map_ else Exit.INTERNAL, QuiesceError)
+    return cls(message)

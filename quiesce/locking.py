@@ -1,0 +1,359 @@
+"""Taking and releasing the snapshot lock on one server.
+
+One strategy per lock method; acquisition is bounded by the session's lock_wait_timeout
+and by a watchdog that KILLs the pending lock statement from a second connection, so no
+writer waits behind it longer than acquire-timeout.
+"""
+
+import ctypes
+import dataclasses
+import logging
+import math
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from . import db, serverinfo, state
+from .config import Settings, Target
+from .errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning
+from .serverinfo import BACKUP_STAGE, FTWRL, Server
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    name: str
+    prepare: Sequence[str]
+    lock: Sequence[str]
+    unlock: str
+    privileges: str
+
+
+STRATEGIES = {
+    # Flushing first, without the lock, leaves the locked flush little to do.
+    FTWRL: Strategy(FTWRL, ("FLUSH NO_WRITE_TO_BINLOG TABLES",), ("FLUSH TABLES WITH READ LOCK",),
+                    "UNLOCK TABLES", "RELOAD"),
+    # Reads and uncommitted DML go on under BLOCK_COMMIT; only commits and DDL wait.
+    BACKUP_STAGE: Strategy(BACKUP_STAGE, (), ("BACKUP STAGE START", "BACKUP STAGE FLUSH",
+                                               "BACKUP STAGE BLOCK_DDL", "BACKUP STAGE BLOCK_COMMIT"),
+                           "BACKUP STAGE END", "RELOAD"),
+}
+
+
+@dataclasses.dataclass
+class Locked:
+    """A server whose lock this process holds, with what freeze recorded about it."""
+
+    target: Target
+    conn: db.Connection
+    server: Server
+    strategy: Strategy
+    position: Dict[str, Any]
+    stopped_channels: List[str]
+    wait_ms: float
+    locked_monotonic: float
+    datadir: Optional[str]
+    lost: Optional[str] = None
+
+
+def connect(target: Target, settings: Settings) -> db.Connection:
+    try:
+        return db.connect(target, settings.driver, settings.connect_timeout)
+    except db.DbError as exc:
+        raise _connect_error(target, exc) from None
+
+
+def _connect_error(target: Target, exc: db.DbError) -> QuiesceError:
+    if exc.errno in db.AUTH_ERRORS:
+        return ConnectError("server at %s refused user %r: %s; fix: check user/password in the config file "
+                            "or defaults-file" % (target.address, target.user, exc.message))
+    if target.is_local and not target.host and not os.path.exists(str(target.socket)):
+        if not db.server_process_running():
+            return ServerNotRunning("no MySQL/MariaDB server is running (socket %s absent, no mysqld or "
+                                    "mariadbd process)" % target.socket)
+        return ConnectError("socket %s does not exist but a server process is running; fix: set socket "
+                            "in the config file to the server's socket" % target.socket)
+    if exc.errno in db.UNREACHABLE_ERRORS and target.is_local and not db.server_process_running():
+        return ServerNotRunning("no MySQL/MariaDB server is running (nothing answers at %s)" % target.address)
+    return ConnectError("cannot connect to %s: %s; fix: check that the server runs and socket/host/port "
+                        "in the config file" % (target.address, exc.message))
+
+
+def _privilege_error(target: Target, exc: db.DbError, privilege: str) -> PrivilegeError:
+    return PrivilegeError("user %r lacks a privilege on %s: %s; fix: GRANT %s ON *.* TO the account"
+                          % (target.user, target.address, exc.message, privilege))
+
+
+class Watchdog:
+    """KILL QUERY the pending lock statement once acquire-timeout has passed."""
+
+    def __init__(self, killer: db.Connection, victim_id: int, timeout: float):
+        self._killer = killer
+        self._victim = victim_id
+        self._timeout = timeout
+        self._done = threading.Event()
+        self._mutex = threading.Lock()
+        self.fired = False
+        self._thread = threading.Thread(target=self._run, name="quiesce-watchdog", daemon=True)
+
+    def __enter__(self) -> "Watchdog":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        if self._done.wait(self._timeout):
+            return
+        with self._mutex:
+            if self._done.is_set():
+                return
+            self.fired = True
+            try:
+                self._killer.execute("KILL QUERY %d" % self._victim)
+            except db.DbError:
+                # The lock connection also has lock_wait_timeout; the freeze fails either way.
+                pass
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # Under the mutex: once we say done, a KILL can no longer hit a later statement.
+        with self._mutex:
+            self._done.set()
+        self._thread.join(timeout=self._timeout + 5)
+
+
+def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], settings: Settings,
+                             method: str, log: logging.Logger) -> None:
+    """Before locking, wait (without blocking anyone) for long statements to finish."""
+    kinds = settings.long_query_type
+    if kinds == "auto":
+        # FTWRL waits for every statement with a table open; BACKUP STAGE only for writes.
+        kinds = "all" if method == FTWRL else "update"
+    deadline = time.monotonic() + settings.long_query_wait
+    started = time.monotonic()
+    logged = False
+    while True:
+        try:
+            rows = helper.query("SELECT * FROM information_schema.PROCESSLIST")
+        except db.DbError as exc:
+            log.warning("cannot read the process list (%s): long statements go unnoticed", exc)
+            return
+        long_rows = serverinfo.long_statements(rows, own_ids, settings.long_query_time, kinds)
+        if settings.kill_long_selects > 0:
+            for row in long_rows:
+                if row["kind"] == "select" and row["elapsed"] >= settings.kill_long_selects:
+                    log.warning("killing long SELECT %s", serverinfo.describe_statement(row))
+                    try:
+                        helper.execute("KILL QUERY %d" % int(row["ID"]))
+                    except db.DbError as exc:
+                        log.warning("cannot kill statement %s: %s", row["ID"], exc)
+        if not long_rows:
+            if logged:
+                log.info("long statements finished after %.1f s", time.monotonic() - started)
+            return
+        if time.monotonic() >= deadline:
+            raise LockTimeout("statement %s would stall the server behind the lock and did not finish "
+                              "within long-query-wait=%g s; fix: let it finish, raise long-query-wait, "
+                              "or set kill-long-selects" % (serverinfo.describe_statement(long_rows[0]),
+                                                            settings.long_query_wait))
+        if not logged:
+            log.info("waiting up to %g s for %d long statement(s) to finish: %s", settings.long_query_wait,
+                     len(long_rows), serverinfo.describe_statement(long_rows[0]))
+            logged = True
+        # The process list has no change notification; writers are not blocked while we poll.
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _stop_replica(conn: db.Connection, server: Server, settings: Settings,
+                  log: logging.Logger) -> List[str]:
+    if settings.stop_replica == "never":
+        return []
+    try:
+        channels = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server)))
+    except db.DbError as exc:
+        log.info("no replica status (%s)", exc.message)
+        return []
+    running = [c["connection_name"] for c in channels if c["sql_running"]]
+    if not running:
+        return []
+    if settings.stop_replica == "auto":
+        row = conn.query(serverinfo.parallel_applier_statement(server))[0]
+        if not serverinfo.parallel_applier_needs_stop(server, row):
+            return []
+    stopped = []
+    try:
+        for channel in running:
+            conn.execute(serverinfo.stop_sql_thread_statement(server, channel))
+            stopped.append(channel)
+    except db.DbError as exc:
+        start_replica(conn, server, stopped, log)
+        if exc.errno in db.PRIVILEGE_ERRORS:
+            raise PrivilegeError("cannot stop the replica SQL thread: %s; fix: GRANT REPLICATION SLAVE ADMIN "
+                                 "(MySQL: REPLICATION_APPLIER or SUPER) ON *.* TO the account, or set "
+                                 "stop-replica = never" % exc.message)
+        raise ConnectError("cannot stop the replica SQL thread: %s" % exc.message)
+    log.info("stopped replica SQL thread(s): %s", ", ".join(repr(c) for c in stopped))
+    return stopped
+
+
+def start_replica(conn: db.Connection, server: Server, channels: Sequence[str], log: logging.Logger) -> None:
+    for channel in channels:
+        conn.execute(serverinfo.start_sql_thread_statement(server, channel))
+    if channels:
+        log.info("restarted replica SQL thread(s): %s", ", ".join(repr(c) for c in channels))
+
+
+def _syncfs(path: str) -> None:
+    """Make everything the server wrote to this filesystem durable (not only our own files)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (AttributeError, OSError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def _sync_server_files(info: Dict[str, Any]) -> List[str]:
+    synced = []
+    for path in (info.get("datadir"), os.path.dirname(str(info.get("log_bin_basename") or ""))):
+        if path and os.path.isdir(path):
+            key = os.stat(path).st_dev
+            if key not in synced:
+                _syncfs(path)
+                synced.append(key)
+    return [str(x) for x in synced]
+
+
+def acquire(target: Target, settings: Settings, log: logging.Logger) -> Locked:
+    """Connect, take the lock, record coordinates and make them durable. All or nothing."""
+    conn = connect(target, settings)
+    helper: Optional[db.Connection] = None
+    stopped: List[str] = []
+    server: Optional[Server] = None
+    try:
+        row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
+        server = serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
+        strategy = STRATEGIES[serverinfo.choose_lock_method(server, settings.lock_method)]
+        # The holder idles for the whole snapshot: the server must not drop it meanwhile.
+        conn.execute("SET SESSION wait_timeout = %d" % (math.ceil(settings.lock_timeout) + 600))
+        conn.execute("SET SESSION lock_wait_timeout = %d" % max(1, math.ceil(settings.acquire_timeout)))
+        info = conn.query(serverinfo.DURABILITY_STATEMENT)[0]
+        for warning in serverinfo.durability_warnings(info):
+            log.warning("%s: %s", target.name, warning)
+        helper = connect(target, settings)
+        wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, strategy.name, log)
+        stopped = _stop_replica(conn, server, settings, log)
+
+        conn.set_timeout(settings.acquire_timeout + settings.connect_timeout + 5)
+        started = time.monotonic()
+        statement = ""
+        with Watchdog(helper, conn.thread_id, settings.acquire_timeout) as watchdog:
+            try:
+                for statement in list(strategy.prepare) + list(strategy.lock):
+                    conn.execute(statement)
+            except db.DbError as exc:
+                failure = exc
+            else:
+                failure = None
+        locked = time.monotonic()
+        if watchdog.fired or (failure and failure.errno in db.INTERRUPTED_ERRORS):
+            raise LockTimeout("%s could not lock %s within acquire-timeout=%g s (%s was waiting for "
+                              "running statements); nothing stays locked; fix: retry when the server is "
+                              "less busy or raise acquire-timeout" % (target.name, server.label,
+                                                                      settings.acquire_timeout, statement))
+        if failure is not None:
+            if failure.errno in db.PRIVILEGE_ERRORS:
+                raise _privilege_error(target, failure, strategy.privileges)
+            raise ConnectError("%s: %s failed: %s" % (target.name, statement, failure.message))
+
+        # The lock is held from here; the statements below prove the session still stands.
+        conn.set_timeout(settings.connect_timeout + 30)
+        coordinates = _coordinates(conn, server)
+        replica = None
+        if stopped or settings.stop_replica != "never":
+            try:
+                channels = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server)))
+                replica = channels or None
+            except db.DbError:
+                replica = None
+        conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
+        if target.is_local:
+            _sync_server_files(info)
+        position = dict(coordinates)
+        position.update({
+            "instance": target.name,
+            "server_version": server.version_string,
+            "flavour": server.flavour,
+            "lock": strategy.name,
+            "locked_at": state.utc_now(),
+            "replica": replica,
+            "replica_stopped": bool(stopped),
+            "durability": {"innodb_flush_log_at_trx_commit": _int(info.get("innodb_flush_log_at_trx_commit")),
+                           "sync_binlog": _int(info.get("sync_binlog"))},
+            "datadir": info.get("datadir"),
+        })
+        return Locked(target, conn, server, strategy, position, stopped, (locked - started) * 1000.0,
+                      locked, info.get("datadir"))
+    except BaseException:
+        _abandon(conn, target, settings, server, stopped, log)
+        raise
+    finally:
+        if helper is not None:
+            helper.close()
+
+
+def _int(value: Any) -> Optional[int]:
+    return int(value) if value not in (None, "") else None
+
+
+def _coordinates(conn: db.Connection, server: Server) -> Dict[str, Any]:
+    try:
+        rows = conn.query(serverinfo.binlog_status_statement(server))
+    except db.DbError as exc:
+        if exc.errno in db.PRIVILEGE_ERRORS:
+            raise PrivilegeError("cannot read binlog coordinates: %s; fix: GRANT %s ON *.* TO the account"
+                                 % (exc.message, "BINLOG MONITOR" if server.flavour == "mariadb"
+                                    else "REPLICATION CLIENT"))
+        raise
+    statement = serverinfo.gtid_statement(server)
+    gtid_rows = conn.query(statement) if statement else []
+    return serverinfo.binlog_coordinates(rows, gtid_rows)
+
+
+def _abandon(conn: db.Connection, target: Target, settings: Settings, server: Optional[Server],
+             stopped: List[str], log: logging.Logger) -> None:
+    """Undo a half-done acquisition: closing the session drops any lock it took."""
+    conn.close()
+    if stopped and server is not None:
+        restart_replica_fresh(target, settings, server, stopped, log)
+
+
+def restart_replica_fresh(target: Target, settings: Settings, server: Server, channels: Sequence[str],
+                          log: logging.Logger) -> None:
+    """Restart SQL threads over a new connection (the locking one may be gone)."""
+    try:
+        conn = connect(target, settings)
+    except QuiesceError as exc:
+        log.error("%s: replica SQL thread(s) %s are STOPPED and cannot be restarted: %s; fix: START SLAVE "
+                  "by hand", target.name, ", ".join(repr(c) for c in channels), exc)
+        return
+    try:
+        start_replica(conn, server, channels, log)
+    except db.DbError as exc:
+        log.error("%s: cannot restart replica SQL thread(s): %s; fix: START SLAVE by hand", target.name, exc)
+    finally:
+        conn.close()
+
+
+def release(locked: Locked, settings: Settings, log: logging.Logger) -> Optional[str]:
+    """Unlock and close (restarting replicas is the caller's next step). Returns a problem, or None."""
+    problem = None
+    if locked.lost is None:
+        try:
+            locked.conn.set_timeout(settings.connect_timeout + 10)
+            locked.conn.execute(locked.strategy.unlock)
+        except db.DbError as exc:
+            problem = "unlock failed (%s); closing the session released the lock" % exc.message
+    locked.conn.close()
+    return problem

@@ -1,0 +1,45 @@
+"""Every filesystem path and default in one place, so packaging and code agree."""
+
+CONFIG_FILE = "/etc/quiesce/quiesce.conf"
+RUNTIME_DIR = "/run/quiesce"
+STATE_DIR = "/var/lib/quiesce"
+POSITION_FILE = STATE_DIR + "/position.json"
+INSTANCE_POSITION_FILE = STATE_DIR + "/position-{name}.json"
+
+LIB_DIR = "/usr/lib/quiesce"
+HOOK = LIB_DIR + "/hook"
+FREEZE = LIB_DIR + "/freeze"
+THAW = LIB_DIR + "/thaw"
+
+# Files inside runtime-dir.
+LOCK_NAME = "lock"
+SOCKET_NAME = "holder.sock"
+STATE_NAME = "state.json"
+RESULT_NAME = "result.json"
+
+# "zz-" sorts after digits, capitals and most lower-case names: our freeze runs last and
+# our thaw first, so the database is locked for the shortest possible time.
+HOOK_LINK_NAME = "zz-quiesce"
+
+# (runner, directory) pairs whose entries may be links to our hook.
+HOOK_DIRS = (
+    ("vmware-tools", "/etc/vmware-tools/backupScripts.d"),
+    ("qemu-guest-agent", "/etc/qemu/fsfreeze-hook.d"),
+    ("qemu-guest-agent", "/etc/qemu-ga/fsfreeze-hook.d"),
+)
+LEGACY_HOOKS = (
+    ("vmware-tools (legacy pre-freeze)", "/usr/sbin/pre-freeze-script"),
+    ("vmware-tools (legacy post-thaw)", "/usr/sbin/post-thaw-script"),
+)
+
+# Where distributions put the server socket, most common first.
+DEFAULT_SOCKETS = (
+    "/run/mysqld/mysqld.sock",
+    "/var/run/mysqld/mysqld.sock",
+    "/var/lib/mysql/mysql.sock",
+    "/tmp/mysql.sock",
+)
+SERVER_PROCESS_NAMES = ("mariadbd", "mysqld")
+
+DEFAULT_USER = "root"
+DEFAULT_PORT = 3306

@@ -1,0 +1,91 @@
+"""The few messages between the hook commands and the holder.
+
+Everything is one JSON object per line. The freeze command hands the settings to the
+holder over a private pipe (never argv or environment: they hold the password) and
+reads one readiness line back; thaw and status talk over the holder's unix socket,
+which answers only root or the holder's own uid.
+"""
+
+import json
+import os
+import select
+import socket
+import struct
+import time
+from typing import Any, Dict, Optional
+
+from .errors import StateError
+
+MAX_MESSAGE = 1 << 20
+
+THAW = "thaw"
+STATUS = "status"
+
+
+def encode(message: Dict[str, Any]) -> bytes:
+    return (json.dumps(message, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
+
+
+def decode(line: bytes) -> Dict[str, Any]:
+    value = json.loads(line.decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("message is not a JSON object")
+    return value
+
+
+def read_line_fd(fd: int, timeout: float) -> Optional[bytes]:
+    """One line from a pipe within timeout; None if the writer closed it first."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            raise TimeoutError
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) > MAX_MESSAGE:
+            raise ValueError("message too long")
+    return data.split(b"\n", 1)[0]
+
+
+def write_all_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def recv_line(conn: socket.socket, timeout: float) -> Optional[bytes]:
+    conn.settimeout(timeout)
+    data = b""
+    while b"\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) > MAX_MESSAGE:
+            raise ValueError("message too long")
+    return data.split(b"\n", 1)[0]
+
+
+def request(socket_path: str, message: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """Send one request to the holder and return its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as conn:
+        conn.settimeout(timeout)
+        conn.connect(socket_path)
+        conn.sendall(encode(message))
+        line = recv_line(conn, timeout)
+    if line is None:
+        raise StateError("the holder closed the connection without answering")
+    return decode(line)

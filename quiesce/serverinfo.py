@@ -1,0 +1,278 @@
+"""What differs between server flavours and versions, as pure functions.
+
+Fed by real query results (SELECT VERSION(), SHOW ... STATUS rows); unit-tested with the
+version strings and rows real MySQL, Percona Server and MariaDB servers return.
+"""
+
+import dataclasses
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .errors import ConfigError
+
+MARIADB, MYSQL, PERCONA = "mariadb", "mysql", "percona"
+FTWRL, BACKUP_STAGE = "ftwrl", "backup-stage"
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    flavour: str
+    version: Tuple[int, int, int]
+    version_string: str
+
+    @property
+    def label(self) -> str:
+        return "%s %s" % ({"mariadb": "MariaDB", "mysql": "MySQL", "percona": "Percona Server"}[self.flavour],
+                          ".".join(map(str, self.version)))
+
+
+def identify(version: str, version_comment: str = "") -> Server:
+    """Flavour from the version text itself, never from the major number alone."""
+    text = version.strip()
+    # MariaDB 10+ clients once saw "5.5.5-10.x.y-MariaDB": the real version follows the prefix.
+    if text.startswith("5.5.5-") and "mariadb" in text.lower():
+        text = text[len("5.5.5-"):]
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", text)
+    if not match:
+        raise ValueError("unrecognised server version %r" % version)
+    numbers = tuple(int(x) for x in match.groups())
+    lowered = (version + " " + version_comment).lower()
+    if "mariadb" in lowered:
+        flavour = MARIADB
+    elif "percona" in lowered:
+        flavour = PERCONA
+    else:
+        flavour = MYSQL
+    return Server(flavour, numbers, version)  # type: ignore[arg-type]
+
+
+def supports_backup_stage(server: Server) -> bool:
+    return server.flavour == MARIADB and server.version >= (10, 4, 0)
+
+
+def choose_lock_method(server: Server, requested: str) -> str:
+    if requested == "auto":
+        return BACKUP_STAGE if supports_backup_stage(server) else FTWRL
+    if requested == BACKUP_STAGE and not supports_backup_stage(server):
+        raise ConfigError("lock-method backup-stage needs MariaDB 10.4 or later, but the server is %s; "
+                          "fix: set lock-method = auto or ftwrl" % server.label)
+    return requested
+
+
+def binlog_status_statement(server: Server) -> str:
+    if server.flavour == MARIADB:
+        return "SHOW BINLOG STATUS" if server.version >= (10, 5, 2) else "SHOW MASTER STATUS"
+    # MySQL 8.4 removed SHOW MASTER STATUS; 8.2 introduced the new name.
+    return "SHOW BINARY LOG STATUS" if server.version >= (8, 2, 0) else "SHOW MASTER STATUS"
+
+
+def replica_status_statement(server: Server) -> str:
+    if server.flavour == MARIADB:
+        return "SHOW ALL SLAVES STATUS"
+    return "SHOW REPLICA STATUS" if server.version >= (8, 0, 22) else "SHOW SLAVE STATUS"
+
+
+def gtid_statement(server: Server) -> Optional[str]:
+    # MySQL reports its GTID set in the binlog status row itself.
+    return "SELECT @@GLOBAL.gtid_binlog_pos AS gtid" if server.flavour == MARIADB else None
+
+
+def binlog_coordinates(rows: Sequence[Dict[str, Any]], gtid_rows: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
+    """Binlog file, position and GTID from SHOW {MASTER|BINLOG|BINARY LOG} STATUS."""
+    coordinates: Dict[str, Any] = {"binlog_file": None, "binlog_position": None, "gtid": None}
+    if rows:
+        row = rows[0]
+        coordinates["binlog_file"] = row.get("File") or None
+        position = row.get("Position")
+        coordinates["binlog_position"] = int(position) if position not in (None, "") else None
+        executed = row.get("Executed_Gtid_Set")
+        if executed:
+            coordinates["gtid"] = re.sub(r"\s+", "", str(executed))
+    if gtid_rows and gtid_rows[0].get("gtid"):
+        coordinates["gtid"] = str(gtid_rows[0]["gtid"])
+    return coordinates
+
+
+def _first(row: Dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in row and row[name] not in (None, ""):
+            return row[name]
+    return None
+
+
+def replica_channels(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Source coordinates of each replication channel, in one shape for every flavour."""
+    channels = []
+    for row in rows:
+        position = _first(row, "Exec_Source_Log_Pos", "Exec_Master_Log_Pos")
+        channels.append({
+            "connection_name": _first(row, "Connection_name", "Channel_Name") or "",
+            "source_host": _first(row, "Source_Host", "Master_Host"),
+            "source_port": _int_or_none(_first(row, "Source_Port", "Master_Port")),
+            "source_log_file": _first(row, "Relay_Source_Log_File", "Relay_Master_Log_File"),
+            "source_log_position": _int_or_none(position),
+            "gtid": _first(row, "Gtid_Slave_Pos", "Executed_Gtid_Set"),
+            "using_gtid": _first(row, "Using_Gtid", "Auto_Position"),
+            "sql_running": _first(row, "Replica_SQL_Running", "Slave_SQL_Running") == "Yes",
+            "io_running": _first(row, "Replica_IO_Running", "Slave_IO_Running"),
+        })
+    return channels
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    return int(value) if value not in (None, "") else None
+
+
+def stop_sql_thread_statement(server: Server, channel: str) -> str:
+    return _sql_thread_statement(server, channel, "STOP")
+
+
+def start_sql_thread_statement(server: Server, channel: str) -> str:
+    return _sql_thread_statement(server, channel, "START")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _sql_thread_statement(server: Server, channel: str, verb: str) -> str:
+    if server.flavour == MARIADB:
+        name = (" " + _quote(channel)) if channel else ""
+        return "%s SLAVE%s SQL_THREAD" % (verb, name)
+    noun = "REPLICA" if server.version >= (8, 0, 22) else "SLAVE"
+    suffix = " FOR CHANNEL %s" % _quote(channel) if channel else ""
+    return "%s %s SQL_THREAD%s" % (verb, noun, suffix)
+
+
+def parallel_applier_statement(server: Server) -> str:
+    if server.flavour == MARIADB:
+        return "SELECT @@GLOBAL.slave_parallel_threads AS workers, 1 AS preserve_order"
+    if server.version >= (8, 0, 26):
+        return ("SELECT @@GLOBAL.replica_parallel_workers AS workers, "
+                "@@GLOBAL.replica_preserve_commit_order = 1 AS preserve_order")
+    return ("SELECT @@GLOBAL.slave_parallel_workers AS workers, "
+            "@@GLOBAL.slave_preserve_commit_order = 1 AS preserve_order")
+
+
+def parallel_applier_needs_stop(server: Server, row: Dict[str, Any]) -> bool:
+    """Does the replica's applier keep commit order across workers (and so can deadlock a lock)?"""
+    workers = int(row.get("workers") or 0)
+    preserve = bool(int(row.get("preserve_order") or 0))
+    # MariaDB's parallel replication always commits in order; MySQL counts the
+    # coordinator, so one worker is not parallel.
+    threshold = 0 if server.flavour == MARIADB else 1
+    return workers > threshold and preserve
+
+
+DURABILITY_STATEMENT = ("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit AS innodb_flush_log_at_trx_commit, "
+                        "@@GLOBAL.sync_binlog AS sync_binlog, @@GLOBAL.log_bin AS log_bin, "
+                        "@@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename AS log_bin_basename")
+
+
+def durability_warnings(row: Dict[str, Any]) -> List[str]:
+    warnings = []
+    flush = int(row.get("innodb_flush_log_at_trx_commit") or 1)
+    if flush != 1:
+        warnings.append("innodb_flush_log_at_trx_commit=%d: commits are not durable on their own; "
+                        "quiesce flushes the InnoDB log and syncs the data directory while locked" % flush)
+    log_bin = str(row.get("log_bin") or "0") in ("1", "ON")
+    sync_binlog = int(row.get("sync_binlog") or 0)
+    if log_bin and sync_binlog != 1:
+        warnings.append("sync_binlog=%d: the binary log is not synced at commit; quiesce syncs its "
+                        "filesystem while locked" % sync_binlog)
+    return warnings
+
+
+# Process-list entries that are never user statements.
+_SYSTEM_COMMANDS = {"Sleep", "Daemon", "Binlog Dump", "Binlog Dump GTID", "Connect", "Killed",
+                    "Slave_IO", "Slave_SQL", "Slave_worker", "Register Slave"}
+_SYSTEM_USERS = {"system user", "event_scheduler", "DELAYED"}
+
+
+def statement_kind(info: Optional[str]) -> str:
+    """'select' for read-only statements, 'update' for everything else."""
+    if not info:
+        return "update"
+    text = re.sub(r"^(\s|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)+", "", info, flags=re.S)
+    word = re.match(r"\(*\s*(\w+)", text)
+    first = word.group(1).upper() if word else ""
+    if first in ("SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "HELP", "WITH", "VALUES", "TABLE"):
+        # SELECT ... INTO OUTFILE and WITH ... UPDATE still write; look for it.
+        if re.search(r"\b(INTO\s+(OUTFILE|DUMPFILE)|FOR\s+UPDATE|UPDATE|INSERT|DELETE|REPLACE)\b",
+                     text, flags=re.I) and first in ("WITH",):
+            return "update"
+        return "select"
+    return "update"
+
+
+def long_statements(rows: Sequence[Dict[str, Any]], own_ids: Sequence[int], threshold: float,
+                    kinds: str) -> List[Dict[str, Any]]:
+    """Process-list rows of user statements running at least threshold seconds.
+
+    kinds is 'all', 'select' or 'update' (as in long-query-type).
+    """
+    found = []
+    for row in rows:
+        if int(row["ID"]) in own_ids:
+            continue
+        if row.get("COMMAND") in _SYSTEM_COMMANDS or row.get("USER") in _SYSTEM_USERS:
+            continue
+        if row.get("COMMAND") not in ("Query", "Execute"):
+            continue
+        elapsed = float(row.get("TIME_MS") or 0) / 1000.0 if row.get("TIME_MS") is not None else float(row.get("TIME") or 0)
+        if elapsed < threshold:
+            continue
+        kind = statement_kind(row.get("INFO"))
+        if kinds != "all" and kind != kinds:
+            continue
+        found.append(dict(row, kind=kind, elapsed=elapsed))
+    return found
+
+
+def describe_statement(row: Dict[str, Any]) -> str:
+    info = re.sub(r"\s+", " ", str(row.get("INFO") or ""))[:80]
+    return "id %s (%s, running %.0f s: %s)" % (row["ID"], row.get("USER"), row.get("elapsed", 0), info)
+
+
+def global_privileges(grant_lines: Sequence[str]) -> set:
+    """Privileges granted ON *.* from SHOW GRANTS output ("ALL" stands for all of them)."""
+    privileges = set()
+    for line in grant_lines:
+        match = re.match(r"\s*GRANT\s+(.*?)\s+ON\s+\*\.\*\s+TO\s", line, flags=re.I | re.S)
+        if not match:
+            continue
+        for item in match.group(1).split(","):
+            name = re.sub(r"\s+", " ", item.strip().upper())
+            privileges.add("ALL" if name in ("ALL", "ALL PRIVILEGES") else name)
+    return privileges
+
+
+def missing_privileges(server: Server, granted: set, method: str, binlog_on: bool, replica: bool,
+                       kill_selects: bool, stop_replica: bool) -> Tuple[List[str], List[str]]:
+    """(required, recommended) privileges the account lacks for this configuration."""
+    if "ALL" in granted:
+        return [], []
+    required = ["RELOAD"]
+    if method == FTWRL and server.flavour != MARIADB:
+        required.append("LOCK TABLES")
+    recommended = ["PROCESS"]
+    if binlog_on:
+        if server.flavour == MARIADB and server.version >= (10, 5, 2):
+            required.append("BINLOG MONITOR")
+        else:
+            required.append("REPLICATION CLIENT")
+    if replica:
+        recommended.append("REPLICA MONITOR" if server.flavour == MARIADB and server.version >= (10, 5, 9)
+                           else "REPLICATION CLIENT")
+        if stop_replica:
+            recommended.append("REPLICATION SLAVE ADMIN" if server.flavour == MARIADB else "REPLICATION_APPLIER")
+    if kill_selects:
+        recommended.append("CONNECTION ADMIN" if server.flavour == MARIADB else "CONNECTION_ADMIN")
+    aliases = {"REPLICATION CLIENT": {"BINLOG MONITOR", "SUPER"}, "BINLOG MONITOR": {"REPLICATION CLIENT", "SUPER"},
+               "CONNECTION ADMIN": {"SUPER"}, "CONNECTION_ADMIN": {"SUPER"}, "REPLICA MONITOR": {"SUPER"},
+               "REPLICATION SLAVE ADMIN": {"SUPER"}, "REPLICATION_APPLIER": {"SUPER"}}
+
+    def lacks(privilege: str) -> bool:
+        return privilege not in granted and not (aliases.get(privilege, set()) & granted)
+
+    return [p for p in required if lacks(p)], [p for p in recommended if lacks(p)]

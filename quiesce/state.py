@@ -1,0 +1,154 @@
+"""Runtime state in runtime-dir: the serialisation lock, state.json and result.json.
+
+state.json exists exactly while a holder owns a lock (written before freeze returns);
+result.json keeps the outcome of the last freeze until a thaw has reported it.
+"""
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from typing import Any, Dict, Iterator, Optional
+
+from . import paths
+from .errors import Busy, ConfigError, StateError
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_at(epoch: float) -> str:
+    return (datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+
+
+def ensure_runtime_dir(path: str, create: bool = True) -> bool:
+    """Create runtime-dir 0700 if missing; refuse one that others could tamper with.
+
+    Returns False when it does not exist and create is False.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return False
+        parent = os.path.dirname(path.rstrip("/")) or "/"
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError("runtime-dir %s is a symlink; fix: remove it or set runtime-dir to a real directory" % path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError("runtime-dir %s is not a directory; fix: remove it or choose another runtime-dir" % path)
+    if st.st_uid not in (0, os.getuid()):
+        raise ConfigError("runtime-dir %s belongs to uid %d; fix: chown root %s" % (path, st.st_uid, path))
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError("runtime-dir %s is writable by group or others; fix: chmod 700 %s" % (path, path))
+    return True
+
+
+def write_json_atomic(path: str, data: Dict[str, Any], mode: int = 0o600) -> None:
+    """Temp file, fsync, rename, fsync the directory: the file is whole or absent."""
+    directory = os.path.dirname(path) or "."
+    temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_json(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError("cannot read %s: %s; fix: remove it" % (path, exc.strerror))
+    try:
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError:
+        raise StateError("%s is not valid JSON; fix: remove it" % path)
+
+
+def remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class RuntimeFiles:
+    def __init__(self, runtime_dir: str):
+        self.dir = runtime_dir
+        self.lock = os.path.join(runtime_dir, paths.LOCK_NAME)
+        self.socket = os.path.join(runtime_dir, paths.SOCKET_NAME)
+        self.state = os.path.join(runtime_dir, paths.STATE_NAME)
+        self.result = os.path.join(runtime_dir, paths.RESULT_NAME)
+
+    def read_state(self) -> Optional[Dict[str, Any]]:
+        return read_json(self.state)
+
+    def read_result(self) -> Optional[Dict[str, Any]]:
+        return read_json(self.result)
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float, what: str) -> Iterator[None]:
+        """Serialise quiesce invocations. The wait is bounded; a stuck peer means exit BUSY."""
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                        raise
+                if time.monotonic() >= deadline:
+                    raise Busy("another quiesce command is still running (waited %.0f s for %s); "
+                               "fix: wait for it, or check 'quiesce status'" % (timeout, what))
+                # flock has no timed wait; 10 ms keeps this responsive without spinning.
+                time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)
+
+
+def process_start_ticks(pid: int) -> Optional[int]:
+    """Start time of a process, to tell our holder from a later process that reused its pid."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def holder_alive(state: Dict[str, Any]) -> bool:
+    pid = state.get("holder_pid")
+    if not isinstance(pid, int):
+        return False
+    ticks = process_start_ticks(pid)
+    return ticks is not None and ticks == state.get("holder_start_ticks")

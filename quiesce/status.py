@@ -1,0 +1,65 @@
+"""quiesce status: frozen or not, since when, by whom, and how the last freeze ended."""
+
+import json
+import sys
+from typing import Any, Dict
+
+from . import protocol, state
+from .config import Settings
+from .errors import StateError
+
+
+def collect(settings: Settings) -> Dict[str, Any]:
+    files = state.RuntimeFiles(settings.runtime_dir)
+    report: Dict[str, Any] = {"frozen": False, "since": None, "holder_pid": None, "deadline": None,
+                              "instances": [], "release_on_fs_thaw": settings.release_on_fs_thaw,
+                              "last_result": None}
+    if not state.ensure_runtime_dir(settings.runtime_dir, create=False):
+        return report
+    current = files.read_state()
+    if current is not None:
+        alive = state.holder_alive(current)
+        report.update(frozen=alive, since=current.get("since"), holder_pid=current.get("holder_pid"),
+                      deadline=current.get("deadline"), instances=current.get("instances", []),
+                      release_on_fs_thaw=current.get("release_on_fs_thaw"))
+        if alive:
+            try:
+                live = protocol.request(files.socket, {"cmd": protocol.STATUS}, 2.0)
+                lost = {i["name"]: i["lost"] for i in live.get("instances", [])}
+                for item in report["instances"]:
+                    item["lost"] = lost.get(item["name"])
+                report["fs_frozen_seen"] = live.get("fs_frozen_seen")
+            except (OSError, ValueError, StateError):
+                report["holder_responding"] = False
+        else:
+            report["holder_died"] = True
+    result = files.read_result()
+    if result is not None:
+        result.pop("log", None)
+        report["last_result"] = result
+    return report
+
+
+def run(settings: Settings) -> int:
+    report = collect(settings)
+    if settings.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    if report["frozen"]:
+        print("frozen since %s by holder pid %s; releases by itself at %s" % (
+            report["since"], report["holder_pid"], report["deadline"]))
+        for item in report["instances"]:
+            print("  %s: %s on %s%s" % (item["name"], item["lock"], item.get("server", "?"),
+                                        " -- LOCK LOST: %s" % item["lost"] if item.get("lost") else ""))
+    elif report.get("holder_died"):
+        print("NOT frozen: holder pid %s died while frozen (thaw will report the loss)" % report["holder_pid"])
+    else:
+        print("not frozen")
+    result = report["last_result"]
+    if result:
+        print("last result: %s at %s, held %s ms%s" % (result.get("outcome"), result.get("at"),
+                                                      result.get("held_ms"),
+                                                      " (%s)" % result["reason"] if result.get("reason") else ""))
+    print("release on filesystem thaw: %s" % ("on" if report["release_on_fs_thaw"] else "off"))
+    return 0

@@ -1,0 +1,74 @@
+"""quiesce thaw: tell the holder to release, and say honestly what happened.
+
+Kept small and free of the MySQL driver: it runs on the snapshot's critical path.
+"""
+
+import os
+import signal
+from typing import Any, Dict
+
+from . import log as logsetup, protocol, state
+from .config import Settings
+from .errors import LockLost, StateError
+
+THAW_TIMEOUT = 30.0
+LOCK_WAIT = 60.0
+
+
+def _report_result(result: Dict[str, Any], fresh: bool) -> int:
+    log = logsetup.get()
+    outcome = result.get("outcome")
+    if outcome in ("expired", "lost"):
+        raise LockLost("the lock did not last until thaw (%s): %s; the snapshot may be inconsistent"
+                       % (outcome, result.get("reason")))
+    if outcome == "released-at-fs-thaw":
+        log.info("lock was already released when the filesystem thawed (%s), after %s ms",
+                 result.get("at"), result.get("held_ms"))
+        return 0
+    if fresh:
+        log.info("thawed: lock held %s ms, released %s", result.get("held_ms"), result.get("at"))
+    return 0
+
+
+def _kill_holder(current: Dict[str, Any]) -> None:
+    if state.holder_alive(current):
+        # Killing the holder closes its sessions; the server then drops the lock.
+        os.kill(int(current["holder_pid"]), signal.SIGKILL)
+
+
+def run(settings: Settings) -> int:
+    log = logsetup.get()
+    files = state.RuntimeFiles(settings.runtime_dir)
+    if not state.ensure_runtime_dir(settings.runtime_dir, create=False):
+        log.info("nothing is frozen (no %s)", settings.runtime_dir)
+        return 0
+    with files.exclusive(LOCK_WAIT, "thaw"):
+        current = files.read_state()
+        if current is not None:
+            if state.holder_alive(current):
+                try:
+                    reply = protocol.request(files.socket, {"cmd": protocol.THAW}, THAW_TIMEOUT)
+                except (OSError, ValueError, StateError) as exc:
+                    _kill_holder(current)
+                    state.remove(files.state)
+                    raise StateError("holder pid %s did not answer (%s); it was killed, which released the lock; "
+                                     "whether the lock lasted until now is unknown"
+                                     % (current.get("holder_pid"), exc))
+                if "outcome" not in reply:
+                    raise StateError("holder answered %r" % reply)
+                return _report_result(reply, fresh=True)
+            result = {"outcome": "lost", "acknowledged": True, "at": state.utc_now(),
+                      "since": current.get("since"),
+                      "reason": "holder pid %s died while frozen (killed?), so the lock ended early"
+                                % current.get("holder_pid")}
+            state.write_json_atomic(files.result, result)
+            state.remove(files.state)
+            state.remove(files.socket)
+            return _report_result(result, fresh=True)
+        result = files.read_result()
+        if result is not None and not result.get("acknowledged"):
+            result["acknowledged"] = True
+            state.write_json_atomic(files.result, result)
+            return _report_result(result, fresh=False)
+    log.info("nothing is frozen; thaw has nothing to do")
+    return 0
