@@ -1,0 +1,622 @@
+"""quiesce.fsprobe without a real freeze: wait classification on captured /proc text,
+choice of the probe directory, safe creation of the probe file, and the probe's
+firing rules driven through its I/O seam."""
+
+import errno
+import fcntl
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+from quiesce import fsprobe
+from quiesce.fsprobe import FsThawProbe, choose_probe_dir, classify_wait, parse_stack
+
+
+# --- captured samples ---------------------------------------------------------------
+# Debian 12 guest kernel 6.18, root, thread blocked in pwrite() on an fsfreeze'd ext4.
+FREEZE_6_18 = """\
+[<0>] percpu_rwsem_wait+0x15f/0x1d0
+[<0>] vfs_write+0x3f0/0x450
+[<0>] __x64_sys_pwrite64+0xa3/0xe0
+[<0>] do_syscall_64+0x71/0x280
+[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e
+"""
+# Same kernel: fdatasync() on an ext4 whose loop device's backing file sits on a
+# frozen filesystem: the I/O is stuck, the probe's own filesystem is not frozen.
+STUCK_IO_WRITEBACK = """\
+[<0>] folio_wait_bit+0xd6/0x220
+[<0>] folio_wait_writeback+0x2a/0x90
+[<0>] __filemap_fdatawait_range+0x7c/0xe0
+[<0>] file_write_and_wait_range+0x8f/0xc0
+[<0>] ext4_sync_file+0xa0/0x2d0
+[<0>] do_fsync+0x3b/0xa0
+[<0>] __x64_sys_fdatasync+0x12/0x20
+[<0>] do_syscall_64+0x71/0x280
+[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e
+"""
+# Same kernel: fdatasync() on a loop device throttled by blkio to 2 writes/s.
+SLOW_IO_FLUSH = """\
+[<0>] submit_bio_wait+0x74/0xc0
+[<0>] blkdev_issue_flush+0x33/0x60
+[<0>] ext4_sync_file+0x242/0x2d0
+[<0>] do_fsync+0x3b/0xa0
+[<0>] __x64_sys_fdatasync+0x12/0x20
+[<0>] do_syscall_64+0x71/0x280
+[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e
+"""
+# Same kernel: write() to a full pipe -- blocked under vfs_write, but not on a freeze.
+PIPE_WRITE = """\
+[<0>] anon_pipe_write+0x332/0x6c0
+[<0>] vfs_write+0x398/0x450
+[<0>] ksys_write+0xba/0xe0
+[<0>] do_syscall_64+0x71/0x280
+[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e
+"""
+# Same kernel: time.sleep().
+NANOSLEEP = """\
+[<0>] hrtimer_nanosleep+0x74/0xf0
+[<0>] common_nsleep_timens+0x3d/0xa0
+[<0>] __x64_sys_clock_nanosleep+0xce/0x140
+[<0>] do_syscall_64+0x71/0x280
+[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e
+"""
+
+# Older kernels, in the shapes their sources give.
+# 5.8-5.10: __percpu_down_read out of line, sb_start_write inlined into vfs_write.
+FREEZE_5_10 = """\
+[<0>] percpu_rwsem_wait+0x116/0x140
+[<0>] __percpu_down_read+0x4b/0x60
+[<0>] vfs_write+0x2a4/0x2b0
+[<0>] ksys_pwrite64+0x65/0xa0
+[<0>] do_syscall_64+0x33/0x80
+[<0>] entry_SYSCALL_64_after_hwframe+0x44/0xa9
+"""
+# 5.3-5.7: the percpu rwsem's slow path is a plain rwsem; __sb_start_write out of line.
+FREEZE_5_4 = """\
+[<0>] rwsem_down_read_slowpath+0x1a4/0x4b0
+[<0>] __percpu_down_read+0x59/0x70
+[<0>] __sb_start_write+0x5b/0x70
+[<0>] vfs_write+0x16e/0x1a0
+[<0>] ksys_pwrite64+0x69/0xa0
+[<0>] __x64_sys_pwrite64+0x1e/0x30
+[<0>] do_syscall_64+0x57/0x190
+[<0>] entry_SYSCALL_64_after_hwframe+0x44/0xa9
+"""
+# 4.6-4.20 on x86: asm thunk, SyS_ names, real addresses hidden or not.
+FREEZE_4_15 = """\
+[<ffffffffa7b8f0a8>] call_rwsem_down_read_failed+0x18/0x30
+[<ffffffffa74f3f36>] __percpu_down_read+0x56/0x80
+[<ffffffffa7676b7b>] __sb_start_write+0x8b/0x90
+[<ffffffffa767316d>] vfs_write+0x16d/0x1a0
+[<ffffffffa7673625>] SyS_pwrite64+0x95/0xb0
+[<ffffffffa7403b57>] do_syscall_64+0x67/0x130
+[<ffffffffa7e00081>] entry_SYSCALL_64_after_hwframe+0x3d/0xa2
+[<ffffffffffffffff>] 0xffffffffffffffff
+"""
+# 3.6-4.5 (RHEL 7): wait_event() inside __sb_start_write, which wchan names too.
+FREEZE_3_10 = """\
+[<ffffffff8120b8f5>] __sb_start_write+0xe5/0x120
+[<ffffffff81209a3d>] vfs_write+0x19d/0x1f0
+[<ffffffff8120a8bf>] SyS_pwrite64+0x9f/0xc0
+[<ffffffff816c7715>] system_call_fastpath+0x1c/0x21
+[<ffffffffffffffff>] 0xffffffffffffffff
+"""
+FREEZE_3_10_WITH_SCHEDULE = "[<ffffffff816a8ec9>] schedule+0x29/0x70\n" + FREEZE_3_10
+# Older kernels wait for I/O in io_schedule.
+SLOW_IO_4_X = """\
+[<0>] io_schedule+0x16/0x40
+[<0>] wait_on_page_bit+0x11a/0x1a0
+[<0>] __filemap_fdatawait_range+0xe5/0x140
+[<0>] file_write_and_wait_range+0x5a/0xb0
+[<0>] ext4_sync_file+0x8f/0x3a0
+[<0>] do_fsync+0x38/0x70
+[<0>] __x64_sys_fdatasync+0x13/0x20
+[<0>] do_syscall_64+0x57/0x190
+[<0>] entry_SYSCALL_64_after_hwframe+0x44/0xa9
+"""
+# A percpu rwsem that is not the freeze lock: ext4's s_writepages_rwsem under fsync.
+WRITEPAGES_RWSEM = """\
+[<0>] percpu_rwsem_wait+0x116/0x140
+[<0>] __percpu_down_read+0x4b/0x60
+[<0>] ext4_writepages+0x3e/0x80 [ext4]
+[<0>] do_writepages+0xc7/0x1c0
+[<0>] filemap_fdatawrite_wbc+0x66/0x90
+[<0>] file_write_and_wait_range+0x5f/0xc0
+[<0>] ext4_sync_file+0xa0/0x2d0 [ext4]
+[<0>] do_fsync+0x3b/0xa0
+[<0>] __x64_sys_fdatasync+0x12/0x20
+[<0>] do_syscall_64+0x33/0x80
+"""
+# A plain read lock in pwrite() under slow I/O: i_data_sem while extents are mapped.
+DATA_SEM_IN_WRITE = """\
+[<0>] rwsem_down_read_slowpath+0x1a4/0x4b0
+[<0>] ext4_map_blocks+0x8a/0x5b0
+[<0>] ext4_da_get_block_prep+0x1cc/0x440
+[<0>] __block_write_begin_int+0x15f/0x5e0
+[<0>] ext4_da_write_begin+0x10b/0x2a0
+[<0>] generic_perform_write+0xc2/0x1c0
+[<0>] ext4_buffered_write_iter+0x6d/0x140
+[<0>] vfs_write+0x2a4/0x2b0
+[<0>] ksys_pwrite64+0x65/0xa0
+"""
+# A percpu rwsem with a plain write caller: no percpu frame means no freeze.
+PLAIN_RWSEM_UNDER_VFS_WRITE = """\
+[<0>] rwsem_down_read_slowpath+0x1a4/0x4b0
+[<0>] vfs_write+0x2a4/0x2b0
+[<0>] ksys_pwrite64+0x65/0xa0
+"""
+CPU_HOTPLUG_LOCK = """\
+[<0>] percpu_rwsem_wait+0x116/0x140
+[<0>] __percpu_down_read+0x4b/0x60
+[<0>] cpus_read_lock+0x20/0x30
+[<0>] static_key_slow_inc+0x12/0x30
+"""
+# Compiler clone suffixes and module tags must not hide the names.
+FREEZE_CLONES = """\
+[<0>] percpu_rwsem_wait.constprop.0+0x15f/0x1d0
+[<0>] vfs_write.part.0+0x3f0/0x450
+[<0>] __x64_sys_pwrite64+0xa3/0xe0
+"""
+
+
+@pytest.mark.parametrize("stack", [
+    FREEZE_6_18, FREEZE_5_10, FREEZE_5_4, FREEZE_4_15, FREEZE_3_10,
+    FREEZE_3_10_WITH_SCHEDULE, FREEZE_CLONES,
+], ids=["6.18", "5.10", "5.4", "4.15", "3.10", "3.10-schedule", "clones"])
+def test_freeze_stacks_are_frozen(stack):
+    verdict = classify_wait(stack, "whatever", in_write=True)
+    assert verdict.frozen
+    assert verdict.source == "stack"
+
+
+def test_freeze_stack_counts_in_fsync_too():
+    # The stack names the caller, so the call the probe was in does not matter.
+    assert classify_wait(FREEZE_5_4, None, in_write=False).frozen
+
+
+@pytest.mark.parametrize("stack,wait", [
+    (STUCK_IO_WRITEBACK, "folio_wait_bit"),
+    (SLOW_IO_FLUSH, "submit_bio_wait"),
+    (SLOW_IO_4_X, "io_schedule"),
+    (PIPE_WRITE, "anon_pipe_write"),
+    (NANOSLEEP, "hrtimer_nanosleep"),
+    (WRITEPAGES_RWSEM, "percpu_rwsem_wait"),
+    (DATA_SEM_IN_WRITE, "rwsem_down_read_slowpath"),
+    (PLAIN_RWSEM_UNDER_VFS_WRITE, "rwsem_down_read_slowpath"),
+    (CPU_HOTPLUG_LOCK, "percpu_rwsem_wait"),
+], ids=["stuck-writeback", "slow-flush", "io_schedule", "pipe", "sleep",
+        "ext4-writepages-rwsem", "i_data_sem", "plain-rwsem", "cpu-hotplug"])
+def test_other_waits_are_not_frozen(stack, wait):
+    # Even a wchan that alone would say "freeze" is overruled by a readable stack.
+    verdict = classify_wait(stack, "percpu_rwsem_wait\n", in_write=True)
+    assert not verdict.frozen
+    assert verdict.wait == wait
+    assert verdict.source == "stack"
+
+
+@pytest.mark.parametrize("wchan", [
+    "percpu_rwsem_wait", "__percpu_down_read", "percpu_down_read", "__sb_start_write",
+    "percpu_rwsem_wait.constprop.0",
+])
+def test_wchan_fallback_freeze_during_write(wchan):
+    for stack in (None, "", "\n"):
+        verdict = classify_wait(stack, wchan, in_write=True)
+        assert verdict.frozen and verdict.source == "wchan"
+
+
+def test_wchan_fallback_not_trusted_outside_write():
+    assert not classify_wait(None, "percpu_rwsem_wait", in_write=False).frozen
+
+
+@pytest.mark.parametrize("wchan", [
+    "io_schedule", "folio_wait_bit", "anon_pipe_write", "pipe_write",
+    "hrtimer_nanosleep", "rwsem_down_read_slowpath", "rwsem_down_read_failed",
+    "futex_wait_queue",
+])
+def test_wchan_fallback_other_waits(wchan):
+    verdict = classify_wait(None, wchan + "\n", in_write=True)
+    assert not verdict.frozen
+    assert verdict.wait == wchan
+
+
+@pytest.mark.parametrize("wchan", [None, "", "0", "0\n"])
+def test_nothing_readable_or_running(wchan):
+    assert classify_wait(None, wchan) == fsprobe.WaitClass(False, None, None)
+
+
+def test_parse_stack():
+    assert parse_stack(FREEZE_4_15) == [
+        "call_rwsem_down_read_failed", "__percpu_down_read", "__sb_start_write",
+        "vfs_write", "SyS_pwrite64", "do_syscall_64", "entry_SYSCALL_64_after_hwframe"]
+    assert parse_stack(WRITEPAGES_RWSEM)[2] == "ext4_writepages"
+    assert parse_stack("garbage\n\n") == []
+
+
+# --- choose_probe_dir ---------------------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path):
+    datadir = tmp_path / "lib" / "mysql"
+    datadir.mkdir(parents=True)
+    state = tmp_path / "lib" / "quiesce"
+    state.mkdir(mode=0o700)
+    return tmp_path, datadir, state
+
+
+def fake_devices(monkeypatch, devices):
+    """Make os.stat report st_dev from `devices` (path -> dev) for those paths."""
+    real_stat = os.stat
+
+    def fake_stat(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        dev = devices.get(os.fspath(path))
+        if dev is None:
+            return st
+        fields = list(st)
+        fields[stat.ST_DEV] = dev
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(fsprobe.os, "stat", fake_stat)
+
+
+def test_choose_preferred_on_same_device(tree):
+    _, datadir, state = tree
+    assert choose_probe_dir(str(datadir), ["/nonexistent", str(state)]) == str(state)
+
+
+def test_choose_parent_when_no_preferred(tree):
+    _, datadir, _ = tree
+    assert choose_probe_dir(str(datadir), ["/nonexistent"]) == str(datadir.parent)
+
+
+def test_choose_skips_preferred_on_other_device(tree, monkeypatch):
+    _, datadir, state = tree
+    fake_devices(monkeypatch, {str(state): 4242})
+    assert choose_probe_dir(str(datadir), [str(state)]) == str(datadir.parent)
+
+
+def test_choose_datadir_itself_when_it_is_a_mount_root(tree, monkeypatch):
+    _, datadir, state = tree
+    dev = os.stat(datadir).st_dev + 1
+    fake_devices(monkeypatch, {str(datadir): dev})
+    assert choose_probe_dir(str(datadir), [str(state)]) == str(datadir)
+
+
+def test_choose_never_below_datadir(tree):
+    _, datadir, _ = tree
+    inner = datadir / "quiesce"
+    inner.mkdir()
+    assert choose_probe_dir(str(datadir), [str(inner), str(datadir)]) == str(datadir.parent)
+
+
+def test_choose_skips_world_writable_without_sticky_bit(tree):
+    tmp, datadir, _ = tree
+    open_dir = tmp / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    sticky = tmp / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    assert choose_probe_dir(str(datadir), [str(open_dir)]) == str(datadir.parent)
+    assert choose_probe_dir(str(datadir), [str(open_dir), str(sticky)]) == str(sticky)
+
+
+def test_choose_resolves_symlinked_datadir(tree):
+    tmp, datadir, _ = tree
+    link = tmp / "mysql-link"
+    link.symlink_to(datadir)
+    assert choose_probe_dir(str(link), []) == str(datadir.parent)
+
+
+def test_choose_resolves_symlinked_preferred(tree):
+    tmp, datadir, state = tree
+    link = tmp / "state-link"
+    link.symlink_to(state)
+    assert choose_probe_dir(str(datadir), [str(link)]) == str(state)
+
+
+def test_choose_none_for_missing_or_non_directory(tree):
+    tmp, _, state = tree
+    assert choose_probe_dir(str(tmp / "missing"), [str(state)]) is None
+    afile = tmp / "afile"
+    afile.write_text("x")
+    assert choose_probe_dir(str(afile), [str(state)]) is None
+
+
+# --- probe file ---------------------------------------------------------------------
+
+def probe_files(directory):
+    return sorted(n for n in os.listdir(directory) if n.startswith(fsprobe.PROBE_PREFIX))
+
+
+def test_start_creates_private_file_and_stop_removes_it(tmp_path):
+    old = os.umask(0)
+    try:
+        probe = FsThawProbe(str(tmp_path), lambda: None, interval=0.005)
+        probe.start()
+    finally:
+        os.umask(old)
+    try:
+        names = probe_files(tmp_path)
+        assert len(names) == 1
+        assert fsprobe._PROBE_NAME.match(names[0])
+        assert probe.path == str(tmp_path / names[0])
+        st = os.lstat(probe.path)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        assert st.st_size == 1
+        deadline = time.monotonic() + 2
+        while probe.writes < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert probe.writes >= 10
+        assert probe.state == "probing"
+    finally:
+        assert probe.stop(wait=2)
+    assert probe_files(tmp_path) == []
+    assert probe.finished and probe.state == "stopped"
+    assert not probe.fired and probe.error is None and probe.frozen_at is None
+
+
+def test_start_refuses_symlink_at_probe_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(FsThawProbe, "_token", staticmethod(lambda: "0123456789abcdef"))
+    target = tmp_path / "victim"
+    target.write_bytes(b"precious")
+    target.chmod(0o644)
+    name = "%s%d-0123456789abcdef" % (fsprobe.PROBE_PREFIX, os.getpid())
+    (tmp_path / name).symlink_to(target)
+    probe = FsThawProbe(str(tmp_path), lambda: None)
+    with pytest.raises(FileExistsError):
+        probe.start()
+    assert target.read_bytes() == b"precious"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert os.path.islink(tmp_path / name)
+    assert probe.error and not probe.fired
+    assert probe.stop() is True
+
+
+def test_start_refuses_dangling_symlink_at_probe_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(FsThawProbe, "_token", staticmethod(lambda: "fedcba9876543210"))
+    name = "%s%d-fedcba9876543210" % (fsprobe.PROBE_PREFIX, os.getpid())
+    (tmp_path / name).symlink_to(tmp_path / "would-be-created")
+    with pytest.raises(FileExistsError):
+        FsThawProbe(str(tmp_path), lambda: None).start()
+    assert not (tmp_path / "would-be-created").exists()
+
+
+def test_start_refuses_symlinked_directory(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(OSError):
+        FsThawProbe(str(link), lambda: None).start()
+    assert os.listdir(real) == []
+
+
+def test_start_twice_is_an_error(tmp_path):
+    probe = FsThawProbe(str(tmp_path), lambda: None)
+    probe.start()
+    try:
+        with pytest.raises(RuntimeError):
+            probe.start()
+    finally:
+        probe.stop(wait=2)
+
+
+def test_sweep_removes_only_dead_owners(tmp_path):
+    dead = "%s%d-%s" % (fsprobe.PROBE_PREFIX, 2 ** 22 + 12345, "a" * 16)  # > pid_max
+    live = "%s%d-%s" % (fsprobe.PROBE_PREFIX, os.getppid(), "b" * 16)
+    mine = "%s%d-%s" % (fsprobe.PROBE_PREFIX, os.getpid(), "c" * 16)
+    other = "%s%d-%s" % (fsprobe.PROBE_PREFIX, 2 ** 22 + 12345, "xyz")
+    for n in (dead, live, mine, other, "ibdata1"):
+        (tmp_path / n).write_text("")
+    probe = FsThawProbe(str(tmp_path), lambda: None)
+    probe.start()
+    probe.stop(wait=2)
+    assert sorted(os.listdir(tmp_path)) == sorted([live, mine, other, "ibdata1"])
+
+
+# --- firing rules, driven through the probe's I/O seam ------------------------------
+
+class FullPipe:
+    """A pipe whose write end blocks: a real kernel wait that is not a freeze."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        fcntl.fcntl(self.w, 1031, 4096)  # F_SETPIPE_SZ: smallest buffer
+        os.set_blocking(self.w, False)
+        try:
+            while True:
+                os.write(self.w, b"x" * 4096)
+        except BlockingIOError:
+            pass
+        os.set_blocking(self.w, True)
+
+    def drain(self):
+        os.set_blocking(self.r, False)
+        try:
+            while os.read(self.r, 65536):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self):
+        os.close(self.r)
+        os.close(self.w)
+
+
+class PipeStuckProbe(FsThawProbe):
+    """The probe's write goes to a full pipe once `armed` is set."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pipe = FullPipe()
+        self.armed = threading.Event()
+        self.blocked = threading.Event()
+
+    def _io(self, phase, fd):
+        if phase == "write" and self.armed.is_set():
+            self.armed.clear()
+            self.blocked.set()
+            os.write(self.pipe.w, b"y")
+            return
+        super()._io(phase, fd)
+
+
+def wait_for(cond, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_stuck_on_pipe_never_fires(tmp_path):
+    calls = []
+    probe = PipeStuckProbe(str(tmp_path), lambda: calls.append(1), interval=0.01,
+                           stall_after=0.02)
+    probe.start()
+    try:
+        probe.armed.set()
+        assert probe.blocked.wait(2)
+        assert wait_for(lambda: probe.stalls >= 1)
+        time.sleep(0.2)
+        assert probe.frozen_at is None and probe.state == "probing"
+        if probe.inspection in ("stack", "wchan"):
+            assert probe.last_wait in ("anon_pipe_write", "pipe_write", "pipe_wait_writable",
+                                       "pipe_wait")
+        probe.pipe.drain()
+        n = probe.writes
+        assert wait_for(lambda: probe.writes > n + 4)
+        assert not calls and not probe.fired and probe.thawed_at is None
+    finally:
+        probe.stop(wait=2)
+        probe.pipe.close()
+
+
+def test_fires_once_when_a_frozen_call_returns(tmp_path, monkeypatch):
+    # Pretend the pipe wait is the freeze lock: exercises the firing path without root.
+    monkeypatch.setattr(fsprobe, "classify_wait",
+                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
+    fired = []
+    probe = PipeStuckProbe(str(tmp_path), lambda: fired.append(time.monotonic()),
+                           interval=0.01, stall_after=0.02)
+    probe.start()
+    try:
+        probe.armed.set()
+        assert probe.blocked.wait(2)
+        assert wait_for(lambda: probe.frozen_at is not None)
+        assert probe.state == "frozen"
+        time.sleep(0.1)
+        assert not fired
+        released = time.monotonic()
+        probe.pipe.drain()
+        assert wait_for(lambda: probe.finished)
+        assert len(fired) == 1 and fired[0] - released < 0.05
+        assert probe.fired and probe.state == "fired"
+        assert probe.thawed_at.monotonic >= probe.frozen_at.monotonic
+        assert probe.thawed_at.monotonic <= fired[0]
+        assert probe_files(tmp_path) == []
+    finally:
+        probe.stop(wait=2)
+        probe.pipe.close()
+
+
+def test_stop_while_blocked_returns_at_once_and_never_fires(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsprobe, "classify_wait",
+                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
+    fired = []
+    probe = PipeStuckProbe(str(tmp_path), lambda: fired.append(1), interval=0.01,
+                           stall_after=0.02)
+    probe.start()
+    try:
+        probe.armed.set()
+        assert wait_for(lambda: probe.frozen_at is not None)
+        t0 = time.monotonic()
+        assert probe.stop(wait=5) is False
+        assert time.monotonic() - t0 < 0.05
+        assert probe.state == "stopping"
+        assert len(probe_files(tmp_path)) == 1
+        probe.pipe.drain()
+        assert probe.join(2)
+        assert probe_files(tmp_path) == [] and not fired and not probe.fired
+        assert probe.state == "stopped"
+    finally:
+        probe.pipe.close()
+
+
+class FailingProbe(FsThawProbe):
+    def __init__(self, *args, fail_after=3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.left = fail_after
+
+    def _io(self, phase, fd):
+        self.left -= 1
+        if self.left < 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super()._io(phase, fd)
+
+
+def test_io_error_stops_quietly(tmp_path):
+    fired = []
+    probe = FailingProbe(str(tmp_path), lambda: fired.append(1), interval=0.005)
+    probe.start()
+    assert probe.join(2)
+    assert probe.error is not None and "Errno 5" in probe.error
+    assert probe.state == "failed" and not fired and not probe.fired
+    assert probe_files(tmp_path) == []
+    assert probe.stop() is True
+
+
+def test_io_error_after_freeze_does_not_fire(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsprobe, "classify_wait",
+                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
+
+    class StuckThenEIO(PipeStuckProbe):
+        def _io(self, phase, fd):
+            if phase == "write" and self.armed.is_set():
+                self.armed.clear()
+                os.write(self.pipe.w, b"y")
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            super()._io(phase, fd)
+
+    fired = []
+    probe = StuckThenEIO(str(tmp_path), lambda: fired.append(1), interval=0.01,
+                         stall_after=0.02)
+    probe.start()
+    try:
+        probe.armed.set()
+        assert wait_for(lambda: probe.frozen_at is not None)
+        probe.pipe.drain()
+        assert probe.join(2)
+        assert not fired and not probe.fired and probe.error
+    finally:
+        probe.pipe.close()
+
+
+def test_callback_exception_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsprobe, "classify_wait",
+                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
+
+    def boom():
+        raise ValueError("boom")
+
+    probe = PipeStuckProbe(str(tmp_path), boom, interval=0.01, stall_after=0.02)
+    probe.start()
+    try:
+        probe.armed.set()
+        assert wait_for(lambda: probe.frozen_at is not None)
+        probe.pipe.drain()
+        assert probe.join(2)
+        assert probe.fired and "boom" in probe.callback_error
+    finally:
+        probe.pipe.close()
+
+
+def test_stop_before_start_and_bad_arguments(tmp_path):
+    assert FsThawProbe(str(tmp_path), lambda: None).stop() is True
+    with pytest.raises(ValueError):
+        FsThawProbe(str(tmp_path), lambda: None, interval=0)
