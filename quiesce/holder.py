@@ -148,8 +148,8 @@ class Holder:
         while True:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                self.finish("expired", "no thaw came within lock-timeout=%g s; the lock was released then "
-                            "and a snapshot taken later is not consistent" % self.settings.lock_timeout)
+                self.finish("expired", "no thaw came within lock-timeout=%g s, so the holder released the "
+                            "lock at its deadline" % self.settings.lock_timeout)
                 return
             for key, _events in selector.select(remaining):
                 if key.data == "control":

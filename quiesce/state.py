@@ -141,6 +141,9 @@ def process_start_ticks(pid: int) -> Optional[int]:
     try:
         with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X"):
+            # A killed holder nobody has reaped yet is as dead as a missing one.
+            return None
         return int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
