@@ -1,0 +1,77 @@
+# Developer and CI entry points. Everything runs with Debian's /usr/bin/python3 and the
+# system PATH (a pyenv or other Python earlier on PATH is never used).
+#
+#   make deps    install what the tests need (Debian 12, as root; quiet and idempotent)
+#   make test    deps, then the whole suite: tests/unit, tests/integration, tests/packaging
+#   make check   deps, then the quick layers only (everything but tests/packaging)
+#   make demo    deps, then bench/demo.py
+
+SHELL := /bin/bash
+PYTHON := /usr/bin/python3
+SYSTEM_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+DEPS_DIR := $(CURDIR)/.deps
+PYTEST_ARGS ?=
+
+# mysql-connector-python has no Debian package: its pure-Python wheel goes to .deps/.
+# 26.x needs Python >= 3.10 (Debian 12 has 3.11); 9.4.0 is the last release for 3.9.
+MYSQL_CONNECTOR_VERSION := 26.10.0
+MYSQL_CONNECTOR_STAMP := $(DEPS_DIR)/mysql_connector_python-$(MYSQL_CONNECTOR_VERSION).dist-info/METADATA
+
+# Debian packages the test suite uses. Others may append to DEB_PACKAGES.
+DEB_PACKAGES := mariadb-server mariadb-client \
+	python3-pytest python3-pytest-timeout python3-pymysql python3-configargparse python3-pip \
+	util-linux e2fsprogs procps ca-certificates
+
+TEST_ENV := env PATH=$(SYSTEM_PATH) PYTHONPATH=$(CURDIR):$(DEPS_DIR) PYTHONDONTWRITEBYTECODE=1
+
+.PHONY: deps deps-apt deps-python test check demo clean
+
+deps: deps-apt deps-python
+
+# Installs only what is missing; prints nothing when all is there, the apt log on failure.
+deps-apt:
+	@missing=""; \
+	for pkg in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${db:Status-Status}\n' "$$pkg" 2>/dev/null | grep -qx installed || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: missing Debian packages:$$missing (run 'make deps' as root)" >&2; exit 1; fi; \
+	  echo "deps: installing$$missing"; \
+	  log=$$(mktemp); \
+	  if ! { apt-get update -q && \
+	         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; } >"$$log" 2>&1; then \
+	    cat "$$log" >&2; rm -f "$$log"; exit 1; \
+	  fi; \
+	  rm -f "$$log"; \
+	fi
+
+deps-python: $(MYSQL_CONNECTOR_STAMP)
+
+# pip --target works with Debian 12's pip (23.0.1) and sidesteps its refusal to install
+# into the system Python (PEP 668). Built in a scratch directory, then moved into place.
+$(MYSQL_CONNECTOR_STAMP):
+	@pyver=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	rm -rf "$(DEPS_DIR).new"; \
+	log=$$(mktemp); \
+	if ! PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q --disable-pip-version-check \
+	      --no-warn-script-location --no-input --target "$(DEPS_DIR).new" \
+	      --only-binary=:all: --platform any --implementation py --python-version "$$pyver" --no-deps \
+	      "mysql-connector-python==$(MYSQL_CONNECTOR_VERSION)" >"$$log" 2>&1; then \
+	  cat "$$log" >&2; rm -f "$$log"; rm -rf "$(DEPS_DIR).new"; exit 1; \
+	fi; \
+	rm -f "$$log"; \
+	rm -rf "$(DEPS_DIR)"; mv "$(DEPS_DIR).new" "$(DEPS_DIR)"; \
+	PYTHONPATH="$(DEPS_DIR)" $(PYTHON) -c 'import mysql.connector' || exit 1
+
+test: deps
+	$(TEST_ENV) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+check: deps
+	$(TEST_ENV) $(PYTHON) -m pytest -m "not packaging" $(PYTEST_ARGS)
+
+demo: deps
+	$(TEST_ENV) $(PYTHON) bench/demo.py
+
+clean:
+	rm -rf "$(DEPS_DIR)" "$(DEPS_DIR).new" .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,151 @@
+"""Fixtures for the integration tests: a real MariaDB per test, quiesce's config and runner.
+
+Every test gets a fresh server (a copy of a template datadir; start-up takes about 0.1 s),
+its own config file, runtime-dir and position file. At the end of each test the fixtures
+check, and then enforce, that nothing is left behind: no quiesce process of the test's
+(holder or command) is alive, and the server accepts a write within 1 s. A test that left
+something behind errors at teardown even if its own assertions passed.
+
+A test that takes a `driver` argument runs once per database driver quiesce supports.
+"""
+
+import importlib.util
+import os
+import statistics
+
+import pytest
+
+from .load import Writers
+from .mariadb import MariaDB, kill_all_started, mariadb_version
+from .runner import QuiesceEnv
+
+DRIVERS = ("mysql-connector", "pymysql")
+TEST_TIMEOUT = 180          # seconds, per integration test (needs pytest-timeout)
+
+_start_times = []
+
+
+def pytest_generate_tests(metafunc):
+    if "driver" in metafunc.fixturenames:
+        metafunc.parametrize("driver", DRIVERS, indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    has_timeout = config.pluginmanager.hasplugin("timeout")
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.fspath).startswith(here + os.sep):
+            item.add_marker(pytest.mark.integration)
+            if has_timeout and item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(TEST_TIMEOUT))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    kill_all_started()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _start_times:
+        terminalreporter.write_line(
+            "mariadb start-up (%s): %d starts, median %.3f s, max %.3f s"
+            % (mariadb_version().split(" for ")[0], len(_start_times),
+               statistics.median(_start_times), max(_start_times)))
+
+
+@pytest.fixture(scope="session")
+def driver_modules():
+    """Fail loudly (never skip) when a driver quiesce should be tested with is missing."""
+    missing = []
+    for name, module in (("mysql-connector", "mysql.connector"), ("pymysql", "pymysql")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+@pytest.fixture
+def driver(request, driver_modules):
+    name = request.param
+    if name in driver_modules:
+        pytest.fail("driver %s is not importable: run 'make deps' (mysql-connector-python goes to .deps/)" % name)
+    return name
+
+
+def _new_server(request, **kwargs) -> MariaDB:
+    server = MariaDB(**kwargs)
+    request.addfinalizer(server.cleanup)
+    server.start()
+    _start_times.append(server.start_seconds)
+    server.create_probe_tables()
+    return server
+
+
+@pytest.fixture
+def mariadb(request) -> MariaDB:
+    """A fresh private MariaDB server for this test (killed and removed afterwards)."""
+    return _new_server(request)
+
+
+@pytest.fixture
+def mariadb_factory(request):
+    """Start more servers: mariadb_factory(name=..., server_id=..., options={...})."""
+    def make(**kwargs) -> MariaDB:
+        return _new_server(request, **kwargs)
+    return make
+
+
+@pytest.fixture
+def quiesce_env(request, mariadb) -> QuiesceEnv:
+    """Config file (0600), runtime-dir (0700) and position file for this test's server.
+
+    Uses the `driver` parameter when the test asks for one, else driver=auto. Teardown
+    fails the test if a quiesce process was left running or the server is still locked.
+    """
+    driver = request.getfixturevalue("driver") if "driver" in request.fixturenames else "auto"
+    env = QuiesceEnv(mariadb, driver=driver)
+    yield env
+    problems = []
+    report = env.cleanup()
+    if report["holders"]:
+        problems.append("quiesce process(es) still alive after the test: %s (thaw: %r)"
+                        % (sorted(report["holders"]), report["thaw"]))
+    if mariadb.running:
+        if mariadb.try_write(1.0) is None:
+            problems.append("the server was still locked after the test: a write did not commit within 1 s")
+            for conn_id, row in mariadb.connection_ids().items():
+                if row.get("USER") not in ("system user", "event_scheduler", "repl"):
+                    try:
+                        mariadb.sql("KILL %d" % conn_id)
+                    except Exception:
+                        pass
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def quiesce_conf(quiesce_env) -> str:
+    return quiesce_env.conf
+
+
+@pytest.fixture
+def run_quiesce(quiesce_env):
+    """run_quiesce(*args, timeout=60) -> (rc, stdout, stderr) (a Result: also .elapsed)."""
+    return quiesce_env.run
+
+
+@pytest.fixture
+def writers(request, mariadb):
+    """Factory for concurrent writers on the test server; all are stopped at teardown."""
+    started = []
+
+    def make(server=None, **kwargs) -> Writers:
+        load = Writers(server or mariadb, **kwargs)
+        started.append(load)
+        return load.start()
+
+    yield make
+    for load in started:
+        load.stop(timeout=15)
