@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from . import config, log as logsetup, protocol, state
+from . import config, log as logsetup, paths, protocol, state
 from .config import Settings
 from .errors import Exit, QuiesceError, ServerNotRunning, StateError, exit_code_for
 
@@ -83,7 +83,6 @@ class Holder:
         self.started_wall = time.time()
         self.deadline = 0.0
         self.probes: List[Any] = []
-        self.fs_frozen_seen = False
 
     # -- acquisition ------------------------------------------------------------------
 
@@ -135,6 +134,35 @@ class Holder:
         """Watch the data directories' filesystems so that their thaw releases the lock at once."""
         if not self.settings.release_on_fs_thaw:
             return
+        from . import fsprobe
+        devices = set()
+        for item in self.locked:
+            if not item.target.is_local or not item.datadir:
+                continue
+            directory = fsprobe.choose_probe_dir(item.datadir, (paths.STATE_DIR,))
+            if directory is None:
+                self.log.info("%s: data directory %s not visible here; release-on-fs-thaw is off for it",
+                              item.target.name, item.datadir)
+                continue
+            device = os.stat(directory).st_dev
+            if device in devices:
+                continue
+            devices.add(device)
+            probe = fsprobe.FsThawProbe(directory, self._probe_fired)
+            try:
+                probe.start()
+            except OSError as exc:
+                self.log.warning("cannot probe %s for a filesystem thaw (%s); the thaw hook or the deadline "
+                                 "releases the lock instead", directory, exc)
+                continue
+            self.probes.append(probe)
+
+    def _probe_fired(self) -> None:
+        # Runs in the probe's thread: only wake the main loop, which does the release.
+        try:
+            os.write(self.wake_w, b"T")
+        except BlockingIOError:
+            pass
 
     # -- holding ----------------------------------------------------------------------
 
@@ -216,7 +244,7 @@ class Holder:
 
     def live_status(self) -> Dict[str, Any]:
         return {"instances": [{"name": i.target.name, "lost": i.lost} for i in self.locked],
-                "fs_frozen_seen": self.fs_frozen_seen,
+                "fs_frozen_seen": any(p.frozen_at is not None for p in self.probes),
                 "seconds_left": round(self.deadline - time.monotonic(), 1)}
 
     # -- release ----------------------------------------------------------------------
@@ -254,6 +282,9 @@ class Holder:
             "held_ms": round(max((released - i.locked_monotonic) * 1000.0 for i in self.locked), 1),
             "holder_pid": os.getpid(),
             "problems": problems,
+            "fs_probes": [{"directory": p.path and os.path.dirname(p.path), "fired": p.fired,
+                           "frozen_at": p.frozen_at and state.utc_at(p.frozen_at.wall),
+                           "thawed_at": p.thawed_at and state.utc_at(p.thawed_at.wall)} for p in self.probes],
             "acknowledged": client is not None,
             "instances": [{"name": i.target.name, "lock": i.strategy.name, "lost": i.lost,
                            "wait_ms": round(i.wait_ms, 1),
