@@ -63,6 +63,10 @@ def spawn(settings: Settings) -> Dict[str, Any]:
         os.close(ready_r)
     if line is None:
         code = proc.wait(timeout=10)
+        # It died after writing state.json, perhaps: its sessions, and so any lock, are gone.
+        files = state.RuntimeFiles(settings.runtime_dir)
+        state.remove(files.state)
+        state.remove(files.socket)
         raise StateError("the holder exited (status %s) before reporting; see the system log" % code)
     message = protocol.decode(line)
     if message.get("status") != "locked":
@@ -349,7 +353,11 @@ def main(settings_fd: int, ready_fd: int) -> None:
             state.remove(holder.files.socket)
         _report(ready_fd, message)
         os._exit(int(exit_code_for(exc)))
-    holder.start_probes()
+    try:
+        holder.start_probes()
+    except Exception as exc:  # the probe is an optimisation; the lock itself stands
+        log.warning("no filesystem-thaw probe (%s: %s); the thaw hook or the deadline releases the lock",
+                    type(exc).__name__, exc)
     summary = [dict(i.position, wait_ms=round(i.wait_ms, 1)) for i in holder.locked]
     for item in holder.locked:
         log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s", item.target.name, item.server.label,
