@@ -299,7 +299,10 @@ def _make_target(name: str, layers: Sequence[Dict[str, object]], position_defaul
             if key not in merged and key in from_file:
                 merged[key] = from_file[key]
     host = merged.get("host")
-    port = int(merged.get("port") or paths.DEFAULT_PORT)
+    try:
+        port = _port(str(merged.get("port") or paths.DEFAULT_PORT))
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError("instance %s: %s" % (name, exc))
     socket_path = merged.get("socket")
     if host == "localhost" and not socket_path:
         # libmysqlclient convention: "localhost" means the socket, not TCP.

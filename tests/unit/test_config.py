@@ -142,3 +142,8 @@ def test_settings_round_trip_for_the_holder(tmp_path):
     conf = write(tmp_path, "password = pw\n[instance:x]\nsocket = /s\n")
     settings = config.parse(["--config", conf, "freeze"])
     assert config.settings_from_dict(config.settings_to_dict(settings)) == settings
+
+
+def test_bad_port_in_a_section_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="instance a: 'x' is not a port number"):
+        config.parse(["--config", write(tmp_path, "[instance:a]\nport = x\n"), "freeze"])
