@@ -154,6 +154,14 @@ def _start_ticks(pid: int) -> Optional[int]:
         return None
 
 
+def _parent(pid: int) -> Optional[int]:
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         with open("/proc/%d/stat" % pid) as handle:
@@ -247,7 +255,16 @@ class QuiesceEnv:
 
     # ------------------------------------------------------------------ holders
     def holder_pids(self) -> Set[int]:
-        """Live processes that belong to this environment, other than the test itself.
+        """Holders: processes of this environment whose parent is not one of them.
+
+        A holder's own helpers (e.g. its filesystem-probe child) are not counted, so two
+        holders mean two independent lock owners. See process_pids() for how they are found.
+        """
+        pids = self.process_pids()
+        return {pid for pid in pids if _parent(pid) not in pids}
+
+    def process_pids(self) -> Set[int]:
+        """Every live process that belongs to this environment, other than the test itself.
 
         Found three ways, so that no single product detail decides: a process holding a unix
         socket bound inside runtime-dir (the holder's listener), a process whose environment
@@ -274,13 +291,13 @@ class QuiesceEnv:
         """Wait (bounded) until no process of ours is left; returns those still alive."""
         deadline = time.monotonic() + timeout
         while True:
-            pids = self.holder_pids()
+            pids = self.process_pids()
             if not pids or time.monotonic() >= deadline:
                 return pids
             time.sleep(0.05)
 
     def kill_holders(self) -> Set[int]:
-        pids = self.holder_pids()
+        pids = self.process_pids()
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -291,7 +308,7 @@ class QuiesceEnv:
     def cleanup(self) -> Dict[str, object]:
         """End of test: thaw what is still frozen, then kill anything left. Reports what it found."""
         report: Dict[str, object] = {"holders": set(), "thaw": None}
-        pids = self.holder_pids()
+        pids = self.process_pids()
         if pids:
             report["holders"] = set(pids)
             try:
