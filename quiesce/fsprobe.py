@@ -2,13 +2,20 @@
 
 Backup software runs our thaw hook about a second after it thaws the filesystems; for
 that second the database is locked for nothing.  While a filesystem is frozen every
-write to it sleeps on the superblock's freeze lock, and it returns as soon as the thaw
-releases that lock.  So a thread that keeps writing one byte to a file on the datadir's
-filesystem ends up asleep on that lock during the snapshot, and wakes up exactly at the
-thaw.  A second thread looks at what the kernel says the writer is waiting for
-(/proc/self/task/TID/stack, else .../wchan): only when that is the freeze lock does the
-writer's return count as a thaw.  Slow or failing I/O, a freeze of some other filesystem,
-or no freeze at all never fire.
+write to it sleeps on the superblock's freeze lock, and returns as soon as the thaw
+releases that lock.  So a writer that keeps rewriting one byte of a file on the
+datadir's filesystem ends up asleep on that lock during the snapshot and wakes up at
+the thaw.  What the kernel says the writer waits for (/proc/PID/stack, else
+/proc/PID/wchan) tells a freeze from anything else: only a write seen asleep on the
+freeze lock counts as a thaw when it returns.  Slow or failing I/O, a freeze of some
+other filesystem, or no freeze at all never fire.
+
+The writer is a small child process, not a thread of the holder: a process cannot
+finish exiting while one of its threads sleeps in a frozen write, and until it has, its
+descriptors stay open -- the database connection, and with it the lock, would outlive
+even a SIGKILL of the holder until the thaw.  The child is spawned with nothing but the
+probe file, so the holder never touches the probed filesystem after start() and can
+always exit or be killed.
 
 Nothing here logs or writes anywhere but the probe file: the holder must not touch a
 frozen filesystem, and it reads what happened from the probe's attributes.
@@ -18,11 +25,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
+import select
 import stat
+import subprocess
+import sys
 import threading
 import time
-from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence
 
 __all__ = [
     "PROBE_PREFIX",
@@ -274,22 +283,73 @@ def _read_proc(path: str) -> Optional[str]:
         return None
 
 
+def _close(fd: Optional[int]) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+# Commands to the child, one byte each; it answers each with "ERRNO\n" (0: done).
+_CMD = {"write": b"w", "sync": b"s"}
+
+
+def _child_main(argv: List[str]) -> int:
+    """The writer process: python3 -I -S -B fsprobe.py DIRFD FD CMDFD REPLYFD NAME.
+
+    Does each probe call it is sent and answers when the call returns.  When the
+    command pipe closes (stop, or the holder is gone) it removes the probe file and
+    exits; a call stuck in a frozen write finishes first, at the thaw.
+    """
+    dfd, fd, cmd, rep = (int(a) for a in argv[:4])
+    name = argv[4]
+    try:
+        os.write(rep, b"0\n")
+        while True:
+            c = os.read(cmd, 1)
+            if not c:
+                break
+            err = 0
+            try:
+                if c == b"w":
+                    os.pwrite(fd, b"\0", 0)
+                else:
+                    os.fdatasync(fd)
+            except OSError as e:
+                err = e.errno or -1
+            os.write(rep, b"%d\n" % err)
+    except OSError:
+        pass
+    finally:
+        # Close before unlinking: the last close of an unlinked file truncates it.
+        _close(fd)
+        try:
+            os.unlink(name, dir_fd=dfd)
+        except OSError:
+            pass
+    return 0
+
+
 class FsThawProbe:
-    """Calls on_thaw() once, from its own thread, when the probed filesystem thaws.
+    """Calls on_thaw() once, from a thread of its own, when the probed filesystem thaws.
 
     probe = FsThawProbe(directory, on_thaw)   # directory from choose_probe_dir()
-    probe.start()    # raises OSError if the probe file cannot be made and written
+    probe.start()    # raises OSError if the probe file or the writer cannot be made
     ...
     probe.stop()     # never blocks on a frozen filesystem
 
-    Start it after the lock is held and before the freeze; after any fork, since the
-    threads do not survive one.  on_thaw runs in the probe thread, so it must be quick
-    and must not raise or touch a filesystem: writing a byte to a pipe the holder's
-    select() loop watches is the intended use.  It is called at most once, only after a
-    probe write was seen asleep on the freeze lock and then returned without error, and
-    never once stop() has been called (a call already decided may still be running when
-    stop() returns; stop(wait=...) waits for it).  Each probe is good for one freeze;
-    make a new one for the next.
+    Start it after the lock is held and before the freeze, and after any fork (its
+    thread does not survive one).  on_thaw runs in the probe's thread, so it must be
+    quick and must not raise or touch a filesystem: writing a byte to a pipe the
+    holder's select() loop watches is the intended use.  It is called at most once, only
+    after a probe write was seen asleep on the freeze lock and then returned without
+    error, and never once stop() has been called (a call already under way may still be
+    running when stop() returns; stop(wait=...) waits for it).  Each probe is good for
+    one freeze; make a new one for the next.
+
+    The writer child is reaped by the probe's thread; a holder that reaps every child
+    itself (waitpid(-1)) takes that job over, which is harmless.
 
     Attributes are safe to read from any thread at any time.
     """
@@ -306,13 +366,11 @@ class FsThawProbe:
         self._interval = interval
         self._stall_after = stall_after
         self._mu = threading.Lock()
-        self._stop_evt = threading.Event()
         self._done = threading.Event()
         self._started = False
         self._stopping = False
         self._op: Optional[_Op] = None
         self._frozen_seq: Optional[int] = None
-        self._stalled_seq: Optional[int] = None
         self._frozen_at: Optional[Stamp] = None
         self._thawed_at: Optional[Stamp] = None
         self._fired = False
@@ -321,19 +379,25 @@ class FsThawProbe:
         self._stalls = 0
         self._last_wait: Optional[str] = None
         self._inspection: Optional[str] = None
-        self._tid: Optional[int] = None
         self._name: Optional[str] = None
-        self._dfd: Optional[int] = None
-        self._fd: Optional[int] = None
+        self._child: Optional[subprocess.Popen] = None
+        self._cmd_w: Optional[int] = None
+        self._rep_r: Optional[int] = None
+        self._wake_r: Optional[int] = None
+        self._wake_w: Optional[int] = None
         self._writes = 0
-        self._probe_thread: Optional[threading.Thread] = None
-        self._watch_thread: Optional[threading.Thread] = None
+        self._thread: Optional[threading.Thread] = None
 
     # -- status, read-only --
     @property
     def path(self) -> Optional[str]:
         """The probe file, once started."""
         return os.path.join(self._directory, self._name) if self._name else None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The writer child's pid, once started."""
+        return self._child.pid if self._child else None
 
     @property
     def frozen_at(self) -> Optional[Stamp]:
@@ -351,7 +415,7 @@ class FsThawProbe:
 
     @property
     def error(self) -> Optional[str]:
-        """Why probing stopped early ("write: [Errno 5] ..."); it never fires after one."""
+        """Why probing ended early ("write: [Errno 5] ..."); it never fires after one."""
         return self._error
 
     @property
@@ -382,7 +446,7 @@ class FsThawProbe:
 
     @property
     def finished(self) -> bool:
-        """The probe thread has ended and removed its file (or tried to)."""
+        """The writer has exited (having removed its file, if it could) and been reaped."""
         return self._done.is_set()
 
     @property
@@ -403,33 +467,74 @@ class FsThawProbe:
 
     # -- control --
     def start(self) -> None:
-        """Make the probe file and start probing.  Raises OSError (and leaves nothing
-        behind) if the directory is a symlink, the file cannot be created exclusively,
-        or the first write fails."""
+        """Make the probe file, start the writer and the probe's thread.  Raises OSError
+        (and leaves nothing behind) if the directory is a symlink, the file cannot be
+        created exclusively, its first write fails, or the writer does not start."""
         with self._mu:
             if self._started:
                 raise RuntimeError("probe already started")
             self._started = True
         try:
-            self._create()
+            self._spawn()
         except BaseException as e:
             self._error = "start: %s" % (e,)
             raise
         self._inspection = self._probe_inspection()
-        ready = threading.Event()
-        self._probe_thread = threading.Thread(
-            target=self._run, args=(ready,), name="fsprobe", daemon=True)
-        self._watch_thread = threading.Thread(
-            target=self._watch, name="fsprobe-watch", daemon=True)
-        self._probe_thread.start()
-        ready.wait()
-        self._watch_thread.start()
+        self._thread = threading.Thread(target=self._run, name="fsprobe", daemon=True)
+        self._thread.start()
 
-    def _create(self) -> None:
+    def stop(self, wait: float = 0.2) -> bool:
+        """Stop probing; on_thaw will not be called any more.
+
+        Returns True when the writer has exited and removed its file.  If a probe call
+        is blocked (frozen filesystem, stuck I/O) this returns False at once; the writer
+        removes its file and exits when the call returns, or the next start() in that
+        directory sweeps the file if this process is gone by then.  Otherwise it waits
+        at most `wait` seconds.  Never touches the probed filesystem itself.
+        """
+        with self._mu:
+            if not self._started:
+                return True
+            self._stopping = True
+            op = self._op
+            if self._wake_w is not None:
+                # Under the lock: _finish() closes this descriptor under it too, so
+                # the number cannot have been reused by then.  Non-blocking, and
+                # one byte is enough to wake the thread.
+                try:
+                    os.write(self._wake_w, b"x")
+                except OSError:
+                    pass
+        if self._thread is None:
+            return True
+        if op is not None and time.monotonic() - op.started.monotonic >= self._stall_after:
+            return self._done.is_set()
+        return self._done.wait(wait)
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the writer to exit and be reaped; True if it was."""
+        if self._thread is None:
+            return True
+        return self._done.wait(timeout)
+
+    # -- internals --
+    @staticmethod
+    def _token() -> str:
+        import secrets  # here, not at the top: the writer child imports this file
+        return secrets.token_hex(8)
+
+    def _child_command(self) -> List[str]:
+        """argv of the writer, without its five arguments."""
+        return [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
+
+    def _spawn(self) -> None:
+        if not sys.executable:
+            raise OSError("no interpreter path to start the probe writer with")
         dfd = os.open(self._directory,
                       os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        fd = None
+        fd = cmd_r = cmd_w = rep_r = rep_w = wake_r = wake_w = None
         name = PROBE_PREFIX + "%d-%s" % (os.getpid(), self._token())
+        created = False
         try:
             try:
                 sweep_stale(self._directory, dir_fd=dfd)
@@ -437,156 +542,183 @@ class FsThawProbe:
                 pass
             fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                    raise OSError("probe file %s is not a fresh regular file" % name)
-                os.fchmod(fd, 0o600)
-                # The block is allocated now, before any freeze, so later writes
-                # only overwrite it.
-                os.pwrite(fd, b"\0", 0)
-                os.fdatasync(fd)
-            except BaseException:
+            created = True
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise OSError("probe file %s is not a fresh regular file" % name)
+            os.fchmod(fd, 0o600)
+            # The block is allocated now, before any freeze; later writes only
+            # overwrite it.
+            os.pwrite(fd, b"\0", 0)
+            os.fdatasync(fd)
+            cmd_r, cmd_w = os.pipe()
+            rep_r, rep_w = os.pipe()
+            wake_r, wake_w = os.pipe()
+            for p in (cmd_w, rep_r, wake_r, wake_w):
+                os.set_inheritable(p, False)
+            os.set_blocking(wake_w, False)
+            child = subprocess.Popen(
+                self._child_command() + [str(dfd), str(fd), str(cmd_r), str(rep_w), name],
+                pass_fds=(dfd, fd, cmd_r, rep_w), close_fds=True, cwd="/",
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            for mine in (fd, cmd_r, rep_w):
+                os.close(mine)
+            fd = cmd_r = rep_w = None
+            ready, _, _ = select.select([rep_r], [], [], 10.0)
+            hello = os.read(rep_r, 64) if ready else b""
+            if hello != b"0\n":
+                os.close(cmd_w)
+                cmd_w = None
+                try:
+                    child.wait(5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                raise OSError("the probe writer did not start (%r)" % (hello,))
+            # From here on the writer owns the file: it unlinks it when it exits.
+            created = False
+            os.close(dfd)
+            dfd = None
+        except BaseException:
+            if created and dfd is not None:
                 try:
                     os.unlink(name, dir_fd=dfd)
                 except OSError:
                     pass
-                raise
-        except BaseException:
-            if fd is not None:
-                os.close(fd)
-            os.close(dfd)
+            for p in (fd, dfd, cmd_r, cmd_w, rep_r, rep_w, wake_r, wake_w):
+                _close(p)
             raise
-        self._dfd, self._fd, self._name = dfd, fd, name
-
-    def stop(self, wait: float = 0.2) -> bool:
-        """Stop probing; on_thaw will not be called any more.
-
-        Returns True when the probe thread has ended and removed its file.  If a probe
-        call is blocked (frozen filesystem, stuck I/O) this returns False at once
-        without waiting; the thread removes its file when the call returns, or the next
-        start() in that directory sweeps it if the process is gone by then.  Otherwise
-        it waits at most `wait` seconds for the thread to finish.
-        """
-        with self._mu:
-            if not self._started:
-                return True
-            self._stopping = True
-            op = self._op
-        self._stop_evt.set()
-        if self._probe_thread is None:
-            return True
-        if op is not None and time.monotonic() - op.started.monotonic >= self._stall_after:
-            return self._done.is_set()
-        return self._done.wait(wait)
-
-    def join(self, timeout: Optional[float] = None) -> bool:
-        """Wait for the probe thread to end and clean up; True if it did."""
-        if self._probe_thread is None:
-            return True
-        return self._done.wait(timeout)
-
-    # -- internals --
-    @staticmethod
-    def _token() -> str:
-        return secrets.token_hex(8)
+        self._name, self._child = name, child
+        self._cmd_w, self._rep_r, self._wake_r, self._wake_w = cmd_w, rep_r, wake_r, wake_w
 
     def _probe_inspection(self) -> str:
-        tid = threading.get_native_id()
-        if parse_stack(_read_proc("/proc/self/task/%d/stack" % tid) or ""):
-            return "stack"
-        if _read_proc("/proc/self/task/%d/wchan" % tid) is not None:
+        # The kernel shows no stack for a task running on another CPU, so give the
+        # writer a moment to go to sleep in read(); an unreadable file (None) is final.
+        for _ in range(100):
+            text = _read_proc("/proc/%d/stack" % self._child.pid)
+            if text is None:
+                break
+            if parse_stack(text):
+                return "stack"
+            time.sleep(0.002)
+        if _read_proc("/proc/%d/wchan" % self._child.pid) is not None:
             return "wchan"
         return "none"
 
-    def _io(self, phase: str, fd: int) -> None:
-        """One probe call; the only place that touches the probed filesystem."""
-        if phase == "write":
-            os.pwrite(fd, b"\0", 0)
-        else:
-            os.fdatasync(fd)
-
-    def _run(self, ready: threading.Event) -> None:
-        self._tid = threading.get_native_id()
-        ready.set()
-        seq = 0
+    def _run(self) -> None:
         try:
-            while not self._stop_evt.is_set():
-                for phase in ("write", "sync"):
-                    seq += 1
-                    with self._mu:
-                        if self._stopping:
-                            return
-                        self._op = _Op(seq, phase, Stamp.now())
-                    err = None
-                    try:
-                        self._io(phase, self._fd)
-                    except OSError as e:
-                        err = e
-                    returned = Stamp.now()
-                    fire = False
-                    with self._mu:
-                        self._op = None
-                        frozen = self._frozen_seq == seq
-                        if err is not None:
-                            self._error = "%s: %s" % (phase, err)
-                        elif frozen and not self._stopping and not self._fired:
+            self._loop()
+        finally:
+            self._finish()
+
+    def _loop(self) -> None:
+        seq = 0
+        while True:
+            for phase in ("write", "sync"):
+                seq += 1
+                with self._mu:
+                    if self._stopping:
+                        return
+                    op = self._op = _Op(seq, phase, Stamp.now())
+                try:
+                    os.write(self._cmd_w, _CMD[phase])
+                except OSError as e:
+                    reply: Optional[int] = None
+                    self._error = "writer gone: %s" % (e,)
+                else:
+                    reply = self._await_reply(op)
+                returned = Stamp.now()
+                fire = False
+                with self._mu:
+                    self._op = None
+                    frozen = self._frozen_seq == seq
+                    if reply is None:
+                        if self._error is None:
+                            self._error = "writer exited unexpectedly"
+                    elif reply != 0:
+                        self._error = "%s: [Errno %d] %s" % (phase, reply, os.strerror(reply))
+                    else:
+                        self._writes += 1
+                        if frozen and not self._stopping and not self._fired:
                             self._thawed_at = returned
                             self._fired = fire = True
-                        if err is None:
-                            self._writes += 1
-                    if fire:
-                        try:
-                            self._on_thaw()
-                        except Exception as e:  # the holder must still see fired
-                            self._callback_error = repr(e)
-                        return
-                    if err is not None or frozen:
-                        return
-                self._stop_evt.wait(self._interval)
-        finally:
-            self._cleanup()
+                if fire:
+                    try:
+                        self._on_thaw()
+                    except Exception as e:  # the holder must still see fired
+                        self._callback_error = repr(e)
+                    return
+                if reply != 0 or frozen:
+                    return
+            if self._pause(self._interval):
+                return
 
-    def _cleanup(self) -> None:
-        try:
-            if self._fd is not None:
-                os.close(self._fd)
-            if self._name is not None and self._dfd is not None:
-                try:
-                    os.unlink(self._name, dir_fd=self._dfd)
-                except OSError:
-                    pass
-            if self._dfd is not None:
-                os.close(self._dfd)
-        finally:
-            self._fd = self._dfd = None
-            self._stop_evt.set()
-            self._done.set()
+    def _pause(self, seconds: float) -> bool:
+        """Sleep; True if stop() woke us."""
+        ready, _, _ = select.select([self._wake_r], [], [], seconds)
+        return bool(ready)
 
-    def _watch(self) -> None:
+    def _await_reply(self, op: _Op) -> Optional[int]:
+        """The writer's answer to op: errno (0 for success), None if it died."""
         poll = min(self._stall_after / 2, 0.025)
-        stack_path = "/proc/self/task/%d/stack" % self._tid
-        wchan_path = "/proc/self/task/%d/wchan" % self._tid
-        use_stack = self._inspection == "stack"
-        while not self._stop_evt.wait(poll):
-            with self._mu:
-                op = self._op
-                known = op is not None and self._frozen_seq == op.seq
-            if op is None or known:
+        check_at: Optional[float] = op.started.monotonic + self._stall_after
+        waiting = [self._rep_r, self._wake_r]
+        stalled = False
+        while True:
+            timeout = None
+            if check_at is not None:
+                timeout = max(0.0, check_at - time.monotonic())
+            ready, _, _ = select.select(waiting, [], [], timeout)
+            if self._rep_r in ready:
+                data = os.read(self._rep_r, 64)
+                try:
+                    return int(data) if data else None
+                except ValueError:
+                    return None
+            if self._wake_r in ready:
+                # stop(): no more inspecting; still wait for the answer so the writer
+                # is never left with an unread reply and gets reaped.
+                waiting = [self._rep_r]
+                check_at = None
                 continue
-            if time.monotonic() - op.started.monotonic < self._stall_after:
+            if check_at is None:
                 continue
-            verdict = classify_wait(_read_proc(stack_path) if use_stack else None,
-                                    _read_proc(wchan_path), op.phase == "write")
+            verdict = classify_wait(
+                _read_proc("/proc/%d/stack" % self._child.pid)
+                if self._inspection == "stack" else None,
+                _read_proc("/proc/%d/wchan" % self._child.pid), op.phase == "write")
             with self._mu:
-                # The sample belongs to op only if op is still the call in progress.
-                if self._op is not op:
-                    continue
                 if verdict.wait:
                     self._last_wait = verdict.wait
                 if verdict.frozen:
                     self._frozen_seq = op.seq
                     self._frozen_at = op.started
-                elif self._stalled_seq != op.seq:
-                    self._stalled_seq = op.seq
+                    check_at = None
+                    continue
+                if not stalled:
+                    stalled = True
                     self._stalls += 1
+            check_at = time.monotonic() + poll
+
+    def _finish(self) -> None:
+        # Closing the command pipe tells the writer to remove its file and exit; if it
+        # is stuck in a frozen write it does so after the thaw, and this thread waits
+        # for that in waitpid(), which, unlike the write, never holds up an exit.
+        _close(self._cmd_w)
+        self._cmd_w = None
+        try:
+            if self._child is not None:
+                self._child.wait()
+        except Exception:
+            pass
+        with self._mu:
+            wake_w, self._wake_w = self._wake_w, None
+        for fd in (self._rep_r, self._wake_r, wake_w):
+            _close(fd)
+        self._rep_r = self._wake_r = None
+        self._done.set()
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

@@ -1,12 +1,13 @@
 """quiesce.fsprobe without a real freeze: wait classification on captured /proc text,
 choice of the probe directory, safe creation of the probe file, and the probe's
-firing rules driven through its I/O seam."""
+firing rules driven through a scripted writer process that blocks on a full FIFO."""
 
 import errno
 import fcntl
 import os
 import stat
-import threading
+import subprocess
+import sys
 import time
 
 import pytest
@@ -418,24 +419,143 @@ def test_sweep_removes_only_dead_owners(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted([live, mine, other, "ibdata1"])
 
 
-# --- firing rules, driven through the probe's I/O seam ------------------------------
+# --- the writer process ---------------------------------------------------------------
 
-class FullPipe:
-    """A pipe whose write end blocks: a real kernel wait that is not a freeze."""
+def open_fds(pid):
+    return sorted(int(n) for n in os.listdir("/proc/%d/fd" % pid))
 
-    def __init__(self):
-        self.r, self.w = os.pipe()
+
+def test_writer_holds_only_the_probe_file(tmp_path):
+    # The point of a separate writer: the holder's descriptors (its database
+    # connection) must not be kept alive by a write stuck in a frozen filesystem.
+    r, w = os.pipe()  # stands in for the holder's database socket
+    os.set_inheritable(w, True)
+    probe = FsThawProbe(str(tmp_path), lambda: None)
+    probe.start()
+    try:
+        fds = open_fds(probe.pid)
+        assert len(fds) == 3 + 4, fds  # stdio (/dev/null), dir, file, two pipes
+        targets = [os.readlink("/proc/%d/fd/%d" % (probe.pid, n)) for n in fds]
+        assert os.readlink("/proc/self/fd/%d" % w) not in targets
+        assert targets.count("/dev/null") == 3
+        assert probe.path in targets and str(tmp_path) in targets
+        assert not any(t.startswith("socket:") for t in targets)
+        assert os.readlink("/proc/%d/cwd" % probe.pid) == "/"
+        mine = [os.readlink("/proc/self/fd/%s" % n) for n in os.listdir("/proc/self/fd")
+                if os.path.exists("/proc/self/fd/%s" % n)]
+        assert probe.path not in mine, "the holder side must not keep the probe file open"
+    finally:
+        probe.stop(wait=2)
+        os.close(r)
+        os.close(w)
+    assert not os.path.exists("/proc/%d/fd" % probe.pid)  # exited and reaped
+
+
+def test_writer_exits_and_cleans_up_when_the_holder_dies(tmp_path):
+    code = ("import sys, time; sys.path.insert(0, %r);"
+            "from quiesce.fsprobe import FsThawProbe;"
+            "p = FsThawProbe(%r, lambda: None); p.start();"
+            "print(p.pid, p.path, flush=True); time.sleep(60)"
+            % (os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+               str(tmp_path)))
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              universal_newlines=True)
+    try:
+        pid, path = holder.stdout.readline().split()
+        assert os.path.exists(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert wait_for(lambda: not os.path.exists(path), 3)
+    assert wait_for(lambda: not os.path.exists("/proc/%s/fd" % pid), 3)
+
+
+def test_writer_that_does_not_start_fails_closed(tmp_path):
+    class Broken(FsThawProbe):
+        def _child_command(self):
+            return [sys.executable, "-c", "pass"]
+
+    probe = Broken(str(tmp_path), lambda: None)
+    with pytest.raises(OSError):
+        probe.start()
+    assert probe_files(tmp_path) == [] and probe.error
+
+
+# --- firing rules, driven through a scripted writer -------------------------------------
+
+# Speaks the writer's protocol.  When the file "arm" exists in its control directory,
+# its next write goes to the control FIFO instead, which the test has filled: a real
+# kernel wait in write() that is not a freeze.  mode "eio" fails from the 4th call on;
+# "eio-after-block" fails the call that was blocked.
+SCRIPTED_WRITER = r"""
+import os, sys
+mode, ctl = sys.argv[1], sys.argv[2]
+dfd, fd, cmd, rep = (int(a) for a in sys.argv[3:7])
+name = sys.argv[7]
+os.write(rep, b"0\n")
+n = 0
+try:
+    while True:
+        c = os.read(cmd, 1)
+        if not c:
+            break
+        n += 1
+        err = 0
+        if c == b"w" and os.path.exists(os.path.join(ctl, "arm")):
+            os.unlink(os.path.join(ctl, "arm"))
+            w = os.open(os.path.join(ctl, "fifo"), os.O_WRONLY)
+            open(os.path.join(ctl, "blocked"), "w").close()
+            os.write(w, b"y")
+            os.close(w)
+            if mode == "eio-after-block":
+                err = 5
+        elif mode == "eio" and n > 3:
+            err = 5
+        else:
+            try:
+                if c == b"w":
+                    os.pwrite(fd, b"\0", 0)
+                else:
+                    os.fdatasync(fd)
+            except OSError as e:
+                err = e.errno
+        os.write(rep, b"%d\n" % err)
+finally:
+    os.close(fd)
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except OSError:
+        pass
+"""
+
+
+class Control:
+    """The scripted writer's control directory and its pre-filled FIFO."""
+
+    def __init__(self, base):
+        self.dir = str(base / "ctl")
+        os.mkdir(self.dir)
+        self.script = os.path.join(self.dir, "writer.py")
+        with open(self.script, "w") as f:
+            f.write(SCRIPTED_WRITER)
+        fifo = os.path.join(self.dir, "fifo")
+        os.mkfifo(fifo)
+        self.r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         fcntl.fcntl(self.w, 1031, 4096)  # F_SETPIPE_SZ: smallest buffer
-        os.set_blocking(self.w, False)
         try:
             while True:
                 os.write(self.w, b"x" * 4096)
         except BlockingIOError:
             pass
-        os.set_blocking(self.w, True)
+
+    def arm(self):
+        open(os.path.join(self.dir, "arm"), "w").close()
+
+    def wait_blocked(self, timeout=3):
+        return wait_for(lambda: os.path.exists(os.path.join(self.dir, "blocked")), timeout)
 
     def drain(self):
-        os.set_blocking(self.r, False)
         try:
             while os.read(self.r, 65536):
                 pass
@@ -443,26 +563,41 @@ class FullPipe:
             pass
 
     def close(self):
-        os.close(self.r)
+        self.drain()
         os.close(self.w)
+        os.close(self.r)
 
 
-class PipeStuckProbe(FsThawProbe):
-    """The probe's write goes to a full pipe once `armed` is set."""
+@pytest.fixture
+def ctl(tmp_path):
+    c = Control(tmp_path)
+    yield c
+    c.close()
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.pipe = FullPipe()
-        self.armed = threading.Event()
-        self.blocked = threading.Event()
 
-    def _io(self, phase, fd):
-        if phase == "write" and self.armed.is_set():
-            self.armed.clear()
-            self.blocked.set()
-            os.write(self.pipe.w, b"y")
-            return
-        super()._io(phase, fd)
+@pytest.fixture
+def probedir(tmp_path):
+    d = tmp_path / "probe"
+    d.mkdir()
+    return d
+
+
+class ScriptedProbe(FsThawProbe):
+    def __init__(self, directory, on_thaw, ctl, mode="normal", **kwargs):
+        kwargs.setdefault("interval", 0.01)
+        kwargs.setdefault("stall_after", 0.02)
+        super().__init__(directory, on_thaw, **kwargs)
+        self.ctl, self.mode = ctl, mode
+
+    def _child_command(self):
+        return [sys.executable, "-I", "-S", "-B", self.ctl.script, self.mode, self.ctl.dir]
+
+
+@pytest.fixture
+def pretend_pipe_is_freeze(monkeypatch):
+    """Classify every stall as a freeze: exercises firing without root or a real freeze."""
+    monkeypatch.setattr(fsprobe, "classify_wait",
+                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
 
 
 def wait_for(cond, timeout=3.0):
@@ -474,146 +609,113 @@ def wait_for(cond, timeout=3.0):
     return True
 
 
-def test_stuck_on_pipe_never_fires(tmp_path):
+def test_stuck_on_pipe_never_fires(probedir, ctl):
     calls = []
-    probe = PipeStuckProbe(str(tmp_path), lambda: calls.append(1), interval=0.01,
-                           stall_after=0.02)
+    probe = ScriptedProbe(str(probedir), lambda: calls.append(1), ctl)
     probe.start()
     try:
-        probe.armed.set()
-        assert probe.blocked.wait(2)
+        ctl.arm()
+        assert ctl.wait_blocked()
         assert wait_for(lambda: probe.stalls >= 1)
         time.sleep(0.2)
         assert probe.frozen_at is None and probe.state == "probing"
         if probe.inspection in ("stack", "wchan"):
-            assert probe.last_wait in ("anon_pipe_write", "pipe_write", "pipe_wait_writable",
-                                       "pipe_wait")
-        probe.pipe.drain()
+            assert "pipe" in (probe.last_wait or ""), probe.last_wait
+        ctl.drain()
         n = probe.writes
         assert wait_for(lambda: probe.writes > n + 4)
         assert not calls and not probe.fired and probe.thawed_at is None
     finally:
         probe.stop(wait=2)
-        probe.pipe.close()
 
 
-def test_fires_once_when_a_frozen_call_returns(tmp_path, monkeypatch):
-    # Pretend the pipe wait is the freeze lock: exercises the firing path without root.
-    monkeypatch.setattr(fsprobe, "classify_wait",
-                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
+def test_fires_once_when_a_frozen_call_returns(probedir, ctl, pretend_pipe_is_freeze):
     fired = []
-    probe = PipeStuckProbe(str(tmp_path), lambda: fired.append(time.monotonic()),
-                           interval=0.01, stall_after=0.02)
+    probe = ScriptedProbe(str(probedir), lambda: fired.append(time.monotonic()), ctl)
     probe.start()
     try:
-        probe.armed.set()
-        assert probe.blocked.wait(2)
+        ctl.arm()
+        assert ctl.wait_blocked()
         assert wait_for(lambda: probe.frozen_at is not None)
         assert probe.state == "frozen"
         time.sleep(0.1)
         assert not fired
         released = time.monotonic()
-        probe.pipe.drain()
+        ctl.drain()
         assert wait_for(lambda: probe.finished)
         assert len(fired) == 1 and fired[0] - released < 0.05
         assert probe.fired and probe.state == "fired"
         assert probe.thawed_at.monotonic >= probe.frozen_at.monotonic
         assert probe.thawed_at.monotonic <= fired[0]
-        assert probe_files(tmp_path) == []
+        assert probe_files(probedir) == []
     finally:
         probe.stop(wait=2)
-        probe.pipe.close()
 
 
-def test_stop_while_blocked_returns_at_once_and_never_fires(tmp_path, monkeypatch):
-    monkeypatch.setattr(fsprobe, "classify_wait",
-                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
+def test_stop_while_blocked_returns_at_once_and_never_fires(probedir, ctl,
+                                                            pretend_pipe_is_freeze):
     fired = []
-    probe = PipeStuckProbe(str(tmp_path), lambda: fired.append(1), interval=0.01,
-                           stall_after=0.02)
+    probe = ScriptedProbe(str(probedir), lambda: fired.append(1), ctl)
     probe.start()
-    try:
-        probe.armed.set()
-        assert wait_for(lambda: probe.frozen_at is not None)
-        t0 = time.monotonic()
-        assert probe.stop(wait=5) is False
-        assert time.monotonic() - t0 < 0.05
-        assert probe.state == "stopping"
-        assert len(probe_files(tmp_path)) == 1
-        probe.pipe.drain()
-        assert probe.join(2)
-        assert probe_files(tmp_path) == [] and not fired and not probe.fired
-        assert probe.state == "stopped"
-    finally:
-        probe.pipe.close()
+    ctl.arm()
+    assert wait_for(lambda: probe.frozen_at is not None)
+    t0 = time.monotonic()
+    assert probe.stop(wait=5) is False
+    assert time.monotonic() - t0 < 0.05
+    assert probe.state == "stopping"
+    assert len(probe_files(probedir)) == 1
+    ctl.drain()
+    assert probe.join(2)
+    assert probe_files(probedir) == [] and not fired and not probe.fired
+    assert probe.state == "stopped"
 
 
-class FailingProbe(FsThawProbe):
-    def __init__(self, *args, fail_after=3, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.left = fail_after
-
-    def _io(self, phase, fd):
-        self.left -= 1
-        if self.left < 0:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        super()._io(phase, fd)
-
-
-def test_io_error_stops_quietly(tmp_path):
+def test_io_error_stops_quietly(probedir, ctl):
     fired = []
-    probe = FailingProbe(str(tmp_path), lambda: fired.append(1), interval=0.005)
+    probe = ScriptedProbe(str(probedir), lambda: fired.append(1), ctl, mode="eio")
     probe.start()
     assert probe.join(2)
     assert probe.error is not None and "Errno 5" in probe.error
     assert probe.state == "failed" and not fired and not probe.fired
-    assert probe_files(tmp_path) == []
+    assert probe_files(probedir) == []
     assert probe.stop() is True
 
 
-def test_io_error_after_freeze_does_not_fire(tmp_path, monkeypatch):
-    monkeypatch.setattr(fsprobe, "classify_wait",
-                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
-
-    class StuckThenEIO(PipeStuckProbe):
-        def _io(self, phase, fd):
-            if phase == "write" and self.armed.is_set():
-                self.armed.clear()
-                os.write(self.pipe.w, b"y")
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            super()._io(phase, fd)
-
+def test_io_error_after_freeze_does_not_fire(probedir, ctl, pretend_pipe_is_freeze):
     fired = []
-    probe = StuckThenEIO(str(tmp_path), lambda: fired.append(1), interval=0.01,
-                         stall_after=0.02)
+    probe = ScriptedProbe(str(probedir), lambda: fired.append(1), ctl,
+                          mode="eio-after-block")
     probe.start()
-    try:
-        probe.armed.set()
-        assert wait_for(lambda: probe.frozen_at is not None)
-        probe.pipe.drain()
-        assert probe.join(2)
-        assert not fired and not probe.fired and probe.error
-    finally:
-        probe.pipe.close()
+    ctl.arm()
+    assert wait_for(lambda: probe.frozen_at is not None)
+    ctl.drain()
+    assert probe.join(2)
+    assert not fired and not probe.fired and probe.error
 
 
-def test_callback_exception_is_kept(tmp_path, monkeypatch):
-    monkeypatch.setattr(fsprobe, "classify_wait",
-                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
+def test_writer_dying_mid_call_does_not_fire(probedir, ctl, pretend_pipe_is_freeze):
+    fired = []
+    probe = ScriptedProbe(str(probedir), lambda: fired.append(1), ctl)
+    probe.start()
+    ctl.arm()
+    assert wait_for(lambda: probe.frozen_at is not None)
+    os.kill(probe.pid, 9)
+    assert probe.join(2)
+    assert not fired and not probe.fired
+    assert probe.error == "writer exited unexpectedly"
 
+
+def test_callback_exception_is_kept(probedir, ctl, pretend_pipe_is_freeze):
     def boom():
         raise ValueError("boom")
 
-    probe = PipeStuckProbe(str(tmp_path), boom, interval=0.01, stall_after=0.02)
+    probe = ScriptedProbe(str(probedir), boom, ctl)
     probe.start()
-    try:
-        probe.armed.set()
-        assert wait_for(lambda: probe.frozen_at is not None)
-        probe.pipe.drain()
-        assert probe.join(2)
-        assert probe.fired and "boom" in probe.callback_error
-    finally:
-        probe.pipe.close()
+    ctl.arm()
+    assert wait_for(lambda: probe.frozen_at is not None)
+    ctl.drain()
+    assert probe.join(2)
+    assert probe.fired and "boom" in probe.callback_error
 
 
 def test_stop_before_start_and_bad_arguments(tmp_path):

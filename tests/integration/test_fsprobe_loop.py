@@ -1,0 +1,398 @@
+"""quiesce.fsprobe against real freezes of loop-mounted ext4 filesystems.
+
+Root only.  Every loop device, mount and I/O throttle made here is undone at teardown,
+frozen filesystems are thawed first, and only the test's own loop mounts are ever
+frozen (checked against the loop device before each fsfreeze).
+
+Slow and stuck I/O without a freeze of the probed filesystem are made two ways, since
+device-mapper (dm-delay) is not available on every test machine:
+  - stuck: the probed ext4's image lives on a second loop ext4, which is frozen; the
+    probe's fdatasync waits for writeback that cannot finish until that thaw;
+  - slow: a cgroup-v1 blkio throttle of 2 writes/s on the probed loop device (skipped
+    where the blkio controller is not mounted).
+"""
+
+import fcntl
+import os
+import resource
+import select
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from quiesce.fsprobe import FsThawProbe
+
+BLKIO_WRITE_IOPS = "/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device"
+EXT4_IOC_SHUTDOWN = 0x8004587D          # _IOR('X', 125, __u32)
+EXT4_GOING_FLAGS_NOLOGFLUSH = 0x2
+TOOLS = ("losetup", "mkfs.ext4", "mount", "umount", "fsfreeze")
+
+
+def _sh(*cmd, check=True, timeout=60):
+    return subprocess.run(cmd, check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=timeout)
+
+
+def _why_no_loop_devices():
+    if os.geteuid() != 0:
+        return "needs root"
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return "missing tools: %s" % " ".join(missing)
+    if not os.path.exists("/dev/loop-control"):
+        return "no /dev/loop-control"
+    return None
+
+
+_REASON = _why_no_loop_devices()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+
+
+class LoopFs:
+    """An ext4 image on a loop device, mounted; freeze()/thaw() act on it only."""
+
+    def __init__(self, image, mountpoint, size_mb=64):
+        self.image = image
+        self.mnt = mountpoint
+        self.dev = None
+        self.mounted = False
+        self.frozen = False
+        os.makedirs(mountpoint, exist_ok=True)
+        with open(image, "wb") as f:
+            f.truncate(size_mb << 20)
+        _sh("mkfs.ext4", "-q", "-F", image)
+        self.dev = _sh("losetup", "--find", "--show", image).stdout.strip()
+        _sh("mount", "-t", "ext4", self.dev, mountpoint)
+        self.mounted = True
+
+    @property
+    def majmin(self):
+        rdev = os.stat(self.dev).st_rdev
+        return "%d:%d" % (os.major(rdev), os.minor(rdev))
+
+    def _check_ours(self):
+        # Never freeze anything but this loop mount (a failed mount would leave the
+        # mount point on the parent filesystem).
+        assert self.mounted and os.stat(self.mnt).st_dev == os.stat(self.dev).st_rdev
+
+    def freeze(self):
+        self._check_ours()
+        t0 = time.monotonic()
+        _sh("fsfreeze", "-f", self.mnt)
+        self.frozen = True
+        return time.monotonic() - t0
+
+    def thaw(self):
+        """Returns (monotonic before the command, monotonic after it returned)."""
+        self._check_ours()
+        t0 = time.monotonic()
+        _sh("fsfreeze", "-u", self.mnt)
+        t1 = time.monotonic()
+        self.frozen = False
+        return t0, t1
+
+    def close(self):
+        if self.frozen:
+            _sh("fsfreeze", "-u", self.mnt, check=False)
+            self.frozen = False
+        if self.mounted:
+            for _ in range(50):
+                if _sh("umount", self.mnt, check=False).returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                _sh("umount", "-l", self.mnt, check=False)
+            self.mounted = False
+        if self.dev:
+            _sh("losetup", "-d", self.dev, check=False)
+            self.dev = None
+
+
+class Lab:
+    """Loop filesystems, probes and throttles of one test, all undone at teardown."""
+
+    def __init__(self, base):
+        self.base = base
+        self.filesystems = []
+        self.probes = []
+        self.throttled = []
+
+    def loopfs(self, name, image_dir=None, size_mb=64):
+        image = os.path.join(image_dir or self.base, name + ".img")
+        fs = LoopFs(image, os.path.join(self.base, name), size_mb)
+        self.filesystems.append(fs)
+        return fs
+
+    def probe(self, directory, **kwargs):
+        thaws = []
+        fired = threading.Event()
+
+        def on_thaw():
+            thaws.append(time.monotonic())
+            fired.set()
+
+        probe = FsThawProbe(directory, on_thaw, **kwargs)
+        probe.thaws = thaws
+        probe.fired_event = fired
+        self.probes.append(probe)
+        probe.start()
+        return probe
+
+    def throttle_writes(self, fs, iops):
+        with open(BLKIO_WRITE_IOPS, "w") as f:
+            f.write("%s %d\n" % (fs.majmin, iops))
+        self.throttled.append(fs.majmin)
+
+    def unthrottle(self):
+        while self.throttled:
+            with open(BLKIO_WRITE_IOPS, "w") as f:
+                f.write("%s 0\n" % self.throttled.pop())
+
+    def close(self):
+        errors = []
+        for step in ([self.unthrottle]
+                     + [fs.thaw for fs in self.filesystems if fs.frozen]
+                     + [p.stop for p in self.probes]
+                     + [lambda p=p: p.join(10) for p in self.probes]
+                     + [fs.close for fs in reversed(self.filesystems)]):
+            try:
+                step()
+            except Exception as e:  # keep undoing the rest
+                errors.append(repr(e))
+        assert not errors, errors
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(str(tmp_path))
+    try:
+        probe_fs = lab.loopfs("first")
+    except subprocess.CalledProcessError as e:
+        lab.close()
+        pytest.skip("cannot set up a loop-mounted ext4: %s" % (e.stderr or e).strip())
+    lab.first = probe_fs
+    yield lab
+    lab.close()
+
+
+def wait_for(cond, timeout):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def stay_unfired(probe, seconds):
+    """Assert the probe does not fire for `seconds`, watching closely."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert not probe.fired and not probe.thaws
+        time.sleep(0.01)
+
+
+def freeze_thaw_cycle(lab, fs, hold=0.5):
+    """Probe fs, freeze, check it holds, thaw; return latencies in seconds."""
+    probe = lab.probe(fs.mnt)
+    assert probe.inspection == "stack"
+    time.sleep(0.1)
+    freeze_s = fs.freeze()
+    stay_unfired(probe, hold)
+    assert probe.frozen_at is not None, "the freeze was not recognised (last wait: %s)" % (
+        probe.last_wait,)
+    assert probe.last_wait == "percpu_rwsem_wait" or probe.last_wait
+    before, after = fs.thaw()
+    assert probe.fired_event.wait(2), "no on_thaw after the thaw"
+    fired_at = probe.thaws[0]
+    assert probe.join(2)
+    assert probe.fired and len(probe.thaws) == 1 and probe.error is None
+    assert fired_at > before, "fired before the thaw command even started"
+    assert probe.thawed_at.monotonic <= fired_at
+    assert not os.path.exists(probe.path)
+    return {
+        "after_cmd": fired_at - after,        # from fsfreeze -u returning
+        "after_cmd_start": fired_at - before,
+        "write_return_to_callback": fired_at - probe.thawed_at.monotonic,
+        "freeze_cmd": freeze_s,
+    }
+
+
+def test_thaw_fires_within_50ms(lab):
+    lat = freeze_thaw_cycle(lab, lab.first, hold=0.5)
+    print("\non_thaw after 'fsfreeze -u' returned: %+.2f ms (after it started: %.2f ms; "
+          "write return -> callback %.3f ms; fsfreeze -f took %.1f ms)"
+          % (lat["after_cmd"] * 1e3, lat["after_cmd_start"] * 1e3,
+             lat["write_return_to_callback"] * 1e3, lat["freeze_cmd"] * 1e3))
+    assert lat["after_cmd"] < 0.050
+
+
+def test_repeated_cycles_fire_each_time(lab):
+    runs = [freeze_thaw_cycle(lab, lab.first, hold=0.3) for _ in range(10)]
+    after = [r["after_cmd"] for r in runs]
+    after_start = [r["after_cmd_start"] for r in runs]
+    freeze = [r["freeze_cmd"] for r in runs]
+    print("\n10 cycles: on_thaw after 'fsfreeze -u' returned: median %+.2f ms, max %+.2f ms;"
+          " after it started: median %.2f ms, max %.2f ms; fsfreeze -f median %.1f ms"
+          % (statistics.median(after) * 1e3, max(after) * 1e3,
+             statistics.median(after_start) * 1e3, max(after_start) * 1e3,
+             statistics.median(freeze) * 1e3))
+    assert max(after) < 0.050
+
+
+def test_freeze_of_another_filesystem_never_fires(lab):
+    other = lab.loopfs("other")
+    probe = lab.probe(lab.first.mnt)
+    time.sleep(0.1)
+    other.freeze()
+    stay_unfired(probe, 0.6)
+    other.thaw()
+    stay_unfired(probe, 0.3)
+    assert probe.frozen_at is None and probe.stalls == 0 and probe.error is None
+    assert probe.state == "probing"
+
+
+def test_stuck_io_below_the_filesystem_never_fires(lab):
+    # The probed ext4 lives in an image on `first`; freezing `first` stalls the probed
+    # filesystem's writeback without freezing it.
+    inner = lab.loopfs("inner", image_dir=lab.first.mnt, size_mb=32)
+    probe = lab.probe(inner.mnt)
+    time.sleep(0.1)
+    lab.first.freeze()
+    stay_unfired(probe, 1.0)
+    assert probe.stalls >= 1, "the probe was never stuck: the test did not test anything"
+    assert probe.frozen_at is None
+    print("\nstuck below the filesystem: probe waited in %s" % probe.last_wait)
+    stuck_writes = probe.writes
+    lab.first.thaw()
+    assert wait_for(lambda: probe.writes > stuck_writes + 4, 2)
+    stay_unfired(probe, 0.2)
+    assert probe.frozen_at is None and probe.error is None and probe.state == "probing"
+
+
+@pytest.mark.skipif(not os.path.exists(BLKIO_WRITE_IOPS),
+                    reason="no cgroup-v1 blkio controller to throttle a loop device with")
+def test_slow_io_never_fires(lab):
+    probe = lab.probe(lab.first.mnt)
+    time.sleep(0.1)
+    lab.throttle_writes(lab.first, 2)
+    stay_unfired(probe, 2.5)
+    assert probe.stalls >= 2, "the throttle did not slow the probe down"
+    assert probe.frozen_at is None
+    print("\nslow I/O (2 writes/s): %d stalls, last wait %s" % (probe.stalls, probe.last_wait))
+    lab.unthrottle()
+    n = probe.writes
+    assert wait_for(lambda: probe.writes > n + 4, 3)
+    stay_unfired(probe, 0.2)
+    assert probe.frozen_at is None and probe.error is None
+
+
+def test_stop_while_frozen_is_prompt_and_cleans_up_after_thaw(lab):
+    probe = lab.probe(lab.first.mnt)
+    time.sleep(0.1)
+    lab.first.freeze()
+    assert wait_for(lambda: probe.frozen_at is not None, 2)
+    t0 = time.monotonic()
+    assert probe.stop(wait=5) is False
+    took = time.monotonic() - t0
+    print("\nstop() while frozen returned in %.3f ms" % (took * 1e3))
+    assert took < 0.05
+    assert os.path.exists(probe.path) and probe.state == "stopping"
+    lab.first.thaw()
+    assert probe.join(2), "the probe thread did not finish after the thaw"
+    assert not os.path.exists(probe.path)
+    assert not probe.fired and not probe.thaws and probe.state == "stopped"
+
+
+def test_io_error_stops_quietly(lab):
+    probe = lab.probe(lab.first.mnt)
+    time.sleep(0.1)
+    fd = os.open(lab.first.mnt, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
+    finally:
+        os.close(fd)
+    assert probe.join(2)
+    assert probe.error and "Errno 5" in probe.error
+    assert not probe.fired and probe.state == "failed"
+
+
+def _task_cpu(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_no_freeze_never_fires_and_cost(lab):
+    probe = lab.probe(lab.first.mnt)
+    time.sleep(0.2)
+    n0, t0 = probe.writes, time.monotonic()
+    r0, c0 = resource.getrusage(resource.RUSAGE_SELF), _task_cpu(probe.pid)
+    stay_unfired(probe, 0.0)
+    time.sleep(5.0)
+    n1, t1 = probe.writes, time.monotonic()
+    r1, c1 = resource.getrusage(resource.RUSAGE_SELF), _task_cpu(probe.pid)
+    holder_side = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    writer = c1 - c0
+    pairs_per_s = (n1 - n0) / 2 / (t1 - t0)
+    print("\nprobe on idle loop ext4, interval 25 ms: %.1f write+fdatasync pairs/s; CPU "
+          "%.2f%% of one core in this process (probe thread; main thread asleep), "
+          "%.2f%% in the writer (over %.1f s, tick resolution)"
+          % (pairs_per_s, 100 * holder_side / (t1 - t0), 100 * writer / (t1 - t0), t1 - t0))
+    assert not probe.fired and probe.frozen_at is None and probe.error is None
+    assert pairs_per_s > 10
+
+
+HOLDER = r"""
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from quiesce.fsprobe import FsThawProbe
+conn = int(sys.argv[3])            # stands in for the database connection
+probe = FsThawProbe(sys.argv[2], lambda: None)
+probe.start()
+print(probe.pid, probe.path, flush=True)
+while probe.frozen_at is None:
+    time.sleep(0.01)
+print("frozen", flush=True)
+time.sleep(60)
+"""
+
+
+def test_killed_holder_lets_go_during_a_freeze(lab):
+    # A holder killed while the filesystem is frozen must drop its descriptors (the
+    # database connection, hence the lock) at once, not at the thaw.
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    conn_r, conn_w = os.pipe()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, repo, lab.first.mnt, str(conn_w)],
+        pass_fds=(conn_w,), stdout=subprocess.PIPE, universal_newlines=True)
+    os.close(conn_w)
+    try:
+        writer_pid, path = holder.stdout.readline().split()
+        time.sleep(0.1)
+        lab.first.freeze()
+        assert holder.stdout.readline().strip() == "frozen"
+        t0 = time.monotonic()
+        holder.kill()
+        ready, _, _ = select.select([conn_r], [], [], 3)
+        assert ready and os.read(conn_r, 1) == b"", "the holder's descriptors outlived it"
+        took = time.monotonic() - t0
+        holder.wait(3)
+        print("\nholder SIGKILLed while frozen: its descriptors closed after %.1f ms" % (
+            took * 1e3))
+        assert took < 0.5
+        assert os.path.exists("/proc/%s" % writer_pid) and os.path.exists(path)
+        lab.first.thaw()
+        assert wait_for(lambda: not os.path.exists(path), 3), "writer left its file"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        holder.stdout.close()
+        os.close(conn_r)
