@@ -322,7 +322,6 @@ def _child_main(argv: List[str]) -> int:
     except OSError:
         pass
     finally:
-        # Close before unlinking: the last close of an unlinked file truncates it.
         _close(fd)
         try:
             os.unlink(name, dir_fd=dfd)
@@ -480,17 +479,23 @@ class FsThawProbe:
             self._error = "start: %s" % (e,)
             raise
         self._inspection = self._probe_inspection()
-        self._thread = threading.Thread(target=self._run, name="fsprobe", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name="fsprobe", daemon=True)
+        try:
+            thread.start()
+        except BaseException as e:
+            self._error = "start: %s" % (e,)
+            self._finish()  # the writer removes its file and exits
+            raise
+        self._thread = thread
 
     def stop(self, wait: float = 0.2) -> bool:
         """Stop probing; on_thaw will not be called any more.
 
         Returns True when the writer has exited and removed its file.  If a probe call
         is blocked (frozen filesystem, stuck I/O) this returns False at once; the writer
-        removes its file and exits when the call returns, or the next start() in that
-        directory sweeps the file if this process is gone by then.  Otherwise it waits
-        at most `wait` seconds.  Never touches the probed filesystem itself.
+        removes its file and exits when the call returns, whether or not this process
+        still exists then.  Otherwise it waits at most `wait` seconds.  Never touches
+        the probed filesystem itself.
         """
         with self._mu:
             if not self._started:
