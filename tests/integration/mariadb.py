@@ -447,8 +447,11 @@ class MariaDB:
         return [(r[0], int(r[1])) for r in self.query("SHOW BINARY LOGS")]
 
     def connection_ids(self) -> Dict[int, Dict[str, object]]:
-        rows = self.query("SELECT ID, USER, HOST, DB, COMMAND, TIME, STATE, INFO "
-                          "FROM information_schema.PROCESSLIST", as_dict=True)
+        """Client connections in the process list (not the one asking), by id."""
+        rows = self.query("SELECT ID, USER, HOST, DB, COMMAND, TIME, TIME_MS, STATE, INFO "
+                          "FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+                          "AND COMMAND NOT IN ('Daemon', 'Slave_IO', 'Slave_SQL', 'Slave_worker')",
+                          as_dict=True)
         return {int(r["ID"]): r for r in rows}
 
     # ----------------------------------------------------------------- copies

@@ -1,0 +1,373 @@
+"""Faults around a freeze: the thaw that never comes, a holder or its session that dies,
+the server that dies, bad credentials, an unreachable server, and statements that would
+make the lock stall the server. Each test ends with no holder and nothing locked."""
+
+import os
+import signal
+import threading
+import time
+
+import pymysql
+import pytest
+
+from .checks import (LOCK_METHODS, assert_clean, assert_frozen, assert_no_holder, assert_one_line,
+                     assert_writable, wait_writable)
+from .mariadb import free_port
+from .runner import wait_for
+
+GRACE = 0.1
+
+
+def _server_processes():
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/comm" % entry) as handle:
+                    if handle.read().strip() in ("mariadbd", "mysqld"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+# ------------------------------------------------------------------ the thaw never comes
+
+def test_lock_timeout_releases_at_the_deadline_and_thaw_says_expired(mariadb, quiesce_env, writers, driver):
+    env = quiesce_env
+    env.write_config(lock_timeout=2, acquire_timeout=1)
+    load = writers(engines=("InnoDB", "MyISAM"))
+    load.wait_for_progress(10)
+    t_freeze = time.monotonic()
+    result = env.run("freeze")
+    t_frozen = time.monotonic()
+    assert result.rc == 0, result
+    load.wait_for_progress(3, timeout=15)
+    resumed = min(c.acked for c in load.commits_acked_between(t_frozen + GRACE, float("inf")))
+    assert resumed >= t_freeze + 2.0 - 0.05, "writes resumed %.2f s after freeze began, before lock-timeout=2" % (
+        resumed - t_freeze)
+    assert resumed <= t_frozen + 2.0 + 1.0, "writes resumed only %.2f s after freeze returned" % (
+        resumed - t_frozen)
+    assert_no_holder(env, timeout=10)
+    load.stop()
+
+    thaw = env.run("thaw")
+    assert thaw.rc == 6, thaw
+    line = assert_one_line(thaw)
+    assert "expired" in line.lower(), line
+    last = env.status()["last_result"]
+    assert last["outcome"] == "expired", last
+    # The loss has been reported once; a second thaw has nothing to do.
+    again = env.run("thaw")
+    assert again.rc == 0, again
+    assert_clean(env, mariadb)
+
+
+# ------------------------------------------------------------------ the holder dies
+
+def test_holder_sigkilled_while_frozen_thaw_exits_6(mariadb, quiesce_env, driver):
+    env = quiesce_env
+    assert env.run("freeze").rc == 0
+    pid = env.status()["holder_pid"]
+    assert pid in env.holder_pids()
+    assert_frozen(mariadb)
+    os.kill(pid, signal.SIGKILL)
+    wait_writable(mariadb, 10)          # the server ends the lock with the session
+    thaw = env.run("thaw")
+    assert thaw.rc == 6, thaw
+    assert_one_line(thaw)
+    assert env.status()["last_result"]["outcome"] == "lost"
+    assert_clean(env, mariadb)
+
+
+@pytest.mark.parametrize("lock", LOCK_METHODS)
+def test_holder_session_killed_server_side_thaw_exits_6(mariadb, quiesce_env, driver, lock):
+    env = quiesce_env
+    env.write_config(lock_method=lock)
+    before = set(mariadb.connection_ids())
+    assert env.run("freeze").rc == 0
+    holder_sessions = set(mariadb.connection_ids()) - before
+    assert holder_sessions, "no new session in the process list while frozen"
+    assert_frozen(mariadb)
+    for conn_id in holder_sessions:
+        mariadb.sql("KILL %d" % conn_id)
+    wait_writable(mariadb, 10)
+    thaw = env.run("thaw")
+    assert thaw.rc == 6, thaw
+    line = assert_one_line(thaw)
+    assert "lost" in line.lower() or "killed" in line.lower(), line
+    assert env.status()["last_result"]["outcome"] == "lost"
+    assert_clean(env, mariadb)
+
+
+# ------------------------------------------------------------------ the server dies
+
+@pytest.mark.parametrize("after_kill", ["stays-down", "restarted"])
+def test_server_killed_while_frozen_thaw_exits_6(mariadb, quiesce_env, driver, after_kill):
+    env = quiesce_env
+    assert env.run("freeze").rc == 0
+    assert_frozen(mariadb)
+    mariadb.kill()
+    if after_kill == "restarted":
+        mariadb.start()                 # a fresh server holds no lock: still a loss
+        assert_writable(mariadb)
+    thaw = env.run("thaw")
+    assert thaw.rc == 6, thaw
+    assert_one_line(thaw)
+    assert_no_holder(env)
+    if not mariadb.running:
+        mariadb.start()
+    assert_clean(env, mariadb)
+
+
+# ------------------------------------------------------------------ credentials and privileges
+
+BACKUP_GRANTS = ("RELOAD", "LOCK TABLES", "PROCESS", "BINLOG MONITOR", "CONNECTION ADMIN", "SLAVE MONITOR")
+
+
+def test_wrong_password_exits_3_quickly_and_locks_nothing(mariadb, quiesce_env, driver):
+    env = quiesce_env
+    mariadb.create_user("qbackup", "right-password", grants=BACKUP_GRANTS)
+    env.write_config(user="qbackup", password="wrong-password")
+    assert os.stat(env.conf).st_mode & 0o777 == 0o600
+    result = env.run("freeze")
+    assert result.rc == 3, result
+    assert result.elapsed < 5, result
+    line = assert_one_line(result)
+    assert "wrong-password" not in line
+    assert_clean(env, mariadb)
+    assert not os.path.exists(env.position_file)
+    # The same account with its password works: the refusal was about the password.
+    env.write_config(password="right-password")
+    assert env.run("freeze").rc == 0
+    assert_frozen(mariadb)
+    assert env.run("thaw").rc == 0
+    assert_clean(env, mariadb)
+
+
+@pytest.mark.parametrize("lock", LOCK_METHODS)
+def test_account_without_reload_exits_4_and_locks_nothing(mariadb, quiesce_env, driver, lock):
+    env = quiesce_env
+    mariadb.create_user("qweak", "pw", grants=[g for g in BACKUP_GRANTS if g != "RELOAD"])
+    env.write_config(user="qweak", password="pw", lock_method=lock)
+    result = env.run("freeze")
+    assert result.rc == 4, result
+    line = assert_one_line(result)
+    assert "RELOAD" in line, line
+    assert_clean(env, mariadb)
+
+
+def test_password_in_a_readable_config_file_is_refused(mariadb, quiesce_env):
+    env = quiesce_env
+    env.write_config(password="secret")
+    os.chmod(env.conf, 0o644)
+    result = env.run("freeze")
+    assert result.rc == 2, result
+    assert_one_line(result)
+    os.chmod(env.conf, 0o600)
+    assert_clean(env, mariadb)
+
+
+@pytest.mark.parametrize("problem", ["world-writable", "symlink"])
+def test_unsafe_runtime_dir_is_refused(mariadb, quiesce_env, problem):
+    env = quiesce_env
+    if problem == "world-writable":
+        os.chmod(env.runtime_dir, 0o777)
+    else:
+        real = env.runtime_dir + ".real"
+        os.rename(env.runtime_dir, real)
+        os.symlink(real, env.runtime_dir)
+    result = env.run("freeze")
+    assert result.rc == 2, result
+    assert_one_line(result)
+    assert_no_holder(env)
+    assert_writable(mariadb)
+
+
+# ------------------------------------------------------------------ the server cannot be reached
+
+def test_missing_socket_while_a_server_process_exists_exits_3(mariadb, quiesce_env, driver):
+    """The contract's 'not running' (exit 0) needs no mysqld/mariadbd process at all; this
+    test's own server is one, so a socket path where nothing listens is a connect error."""
+    env = quiesce_env
+    assert mariadb.pid in _server_processes()
+    missing = os.path.join(env.root, "no-such.sock")
+    env.write_config(socket=missing)
+    result = env.run("freeze")
+    assert result.rc == 3, result
+    assert result.elapsed < 10, result
+    line = assert_one_line(result)
+    assert missing in line, line
+    assert not os.path.exists(env.position_file)
+    assert_no_holder(env)
+    assert env.run("thaw").rc == 0
+    assert_clean(env, mariadb)
+
+
+def test_tcp_port_with_nothing_listening_exits_3(mariadb, quiesce_env, driver):
+    env = quiesce_env
+    mariadb.create_user("qtcp", "pw", grants=BACKUP_GRANTS, host="127.0.0.1")
+    env.write_config(socket=None, host="127.0.0.1", port=free_port(), user="qtcp", password="pw")
+    result = env.run("freeze")
+    assert result.rc == 3, result
+    assert result.elapsed < 10, result
+    assert_one_line(result)
+    assert_no_holder(env)
+    # And over TCP to the real port it works.
+    env.write_config(port=mariadb.port)
+    assert env.run("freeze").rc == 0
+    assert_frozen(mariadb)
+    assert env.run("thaw").rc == 0
+    assert_clean(env, mariadb)
+
+
+@pytest.mark.parametrize("socket_file", ["stale", "absent"])
+def test_server_not_running_freeze_succeeds_with_nothing_to_do(mariadb, quiesce_env, socket_file):
+    env = quiesce_env
+    mariadb.kill()                       # SIGKILL leaves the socket file behind: "stale"
+    if socket_file == "absent" and os.path.exists(mariadb.socket):
+        os.unlink(mariadb.socket)
+    assert os.path.exists(mariadb.socket) == (socket_file == "stale")
+    others = _server_processes()
+    if others:
+        pytest.skip("other mysqld/mariadbd processes run on this machine (%s): the contract's "
+                    "'no server process at all' case cannot be staged" % others)
+    result = env.run("freeze")
+    assert result.rc == 0, result
+    line = assert_one_line(result)
+    assert "not running" in line.lower(), line
+    assert_no_holder(env)
+    assert env.status()["frozen"] is False
+    assert env.run("thaw").rc == 0
+
+
+# ------------------------------------------------------------------ long statements
+
+class LongStatement:
+    """A statement that runs for `seconds` on its own connection, in a thread."""
+
+    def __init__(self, server, sql: str):
+        self.server = server
+        self.sql = sql
+        self.conn = server.connect(database="quiesce_probe", read_timeout=120)
+        self.id = self.conn.thread_id()
+        self.error = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(self.sql)
+                cur.fetchall()
+        except pymysql.MySQLError as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def running_for(self) -> float:
+        row = self.server.connection_ids().get(self.id)
+        return float(row["TIME_MS"]) / 1000.0 if row and row["INFO"] else 0.0
+
+    def stop(self):
+        if not self.done.is_set():
+            try:
+                self.server.sql("KILL QUERY %d" % self.id)
+            except pymysql.MySQLError:
+                pass
+        self.done.wait(10)
+        self.conn.close()
+
+
+@pytest.fixture
+def long_table(mariadb):
+    mariadb.sql("CREATE TABLE quiesce_probe.long_myisam (a INT) ENGINE=MyISAM")
+    mariadb.sql("INSERT INTO quiesce_probe.long_myisam VALUES (1)")
+    started = []
+
+    def start(sql):
+        statement = LongStatement(mariadb, sql)
+        started.append(statement)
+        return statement
+    yield start
+    for statement in started:
+        statement.stop()
+
+
+LONG_SQL = {
+    "select": "SELECT SLEEP(30) FROM long_myisam",
+    "update": "UPDATE long_myisam SET a = a + SLEEP(30)",
+}
+# What freeze must answer with long-query-type=auto: FTWRL stalls behind every statement
+# with a table open, BACKUP STAGE only behind writes to non-transactional tables.
+REFUSED = {("ftwrl", "select"): True, ("ftwrl", "update"): True,
+           ("backup-stage", "select"): False, ("backup-stage", "update"): True}
+
+
+@pytest.mark.parametrize("kind", sorted(LONG_SQL))
+@pytest.mark.parametrize("lock", LOCK_METHODS)
+def test_long_statement_makes_freeze_refuse_without_blocking_writers(mariadb, quiesce_env, writers,
+                                                                      long_table, lock, kind):
+    env = quiesce_env
+    env.write_config(lock_method=lock, acquire_timeout=2, long_query_time=1, long_query_wait=0)
+    load = writers(engines=("InnoDB", "MyISAM"))
+    statement = long_table(LONG_SQL[kind])
+    wait_for(lambda: statement.running_for() >= 2.0, 10, what="the long statement to run 2 s")
+    load.wait_for_progress(5)
+    t_freeze = time.monotonic()
+    result = env.run("freeze")
+    t_done = time.monotonic()
+    if REFUSED[(lock, kind)]:
+        assert result.rc == 5, result
+        assert result.elapsed < 2 + 1, result        # long-query-wait=0: at once
+        assert_one_line(result)
+        load.wait_for_progress(3)
+        worst = load.longest_wait(t_freeze, t_done)
+        assert worst <= 1.0, "a writer waited %.2f s although freeze refused before locking" % worst
+        assert not os.path.exists(env.position_file)
+    else:
+        assert result.rc == 0, result
+        assert_frozen(mariadb)
+        assert env.run("thaw").rc == 0
+        load.wait_for_progress(3)
+    assert not statement.done.is_set(), "the long statement was ended: %r" % (statement.error,)
+    assert_clean(env, mariadb)
+
+
+@pytest.mark.parametrize("lock", LOCK_METHODS)
+def test_lock_wait_is_bounded_by_acquire_timeout(mariadb, quiesce_env, writers, long_table, driver, lock):
+    """A write statement younger than long-query-time is not caught by the pre-check; the
+    lock then waits for it, stalling writers, but never longer than acquire-timeout."""
+    env = quiesce_env
+    acquire = 2
+    env.write_config(lock_method=lock, acquire_timeout=acquire, long_query_time=60)
+    load = writers(engines=("InnoDB", "MyISAM"))
+    load.wait_for_progress(5)
+    statement = long_table(LONG_SQL["update"])
+    wait_for(lambda: statement.running_for() > 0, 5, what="the UPDATE to start")
+    t_freeze = time.monotonic()
+    result = env.run("freeze")
+    t_done = time.monotonic()
+    assert result.rc == 5, result
+    assert acquire - 0.2 <= result.elapsed <= acquire + 5, result
+    assert_one_line(result)
+    load.wait_for_progress(3, timeout=acquire + 2)
+    worst = load.longest_wait(t_freeze, t_done)
+    assert worst <= acquire + 1, "a writer waited %.2f s (acquire-timeout=%d)" % (worst, acquire)
+    assert not statement.done.is_set(), "the long UPDATE was ended: %r" % (statement.error,)
+    assert_clean(env, mariadb)
+    assert not os.path.exists(env.position_file)
+
+
+def test_kill_long_selects_lets_ftwrl_through(mariadb, quiesce_env, long_table, driver):
+    env = quiesce_env
+    env.write_config(lock_method="ftwrl", long_query_time=1, long_query_wait=10, kill_long_selects=1)
+    statement = long_table(LONG_SQL["select"])
+    wait_for(lambda: statement.running_for() >= 1.5, 10, what="the SELECT to run 1.5 s")
+    result = env.run("freeze")
+    assert result.rc == 0, result
+    assert statement.done.wait(5), "the long SELECT was not killed"
+    assert_frozen(mariadb)
+    assert env.run("thaw").rc == 0
+    assert_clean(env, mariadb)
