@@ -10,12 +10,18 @@ device-mapper (dm-delay) is not available on every test machine:
     probe's fdatasync waits for writeback that cannot finish until that thaw;
   - slow: a cgroup-v1 blkio throttle of 2 writes/s on the probed loop device (skipped
     where the blkio controller is not mounted).
+
+The last tests run the whole program: a real MariaDB whose datadir is the root of a
+loop-mounted ext4, frozen and thawed under `quiesce freeze`.
 """
 
+import datetime
 import fcntl
+import json
 import os
 import resource
 import select
+import signal
 import shutil
 import statistics
 import struct
@@ -26,7 +32,9 @@ import time
 
 import pytest
 
-from quiesce.fsprobe import FsThawProbe
+from quiesce.fsprobe import PROBE_PREFIX, FsThawProbe
+
+from .runner import QuiesceEnv
 
 BLKIO_WRITE_IOPS = "/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device"
 EXT4_IOC_SHUTDOWN = 0x8004587D          # _IOR('X', 125, __u32)
@@ -396,3 +404,146 @@ def test_killed_holder_lets_go_during_a_freeze(lab):
             holder.wait()
         holder.stdout.close()
         os.close(conn_r)
+
+
+# --- the holder with a real MariaDB whose datadir is on a loop-mounted ext4 -----------
+
+def _result(env):
+    try:
+        with open(os.path.join(env.runtime_dir, "result.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _epoch(iso):
+    return datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _probe_files(directory):
+    return [n for n in os.listdir(directory) if n.startswith(PROBE_PREFIX)]
+
+
+def _process_gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def db_on_loop(lab, mariadb_factory):
+    """A MariaDB whose datadir is the root of its own loop-mounted ext4, and a quiesce
+    environment for it (config, runtime-dir and position file stay off that filesystem)."""
+    fs = lab.loopfs("dbfs", size_mb=384)
+    server = mariadb_factory(name="onloop", datadir=os.path.join(fs.mnt, "data"))
+    envs = []
+
+    def make(**settings):
+        env = QuiesceEnv(server, driver="auto", **settings)
+        envs.append(env)
+        return env
+
+    yield fs, server, make
+    if fs.frozen:
+        fs.thaw()
+    for env in envs:
+        env.cleanup()
+
+
+def test_mariadb_lock_released_at_filesystem_thaw(db_on_loop):
+    fs, server, make = db_on_loop
+    env = make()
+    r = env.run("freeze")
+    assert r.rc == 0, r
+    assert env.state()["release_on_fs_thaw"] is True
+    assert wait_for(lambda: _probe_files(fs.mnt), 2), "no probe next to the datadir"
+    assert server.try_write(0.3) is None, "the freeze did not lock the server"
+    fs.freeze()
+    time.sleep(0.5)
+    assert _result(env) is None, "released while the filesystem was frozen"
+    before, after = fs.thaw()
+    after_wall = time.time()
+    assert wait_for(lambda: _result(env), 3), "no release after the filesystem thawed"
+    writable = server.try_write(3.0)
+    write_ok = time.monotonic()
+    result = _result(env)
+    assert result["outcome"] == "released-at-fs-thaw", result
+    (probe,) = result["fs_probes"]
+    assert probe["fired"] and probe["directory"] == fs.mnt
+    assert writable is not None, "the server did not take writes after the thaw"
+    release_ms = (_epoch(result["at"]) - after_wall) * 1e3
+    print("\nMariaDB on loop ext4: release recorded %+.0f ms after 'fsfreeze -u' returned "
+          "(ms resolution); a write committed %.0f ms after it; held %s ms in all"
+          % (release_ms, (write_ok - after) * 1e3, result["held_ms"]))
+    assert release_ms < 100
+    r = env.run("thaw")
+    assert r.rc == 0, r
+    assert not env.wait_no_holder(5)
+    assert wait_for(lambda: not _probe_files(fs.mnt), 2), "the probe file stayed"
+
+
+def test_mariadb_lock_kept_across_thaw_when_disabled(db_on_loop):
+    fs, server, make = db_on_loop
+    env = make(release_on_fs_thaw="false")
+    r = env.run("freeze")
+    assert r.rc == 0, r
+    assert not _probe_files(fs.mnt)
+    fs.freeze()
+    time.sleep(0.3)
+    fs.thaw()
+    time.sleep(0.5)
+    assert _result(env) is None
+    assert server.try_write(0.3) is None, "the lock went without a thaw command"
+    r = env.run("thaw")
+    assert r.rc == 0, r
+    assert _result(env)["outcome"] == "released"
+    assert server.try_write(3.0) is not None
+
+
+def test_mariadb_holder_expires_and_exits_while_frozen(db_on_loop):
+    # The deadline passes during the freeze: the holder must release and be gone even
+    # though its probe's write is stuck until the thaw.
+    fs, server, make = db_on_loop
+    env = make(lock_timeout=2, acquire_timeout=1)
+    r = env.run("freeze")
+    assert r.rc == 0, r
+    holder = env.state()["holder_pid"]
+    fs.freeze()
+    assert wait_for(lambda: _process_gone(holder), 6), "the holder could not exit while frozen"
+    assert _result(env)["outcome"] == "expired"
+    stuck = _probe_files(fs.mnt)
+    assert stuck, "the probe file should still be there: its writer waits for the thaw"
+    fs.thaw()
+    assert wait_for(lambda: not _probe_files(fs.mnt), 3), "the writer did not clean up"
+    r = env.run("thaw")
+    assert r.rc == 6, r
+
+
+def test_mariadb_killed_holder_drops_its_session_while_frozen(db_on_loop):
+    # What the thaw command relies on when the holder does not answer: killing it ends
+    # its session.  That must hold during a freeze too, with the probe's write stuck.
+    fs, server, make = db_on_loop
+    env = make()
+    others = set(server.connection_ids())
+    r = env.run("freeze")
+    assert r.rc == 0, r
+    holder = env.state()["holder_pid"]
+    sessions = set(server.connection_ids()) - others
+    assert sessions, "the holder's session is not in the process list"
+    fs.freeze()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    os.kill(holder, signal.SIGKILL)
+    assert wait_for(lambda: not sessions & set(server.connection_ids()), 3), (
+        "the killed holder's session outlived it while the filesystem was frozen")
+    print("\nholder SIGKILLed during the freeze: its session was gone from the server "
+          "after %.0f ms" % ((time.monotonic() - t0) * 1e3))
+    assert _probe_files(fs.mnt)
+    fs.thaw()
+    assert wait_for(lambda: not _probe_files(fs.mnt), 3), "the writer did not clean up"
+    assert server.try_write(3.0) is not None
+    r = env.run("thaw")
+    assert r.rc == 6, r
