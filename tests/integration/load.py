@@ -98,7 +98,10 @@ class Writers:
     def start(self) -> "Writers":
         self.create_tables()
         self.started_at = time.monotonic()
-        writer = 0
+        # Writer numbers continue after those already in the tables, so that several loads
+        # can write to one database one after the other.
+        writer = max([int(self.server.value("SELECT COALESCE(MAX(writer), 0) FROM `%s`.`%s`"
+                                            % (self.database, t)) or 0) for t in self.tables] + [0])
         for engine in self.engines:
             for _ in range(self.threads_per_engine):
                 writer += 1
