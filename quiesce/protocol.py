@@ -12,7 +12,7 @@ import select
 import socket
 import struct
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .errors import StateError
 
@@ -33,24 +33,30 @@ def decode(line: bytes) -> Dict[str, Any]:
     return value
 
 
-def read_line_fd(fd: int, timeout: float) -> Optional[bytes]:
-    """One line from a pipe within timeout; None if the writer closed it first."""
-    deadline = time.monotonic() + timeout
+def _read_line(read_chunk: Callable[[], bytes]) -> Optional[bytes]:
+    """Bytes up to the first newline; None if the peer closed before sending one."""
     data = b""
     while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            raise TimeoutError
-        chunk = os.read(fd, 65536)
+        chunk = read_chunk()
         if not chunk:
             return None
         data += chunk
         if len(data) > MAX_MESSAGE:
             raise ValueError("message too long")
     return data.split(b"\n", 1)[0]
+
+
+def read_line_fd(fd: int, timeout: float) -> Optional[bytes]:
+    """One line from a pipe within timeout (TimeoutError otherwise)."""
+    deadline = time.monotonic() + timeout
+
+    def chunk() -> bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise TimeoutError
+        return os.read(fd, 65536)
+
+    return _read_line(chunk)
 
 
 def write_all_fd(fd: int, data: bytes) -> None:
@@ -68,15 +74,7 @@ def peer_uid(conn: socket.socket) -> int:
 
 def recv_line(conn: socket.socket, timeout: float) -> Optional[bytes]:
     conn.settimeout(timeout)
-    data = b""
-    while b"\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-        if len(data) > MAX_MESSAGE:
-            raise ValueError("message too long")
-    return data.split(b"\n", 1)[0]
+    return _read_line(lambda: conn.recv(65536))
 
 
 def request(socket_path: str, message: Dict[str, Any], timeout: float) -> Dict[str, Any]:
