@@ -1,0 +1,706 @@
+#!/usr/bin/python3
+"""How long does quiesce keep a MariaDB server locked, and what does the lock cost?
+
+Sections (all on private servers under /tmp; nothing else on the machine is touched):
+
+  A  lock window: freeze/thaw cycles on an idle server and under 1 and 8 concurrent
+     writers, per database driver: freeze and thaw wall time, lock wait, time from the
+     lock to freeze returning, time from thaw to the first commit, and the time writes
+     were blocked beyond the frozen window (seen from the writers).
+  B  lock methods: what FLUSH TABLES WITH READ LOCK and BACKUP STAGE let readers and
+     writers do during a fixed frozen window.
+  C  long statements: a long SELECT, UPDATE, DDL, an idle LOCK TABLES or an idle open
+     transaction when freeze starts: does the lock wait, does freeze fail, do writers stall.
+  D  real filesystem freeze (root): the datadir on a loop-mounted ext4, frozen with
+     fsfreeze between freeze and thaw as VMware Tools does; release-on-fs-thaw on vs off.
+
+Medians (and p90) over repeated cycles, one table per section, targets marked. Durations
+are measured with time.monotonic() in this process; quiesce's own stamps (position file,
+state.json, result.json) are converted from wall-clock time. Nothing here asserts: a
+benchmark reports.
+
+  lock_window.py [--quick] [--json] [--sections ABCD] [--markdown FILE]
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import loopfs  # noqa: E402
+from bench.activity import LongStatement, Mix  # noqa: E402
+from bench.common import (MariaDB, QuiesceEnv, Writers, ack_times, driver_available,  # noqa: E402
+                          first_ack_after, gap_spanning, install_signal_handlers, iso_to_mono,
+                          longest_stall, machine_line, median, p90, read_json, render_markdown,
+                          render_table, run_quiesce, server_version_short)
+
+DRIVERS = ("mysql-connector", "pymysql")
+METHODS = ("ftwrl", "backup-stage")
+
+TARGETS = {
+    "extra_blocked_ms": 50.0,   # median, under load
+    "thaw_ms": 60.0,            # median thaw wall time
+    "freeze_idle_ms": 300.0,    # median freeze wall time, idle server
+}
+
+
+class Plan:
+    """How much of everything to do; --quick scales it down to about a minute."""
+
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.cycles_a = 3 if quick else 10
+        self.hold_a = 0.3            # the "snapshot": time between freeze returning and thaw
+        self.settle = 0.3            # let writers get going again between cycles
+        self.cycles_b = 1 if quick else 4
+        self.window_b = 1.0
+        self.long_wait_lead = 0.8    # how long the long statement runs before freeze starts
+        self.acquire_timeout_c = 1.5
+        self.long_query_time_c = 0.5
+        self.long_query_wait_c = 1.0
+        self.cycles_d = 2 if quick else 5
+        self.fs_hold = 0.5           # the filesystem stays frozen this long (the snapshot)
+        self.poll_gap = 1.0          # VMware's state machine runs the thaw hook ~1 s after the fs thaw
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def fmt(value: Optional[float], digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return "%.*f" % (digits, value)
+
+
+def med_p90(values: Sequence[Optional[float]], digits: int = 0) -> str:
+    m, p = median(values), p90(values)
+    if m is None:
+        return "-"
+    return "%s (%s)" % (fmt(m, digits), fmt(p, digits))
+
+
+def mark(ok: Optional[bool]) -> str:
+    return "-" if ok is None else ("PASS" if ok else "FAIL")
+
+
+# ------------------------------------------------------------------------------- A
+
+def lock_cycle(env: QuiesceEnv, hold: float, settle: float,
+               between: Optional[Callable[[], Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """freeze, wait `hold` (or run `between`), thaw; raw stamps, analysed later."""
+    freeze = run_quiesce(env, "freeze")
+    cycle: Dict[str, Any] = {"freeze_rc": freeze.rc, "freeze_began": freeze.began, "freeze_ended": freeze.ended}
+    if freeze.rc != 0:
+        cycle["error"] = "freeze exit %d: %s" % (freeze.rc, freeze.message)
+        return cycle
+    state = env.state() or {}
+    position = env.position()
+    instance = (state.get("instances") or [{}])[0]
+    cycle.update(wait_ms=instance.get("wait_ms"), lock=instance.get("lock"),
+                 locked=iso_to_mono(position.get("locked_at")), holder_since=iso_to_mono(state.get("since")))
+    if between is not None:
+        cycle.update(between())
+    else:
+        time.sleep(hold)
+    thaw = run_quiesce(env, "thaw")
+    result = read_json(os.path.join(env.runtime_dir, "result.json")) or {}
+    cycle.update(thaw_rc=thaw.rc, thaw_began=thaw.began, thaw_ended=thaw.ended,
+                 held_ms=result.get("held_ms"), outcome=result.get("outcome"),
+                 probe_fired=any(p.get("fired") for p in result.get("fs_probes") or []))
+    if thaw.rc != 0:
+        cycle["error"] = "thaw exit %d: %s" % (thaw.rc, thaw.message)
+    time.sleep(settle)
+    return cycle
+
+
+def analyse_a(cycle: Dict[str, Any], acks: Optional[List[float]]) -> Dict[str, Any]:
+    if "thaw_began" not in cycle:
+        return {}
+    fb, fe, tb, te = cycle["freeze_began"], cycle["freeze_ended"], cycle["thaw_began"], cycle["thaw_ended"]
+    out = {"freeze_ms": (fe - fb) * 1000, "thaw_ms": (te - tb) * 1000, "lock_wait_ms": cycle.get("wait_ms"),
+           "window_ms": (tb - fe) * 1000}
+    locked, since = cycle.get("locked"), cycle.get("holder_since")
+    if locked is not None:
+        out["lock_to_return_ms"] = (fe - locked) * 1000
+        if cycle.get("held_ms") is not None:
+            out["thaw_to_unlock_ms"] = (locked + cycle["held_ms"] / 1000.0 - tb) * 1000
+    if since is not None:
+        out["start_to_holder_ms"] = (since - fb) * 1000
+        if locked is not None:
+            out["holder_to_lock_ms"] = (locked - since) * 1000
+    if acks:
+        first = first_ack_after(acks, tb)
+        out["first_write_ms"] = (first - tb) * 1000 if first is not None else None
+        gap = gap_spanning(acks, fe, tb)
+        if gap:
+            out["blocked_ms"] = (gap[1] - gap[0]) * 1000
+            out["extra_blocked_ms"] = out["blocked_ms"] - out["window_ms"]
+        else:
+            out["commit_while_frozen"] = True
+    return out
+
+
+def section_a(server: MariaDB, plan: Plan, drivers: Sequence[str]) -> Dict[str, Any]:
+    loads = [("idle", 0, ()), ("1 writer", 1, ("InnoDB",)), ("8 writers", 4, ("InnoDB", "MyISAM"))]
+    rows = []
+    for driver in drivers:
+        env = QuiesceEnv(server, driver=driver, lock_timeout=60)
+        try:
+            # One unrecorded cycle: the first freeze after boot pays for cold imports and caches.
+            warm = lock_cycle(env, plan.hold_a, plan.settle)
+            for label, per_engine, engines in loads:
+                writers = None
+                if per_engine:
+                    writers = Writers(server, database="a_%s_%d" % (driver.replace("-", "_"), per_engine),
+                                      engines=engines, threads_per_engine=per_engine, max_seconds=900,
+                                      max_commits=10_000_000)
+                try:
+                    if writers:
+                        writers.start()
+                        writers.wait_for_progress(20)
+                        time.sleep(0.3)
+                    cycles = []
+                    for i in range(plan.cycles_a):
+                        log("A  %-9s %-15s cycle %d/%d" % (label, driver, i + 1, plan.cycles_a))
+                        cycles.append(lock_cycle(env, plan.hold_a, plan.settle))
+                    if writers:
+                        writers.wait_for_progress(5)
+                finally:
+                    if writers:
+                        writers.stop(timeout=15)
+                acks = ack_times(writers.snapshot()[0]) if writers else None
+                derived = [analyse_a(c, acks) for c in cycles]
+                rate = None
+                if writers and cycles:
+                    span = cycles[-1]["freeze_began"] - cycles[0]["freeze_began"]
+                    rate = len([a for a in acks if cycles[0]["freeze_began"] <= a <= cycles[-1]["freeze_began"]]) / span if span > 0 else None
+                rows.append({
+                    "load": label, "writers": per_engine * len(engines), "driver": driver,
+                    "cycles": len(cycles), "errors": [c["error"] for c in cycles if c.get("error")],
+                    "commits_per_s": rate,
+                    "commit_while_frozen": sum(1 for d in derived if d.get("commit_while_frozen")),
+                    "warmup_freeze_ms": (warm["freeze_ended"] - warm["freeze_began"]) * 1000,
+                    "median": {k: median(d.get(k) for d in derived) for k in _A_KEYS},
+                    "p90": {k: p90(d.get(k) for d in derived) for k in _A_KEYS},
+                    "raw": derived,
+                })
+        finally:
+            env.cleanup()
+    return {"hold_ms": plan.hold_a * 1000, "rows": rows}
+
+
+_A_KEYS = ("freeze_ms", "lock_wait_ms", "lock_to_return_ms", "thaw_ms", "first_write_ms", "blocked_ms",
+           "extra_blocked_ms", "window_ms", "start_to_holder_ms", "holder_to_lock_ms", "thaw_to_unlock_ms")
+
+
+def targets_a(row: Dict[str, Any]) -> Dict[str, Optional[bool]]:
+    m = row["median"]
+    out = {"thaw": None if m["thaw_ms"] is None else m["thaw_ms"] <= TARGETS["thaw_ms"]}
+    if row["writers"]:
+        out["extra_blocked"] = (None if m["extra_blocked_ms"] is None
+                                else m["extra_blocked_ms"] <= TARGETS["extra_blocked_ms"])
+    else:
+        out["freeze_idle"] = None if m["freeze_ms"] is None else m["freeze_ms"] <= TARGETS["freeze_idle_ms"]
+    return out
+
+
+def table_a(data: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    for row in data["rows"]:
+        m = lambda key: [d.get(key) for d in row["raw"]]  # noqa: E731
+        t = targets_a(row)
+        rows.append([row["load"], row["driver"], str(row["cycles"]),
+                     med_p90(m("freeze_ms")), med_p90(m("lock_wait_ms"), 1), med_p90(m("lock_to_return_ms")),
+                     med_p90(m("thaw_ms")), med_p90(m("first_write_ms")) if row["writers"] else "-",
+                     med_p90(m("extra_blocked_ms")) if row["writers"] else "-",
+                     ", ".join("%s %s" % (k.replace("_", " "), mark(v)) for k, v in t.items())])
+    return rows
+
+
+HEAD_A = ["load", "driver", "cycles", "freeze", "lock wait", "lock->freeze returns", "thaw",
+          "thaw->1st commit", "extra blocked", "targets"]
+
+
+def table_a_breakdown(data: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    for row in data["rows"]:
+        m = row["median"]
+        rows.append([row["load"], row["driver"], fmt(m["start_to_holder_ms"]), fmt(m["holder_to_lock_ms"]),
+                     fmt(m["lock_to_return_ms"]), fmt(m["freeze_ms"]), fmt(m["thaw_to_unlock_ms"]),
+                     fmt(m["thaw_ms"]), fmt(row["warmup_freeze_ms"]),
+                     fmt(row["commits_per_s"]) if row["commits_per_s"] else "-"])
+    return rows
+
+
+HEAD_A2 = ["load", "driver", "start->holder ready", "holder->locked", "locked->return", "= freeze",
+           "thaw start->unlock", "thaw", "first freeze (cold)", "commits/s"]
+
+
+# ------------------------------------------------------------------------------- B
+
+def section_b(server: MariaDB, plan: Plan) -> Dict[str, Any]:
+    mix = Mix(server, database="b_mix", txn_size=200)
+    envs = {m: QuiesceEnv(server, driver=None, lock_timeout=60, lock_method=m) for m in METHODS}
+    samples: Dict[str, List[Dict[str, Any]]] = {m: [] for m in METHODS}
+    try:
+        mix.start()
+        time.sleep(1.0)
+        for i in range(plan.cycles_b):
+            for method in METHODS:
+                log("B  %-12s cycle %d/%d" % (method, i + 1, plan.cycles_b))
+                mix.commits_allowed.clear()
+                cycle = lock_cycle(envs[method], plan.window_b, 0.0)
+                mix.commits_allowed.set()
+                time.sleep(1.2)   # longer than the baseline window, so baselines never overlap a freeze
+                samples[method].append(cycle)
+    finally:
+        for env in envs.values():
+            env.cleanup()
+        mix.stop()
+    rows = []
+    for method in METHODS:
+        per_kind: Dict[str, Dict[str, List[float]]] = {k: {"frozen": [], "base": []} for k in Mix.KINDS}
+        errors = []
+        for c in samples[method]:
+            if c.get("error"):
+                errors.append(c["error"])
+                continue
+            start, end = c["freeze_ended"], c["thaw_began"]
+            base_start = c["freeze_began"] - 1.0
+            for kind in Mix.KINDS:
+                per_kind[kind]["frozen"].append(mix.count(kind, start, end) / (end - start))
+                per_kind[kind]["base"].append(mix.count(kind, base_start, c["freeze_began"]) / 1.0)
+        rows.append({"method": method, "cycles": len(samples[method]), "errors": errors,
+                     "freeze_ms": median((c["freeze_ended"] - c["freeze_began"]) * 1000 for c in samples[method]),
+                     "window_ms": median((c["thaw_began"] - c["freeze_ended"]) * 1000
+                                         for c in samples[method] if "thaw_began" in c),
+                     "per_second": {k: {"frozen": median(v["frozen"]), "unfrozen": median(v["base"])}
+                                    for k, v in per_kind.items()}})
+    return {"window_ms": plan.window_b * 1000, "rows": rows, "mix_errors": mix.errors}
+
+
+HEAD_B = ["method", "cycles", "reads InnoDB", "reads MyISAM", "DML in open txn", "commits InnoDB",
+          "writes MyISAM"]
+
+
+def table_b(data: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    base = {k: median(r["per_second"][k]["unfrozen"] for r in data["rows"]) for k in Mix.KINDS}
+    rows.append(["(not frozen)", "-"] + [fmt(base[k]) for k in Mix.KINDS])
+    for row in data["rows"]:
+        cells = []
+        for kind in Mix.KINDS:
+            frozen = row["per_second"][kind]["frozen"]
+            share = "" if not base[kind] or frozen is None else " (%.0f%%)" % (100.0 * frozen / base[kind])
+            cells.append(fmt(frozen) + share)
+        rows.append([row["method"], str(row["cycles"])] + cells)
+    return rows
+
+
+# ------------------------------------------------------------------------------- C
+
+LQ = "lq"
+
+
+def _lq_tables(server: MariaDB) -> None:
+    server.sql("CREATE DATABASE IF NOT EXISTS %s" % LQ)
+    server.sql("DROP TABLE IF EXISTS %s.lq_m, %s.lq_i, %s.lq_x" % (LQ, LQ, LQ))
+    server.sql("CREATE TABLE %s.lq_m (id INT PRIMARY KEY, v INT) ENGINE=MyISAM" % LQ)
+    server.sql("CREATE TABLE %s.lq_i (id INT PRIMARY KEY, v INT) ENGINE=InnoDB" % LQ)
+    for table in ("lq_m", "lq_i"):
+        server.sql("INSERT INTO %s.%s VALUES %s" % (LQ, table, ", ".join("(%d, 0)" % i for i in range(1, 9))))
+
+
+def scenarios(long_s: float):
+    """(key, description, LongStatement factory). Statements run far longer than any freeze
+    attempt here and are interrupted afterwards."""
+    per_row = long_s / 8.0
+    return [
+        ("select-myisam", "SELECT SLEEP(%g) FROM a MyISAM table" % long_s,
+         lambda s: LongStatement(s, ["SELECT SLEEP(%g) FROM %s.lq_m LIMIT 1" % (long_s, LQ)])),
+        ("update-myisam", "long UPDATE of a MyISAM table",
+         lambda s: LongStatement(s, ["UPDATE %s.lq_m SET v = v + SLEEP(%g)" % (LQ, per_row)])),
+        ("update-innodb", "long UPDATE of an InnoDB table",
+         lambda s: LongStatement(s, ["UPDATE %s.lq_i SET v = v + SLEEP(%g)" % (LQ, per_row)])),
+        ("ddl", "long DDL (CREATE TABLE ... SELECT SLEEP)",
+         lambda s: LongStatement(s, ["CREATE TABLE %s.lq_x ENGINE=InnoDB AS SELECT SLEEP(%g) AS v" % (LQ, long_s)])),
+        ("lock-tables", "idle session holding LOCK TABLES (MyISAM) WRITE",
+         lambda s: LongStatement(s, ["LOCK TABLES %s.lq_m WRITE" % LQ], idle=True, release="UNLOCK TABLES")),
+        ("open-txn", "idle transaction with an uncommitted UPDATE (InnoDB)",
+         lambda s: LongStatement(s, ["BEGIN", "UPDATE %s.lq_i SET v = v + 1" % LQ], idle=True, release="COMMIT")),
+    ]
+
+
+QUICK_SCENARIOS = ("select-myisam", "update-myisam", "lock-tables")
+
+
+def section_c(server: MariaDB, plan: Plan) -> Dict[str, Any]:
+    long_s = 8.0
+    modes = [("lock only", {"long_query_time": 3600}),
+             ("pre-check", {"long_query_time": plan.long_query_time_c,
+                            "long_query_wait": plan.long_query_wait_c})]
+    if plan.quick:
+        modes = modes[:1]
+    chosen = [s for s in scenarios(long_s) if not plan.quick or s[0] in QUICK_SCENARIOS]
+    writers = Writers(server, database="c_load", engines=("InnoDB", "MyISAM"), threads_per_engine=1,
+                      max_seconds=900, max_commits=10_000_000)
+    envs = {}
+    runs = []
+    try:
+        writers.start()
+        writers.wait_for_progress(20)
+        for mode, settings in modes:
+            for method in METHODS:
+                envs[(mode, method)] = QuiesceEnv(server, driver=None, lock_timeout=60, lock_method=method,
+                                                  acquire_timeout=plan.acquire_timeout_c, **settings)
+        for key, description, factory in chosen:
+            for mode, _settings in modes:
+                for method in METHODS:
+                    log("C  %-14s %-10s %s" % (key, mode, method))
+                    _lq_tables(server)
+                    statement = factory(server).start()
+                    try:
+                        time.sleep(plan.long_wait_lead)
+                        env = envs[(mode, method)]
+                        freeze = run_quiesce(env, "freeze")
+                        wait_ms = None
+                        thaw_rc = None
+                        if freeze.rc == 0:
+                            state = env.state() or {}
+                            wait_ms = (state.get("instances") or [{}])[0].get("wait_ms")
+                            thaw_rc = run_quiesce(env, "thaw").rc
+                    finally:
+                        statement.end()
+                    writers.wait_for_progress(3)
+                    commits = writers.snapshot()[0]
+                    stall = {}
+                    for table in writers.tables:
+                        acks = ack_times(commits, (table,))
+                        stall[table] = longest_stall(acks, freeze.began, freeze.ended) * 1000
+                    text = freeze.message
+                    if freeze.rc == 0:
+                        outcome = "locked"
+                    elif "long-query-wait" in text:
+                        outcome = "exit %d: long statement" % freeze.rc
+                    elif "acquire-timeout" in text:
+                        outcome = "exit %d: lock timed out" % freeze.rc
+                    else:
+                        outcome = "exit %d" % freeze.rc
+                    runs.append({"scenario": key, "description": description, "mode": mode, "method": method,
+                                 "freeze_rc": freeze.rc, "freeze_ms": freeze.ms, "lock_wait_ms": wait_ms,
+                                 "thaw_rc": thaw_rc, "outcome": outcome, "message": text,
+                                 "statement_error": statement.error,
+                                 "stall_innodb_ms": stall.get("t_innodb"), "stall_myisam_ms": stall.get("t_myisam")})
+                    time.sleep(0.2)
+    finally:
+        for env in envs.values():
+            env.cleanup()
+        writers.stop(timeout=15)
+        with contextlib.suppress(Exception):
+            server.sql("DROP DATABASE IF EXISTS %s" % LQ)
+    return {"acquire_timeout_s": plan.acquire_timeout_c, "long_query_time_s": plan.long_query_time_c,
+            "long_query_wait_s": plan.long_query_wait_c, "lead_s": plan.long_wait_lead, "runs": runs}
+
+
+HEAD_C = ["statement running when freeze starts", "quiesce pre-check", "method", "freeze", "took",
+          "lock wait", "InnoDB writers stalled", "MyISAM writers stalled"]
+
+
+def table_c(data: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    last = None
+    for r in data["runs"]:
+        first = r["description"] if r["description"] != last else ""
+        last = r["description"]
+        rows.append([first, "off" if r["mode"] == "lock only" else "on", r["method"], r["outcome"],
+                     "%.0f ms" % r["freeze_ms"], fmt(r["lock_wait_ms"], 1) + (" ms" if r["lock_wait_ms"] is not None else ""),
+                     "%.0f ms" % r["stall_innodb_ms"], "%.0f ms" % r["stall_myisam_ms"]])
+    return rows
+
+
+def waits_summary(data: Dict[str, Any]) -> Dict[str, Dict[str, List[str]]]:
+    """From the runs without pre-check: which statements made each lock wait."""
+    out: Dict[str, Dict[str, List[str]]] = {m: {"waits": [], "no_wait": []} for m in METHODS}
+    for r in data["runs"]:
+        if r["mode"] != "lock only":
+            continue
+        waited = r["freeze_rc"] != 0 or (r["lock_wait_ms"] or 0) > 500
+        out[r["method"]]["waits" if waited else "no_wait"].append(r["description"])
+    return out
+
+
+# ------------------------------------------------------------------------------- D
+
+def section_d(plan: Plan) -> Dict[str, Any]:
+    reason = loopfs.unavailable_reason()
+    if reason:
+        return {"skipped": reason}
+    fs = loopfs.LoopFs(size_mb=256)
+    server = None
+    envs: Dict[bool, QuiesceEnv] = {}
+    writers = None
+    cycles: Dict[bool, List[Dict[str, Any]]] = {True: [], False: []}
+    try:
+        fs.setup()
+        server = MariaDB(name="fsbench", datadir=os.path.join(fs.mnt, "data"))
+        server.start()
+        for flag in (True, False):
+            envs[flag] = QuiesceEnv(server, driver=None, lock_timeout=60,
+                                    release_on_fs_thaw="true" if flag else "false")
+        writers = Writers(server, database="d_load", engines=("InnoDB", "MyISAM"), threads_per_engine=4,
+                          max_seconds=900, max_commits=10_000_000)
+        writers.start()
+        writers.wait_for_progress(20)
+        for i in range(plan.cycles_d):
+            for flag in (True, False):
+                log("D  release-on-fs-thaw=%-5s cycle %d/%d" % (str(flag).lower(), i + 1, plan.cycles_d))
+
+                def snapshot() -> Dict[str, Any]:
+                    stamps: Dict[str, Any] = {}
+                    try:
+                        stamps["fs_frozen"] = fs.freeze()
+                        time.sleep(plan.fs_hold)
+                    finally:
+                        stamps["fs_thawed"] = fs.thaw()
+                    time.sleep(plan.poll_gap)
+                    return stamps
+                cycles[flag].append(lock_cycle(envs[flag], 0.0, plan.settle, between=snapshot))
+        writers.wait_for_progress(5)
+    finally:
+        # Order matters: a frozen filesystem blocks everything behind it, so thaw it first,
+        # then release the lock, then stop the load, the server and the mount.
+        with contextlib.suppress(Exception):
+            fs.ensure_thawed()
+        for env in envs.values():
+            env.cleanup()
+        if writers:
+            writers.stop(timeout=15)
+        if server:
+            server.cleanup()
+        fs.close()
+    acks = ack_times(writers.snapshot()[0])
+    rows = []
+    for flag in (True, False):
+        derived = []
+        for c in cycles[flag]:
+            if "fs_thawed" not in c or "thaw_began" not in c:
+                derived.append({"error": c.get("error", "incomplete cycle")})
+                continue
+            ff0, ff1 = c["fs_frozen"]
+            fu0, fu1 = c["fs_thawed"]
+            d = {"fsfreeze_ms": (ff1 - ff0) * 1000, "fs_window_ms": (fu1 - ff0) * 1000,
+                 "outcome": c.get("outcome"), "thaw_rc": c.get("thaw_rc"), "error": c.get("error"),
+                 "freeze_ms": (c["freeze_ended"] - c["freeze_began"]) * 1000,
+                 "held_ms": c.get("held_ms")}
+            first = first_ack_after(acks, fu1)
+            d["resume_after_fs_thaw_ms"] = (first - fu1) * 1000 if first is not None else None
+            gap = gap_spanning(acks, ff0, fu1)
+            if gap:
+                d["blocked_ms"] = (gap[1] - gap[0]) * 1000
+                d["beyond_fs_window_ms"] = d["blocked_ms"] - d["fs_window_ms"]
+            derived.append(d)
+        outcomes: Dict[str, int] = {}
+        for d in derived:
+            outcomes[str(d.get("outcome"))] = outcomes.get(str(d.get("outcome")), 0) + 1
+        keys = ("fsfreeze_ms", "fs_window_ms", "resume_after_fs_thaw_ms", "blocked_ms", "beyond_fs_window_ms",
+                "held_ms", "freeze_ms")
+        rows.append({"release_on_fs_thaw": flag, "cycles": len(derived), "outcomes": outcomes,
+                     "thaw_exit_codes": sorted({d.get("thaw_rc") for d in derived if d.get("thaw_rc") is not None}),
+                     "errors": [d["error"] for d in derived if d.get("error")],
+                     "median": {k: median(d.get(k) for d in derived) for k in keys},
+                     "p90": {k: p90(d.get(k) for d in derived) for k in keys}, "raw": derived})
+    return {"fs_hold_ms": plan.fs_hold * 1000, "poll_gap_ms": plan.poll_gap * 1000, "rows": rows,
+            "writers": 8}
+
+
+HEAD_D = ["release-on-fs-thaw", "cycles", "outcome", "thaw exit", "fsfreeze -f", "writes resume after fs thaw",
+          "stall beyond fs-freeze window", "lock held"]
+
+
+def table_d(data: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    for r in data["rows"]:
+        raw = r["raw"]
+        rows.append(["true" if r["release_on_fs_thaw"] else "false", str(r["cycles"]),
+                     ", ".join("%s %d/%d" % (k, n, r["cycles"]) for k, n in sorted(r["outcomes"].items())),
+                     ",".join(str(x) for x in r["thaw_exit_codes"]) or "-",
+                     med_p90([d.get("fsfreeze_ms") for d in raw]),
+                     med_p90([d.get("resume_after_fs_thaw_ms") for d in raw]),
+                     med_p90([d.get("beyond_fs_window_ms") for d in raw]),
+                     med_p90([d.get("held_ms") for d in raw])])
+    return rows
+
+
+# ------------------------------------------------------------------------------- output
+
+def targets_overview(results: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    a = results.get("A")
+    if not a:
+        return rows
+    for row in a["rows"]:
+        m = row["median"]
+        if row["writers"]:
+            rows.append(["extra blocked time, %s" % row["load"], row["driver"], "<= %.0f ms" % TARGETS["extra_blocked_ms"],
+                         "%s ms" % fmt(m["extra_blocked_ms"]), mark(targets_a(row).get("extra_blocked"))])
+    for row in a["rows"]:
+        m = row["median"]
+        rows.append(["thaw wall time, %s" % row["load"], row["driver"], "<= %.0f ms" % TARGETS["thaw_ms"],
+                     "%s ms" % fmt(m["thaw_ms"]), mark(targets_a(row).get("thaw"))])
+    for row in a["rows"]:
+        if not row["writers"]:
+            m = row["median"]
+            rows.append(["freeze wall time, idle", row["driver"], "<= %.0f ms" % TARGETS["freeze_idle_ms"],
+                         "%s ms" % fmt(m["freeze_ms"]), mark(targets_a(row).get("freeze_idle"))])
+    return rows
+
+
+HEAD_T = ["target", "driver", "goal", "median", "result"]
+
+
+def render(results: Dict[str, Any], markdown: bool = False) -> str:
+    table = render_markdown if markdown else render_table
+    meta = results["meta"]
+    out = []
+    h = (lambda s: "**%s**" % s) if markdown else (lambda s: s)
+    out.append(("Machine: %s. %s. " % (meta["machine"], meta["server"])) +
+               ("quick run" if meta["quick"] else "default run") + " of bench/lock_window.py, %s, %.0f s."
+               % (meta["date"], meta["runtime_s"]))
+    out.append("")
+    if "A" in results:
+        a = results["A"]
+        out.append(h("A. Lock window per freeze/thaw cycle (snapshot window %.0f ms). Median (p90) in ms." % a["hold_ms"]))
+        if not markdown:
+            out.append("   'extra blocked' = longest time with no commit at all, spanning the window, minus the window.")
+        out.append("")
+        out.append(table(HEAD_A, table_a(a)))
+        out.append("")
+        out.append(h("A2. Where the time goes (medians, ms)."))
+        out.append("")
+        out.append(table(HEAD_A2, table_a_breakdown(a)))
+        problems = ["%s/%s: %s" % (r["load"], r["driver"], e) for r in a["rows"] for e in r["errors"]]
+        problems += ["%s/%s: %d cycles with a commit inside the frozen window" % (r["load"], r["driver"],
+                                                                                 r["commit_while_frozen"])
+                     for r in a["rows"] if r["commit_while_frozen"]]
+        if problems:
+            out.append("")
+            out.append("  problems: " + "; ".join(problems))
+        out.append("")
+    if "B" in results:
+        b = results["B"]
+        out.append(h("B. Lock method: operations per second during a %.0f ms frozen window (share of the "
+                     "unfrozen rate). Median over cycles." % b["window_ms"]))
+        if not markdown:
+            out.append("   'DML in open txn' = INSERTs inside a transaction that commits only after thaw.")
+        out.append("")
+        out.append(table(HEAD_B, table_b(b)))
+        errs = [e for r in b["rows"] for e in r["errors"]] + b["mix_errors"]
+        if errs:
+            out.append("")
+            out.append("  problems: " + "; ".join(errs[:5]))
+        out.append("")
+    if "C" in results:
+        c = results["C"]
+        out.append(h("C. A long statement is running when freeze starts (acquire-timeout %g s; pre-check on: "
+                     "long-query-time %g s, long-query-wait %g s, long-query-type auto; off: long-query-time "
+                     "3600 s). Writers (1 InnoDB, 1 MyISAM) stalled = longest time without a commit while "
+                     "freeze ran." % (c["acquire_timeout_s"], c["long_query_time_s"], c["long_query_wait_s"])))
+        out.append("")
+        out.append(table(HEAD_C, table_c(c)))
+        out.append("")
+        summary = waits_summary(c)
+        for method in METHODS:
+            out.append("  %s waits for: %s" % (method, "; ".join(summary[method]["waits"]) or "nothing tried"))
+            out.append("  %s does not wait for: %s" % (method, "; ".join(summary[method]["no_wait"]) or "-"))
+        out.append("")
+    if "D" in results:
+        d = results["D"]
+        if d.get("skipped"):
+            out.append(h("D. Real filesystem freeze: skipped (%s)." % d["skipped"]))
+        else:
+            out.append(h("D. Real filesystem freeze: datadir on a loop-mounted ext4, fsfreeze held %.0f ms, thaw "
+                         "hook %.0f ms after the fs thaw, 8 writers. Median (p90) in ms." % (d["fs_hold_ms"], d["poll_gap_ms"])))
+            out.append("")
+            out.append(table(HEAD_D, table_d(d)))
+            errs = [e for r in d["rows"] for e in r["errors"]]
+            if errs:
+                out.append("")
+                out.append("  problems: " + "; ".join(errs[:5]))
+        out.append("")
+    if "A" in results:
+        out.append(h("Targets"))
+        out.append("")
+        out.append(table(HEAD_T, targets_overview(results)))
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run (about a minute)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    parser.add_argument("--sections", default="ABCD", help="which sections to run (default ABCD)")
+    parser.add_argument("--drivers", default=None,
+                        help="comma-separated drivers for section A (default: both if installed; --quick: one)")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown to FILE")
+    args = parser.parse_args(argv)
+    install_signal_handlers()
+    plan = Plan(args.quick)
+    sections = args.sections.upper()
+    drivers = [d for d in (args.drivers.split(",") if args.drivers else DRIVERS) if d]
+    for d in drivers:
+        if d not in DRIVERS:
+            parser.error("unknown driver %r" % d)
+    drivers = [d for d in drivers if driver_available(d)]
+    if args.quick and not args.drivers:
+        drivers = drivers[:1]
+    if not drivers and "A" in sections:
+        log("no database driver is importable; run 'make deps'")
+        return 2
+    began = time.monotonic()
+    results: Dict[str, Any] = {"meta": {"machine": machine_line(), "server": server_version_short(),
+                                        "quick": args.quick, "drivers": drivers,
+                                        "date": datetime.date.today().isoformat()}}
+    server = None
+    try:
+        if any(s in sections for s in "ABC"):
+            server = MariaDB(name="bench")
+            server.start()
+            if "A" in sections:
+                results["A"] = section_a(server, plan, drivers)
+            if "B" in sections:
+                results["B"] = section_b(server, plan)
+            if "C" in sections:
+                results["C"] = section_c(server, plan)
+            server.cleanup()
+            server = None
+        if "D" in sections:
+            results["D"] = section_d(plan)
+    except KeyboardInterrupt:
+        log("interrupted: everything started was stopped")
+        return 130
+    finally:
+        if server is not None:
+            server.cleanup()
+    results["meta"]["runtime_s"] = time.monotonic() - began
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True, default=str))
+    else:
+        print(render(results))
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as handle:
+            handle.write(render(results, markdown=True))
+        log("Markdown tables written to %s" % args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""A private ext4 filesystem on a loop device, for real FIFREEZE/FITHAW cycles (root only).
+
+Only this filesystem is ever frozen: before every fsfreeze the mount point must be a
+mount of exactly our loop device. A frozen filesystem left behind would hang every
+process that writes to it, so besides the finally blocks of the caller a guardian
+process watches this one: if the benchmark dies without saying goodbye (SIGKILL,
+crash), the guardian thaws the filesystem. close() thaws, unmounts and detaches the
+loop device, and removes the image.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional, Tuple
+
+TOOLS = ("losetup", "mkfs.ext4", "mount", "umount", "fsfreeze")
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Reads stdin until EOF; "bye" means a clean goodbye, anything else a dead parent.
+_GUARDIAN = r"""
+import os, subprocess, sys
+mnt, dev = sys.argv[1], sys.argv[2]
+data = b""
+try:
+    while True:
+        chunk = os.read(0, 64)
+        if not chunk:
+            break
+        data += chunk
+except OSError:
+    pass
+if b"bye" not in data:
+    try:
+        ours = os.stat(mnt).st_dev == os.stat(dev).st_rdev
+    except OSError:
+        ours = False
+    if ours:
+        subprocess.run(["fsfreeze", "-u", mnt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+"""
+
+
+def unavailable_reason() -> Optional[str]:
+    if os.geteuid() != 0:
+        return "needs root"
+    missing = [t for t in TOOLS if shutil.which(t, path=SYSTEM_PATH) is None]
+    if missing:
+        return "missing tools: %s" % " ".join(missing)
+    if not os.path.exists("/dev/loop-control"):
+        return "no /dev/loop-control"
+    return None
+
+
+def _sh(*cmd: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
+                          env={"PATH": SYSTEM_PATH, "LANG": "C"})
+
+
+class LoopFs:
+    def __init__(self, size_mb: int = 256, base: Optional[str] = None):
+        self.base = base or tempfile.mkdtemp(prefix="quiesce-bench-fs-", dir="/tmp")
+        self.image = os.path.join(self.base, "fs.img")
+        self.mnt = os.path.join(self.base, "mnt")
+        self.size_mb = size_mb
+        self.dev: Optional[str] = None
+        self.mounted = False
+        self.frozen = False
+        self._guardian: Optional[subprocess.Popen] = None
+
+    def setup(self) -> "LoopFs":
+        os.makedirs(self.mnt, exist_ok=True)
+        with open(self.image, "wb") as handle:
+            handle.truncate(self.size_mb << 20)
+        # Eager inode-table and journal initialisation: no ext4lazyinit thread writing in the
+        # background while we time freezes.
+        _sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", self.image)
+        self.dev = _sh("losetup", "--find", "--show", self.image).stdout.strip()
+        _sh("mount", "-t", "ext4", self.dev, self.mnt)
+        self.mounted = True
+        self._guardian = subprocess.Popen([sys.executable, "-c", _GUARDIAN, self.mnt, self.dev],
+                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+        return self
+
+    def _check_ours(self) -> None:
+        # A failed mount would leave the mount point on the parent filesystem: never freeze that.
+        if not (self.mounted and self.dev and os.path.ismount(self.mnt)
+                and os.stat(self.mnt).st_dev == os.stat(self.dev).st_rdev):
+            raise RuntimeError("%s is not a mount of %s; refusing to freeze it" % (self.mnt, self.dev))
+
+    def freeze(self) -> Tuple[float, float]:
+        """fsfreeze -f; returns (monotonic before, monotonic after)."""
+        self._check_ours()
+        began = time.monotonic()
+        self.frozen = True      # set first: a timeout or Ctrl-C mid-way must still thaw
+        _sh("fsfreeze", "-f", self.mnt, timeout=60)
+        return began, time.monotonic()
+
+    def thaw(self) -> Tuple[float, float]:
+        """fsfreeze -u; returns (monotonic before, monotonic after)."""
+        self._check_ours()
+        began = time.monotonic()
+        _sh("fsfreeze", "-u", self.mnt, timeout=60)
+        self.frozen = False
+        return began, time.monotonic()
+
+    def ensure_thawed(self) -> None:
+        if self.frozen and self.mounted:
+            result = _sh("fsfreeze", "-u", self.mnt, check=False)
+            # "Invalid argument": it was not frozen after all (fsfreeze -f failed).
+            if result.returncode == 0 or "Invalid argument" in result.stderr:
+                self.frozen = False
+
+    def close(self) -> None:
+        """Thaw, unmount, detach, remove; every step is tried even if one before failed."""
+        problems = []
+        try:
+            self.ensure_thawed()
+        except Exception as exc:
+            problems.append("thaw: %s" % exc)
+        if self.mounted:
+            for _ in range(50):
+                if _sh("umount", self.mnt, check=False).returncode == 0:
+                    self.mounted = False
+                    break
+                time.sleep(0.1)
+            else:
+                problems.append("umount %s failed (busy); lazily unmounted" % self.mnt)
+                _sh("umount", "-l", self.mnt, check=False)
+                self.mounted = False
+        if self.dev:
+            if _sh("losetup", "-d", self.dev, check=False).returncode != 0:
+                problems.append("losetup -d %s failed" % self.dev)
+            self.dev = None
+        if self._guardian is not None:
+            try:
+                self._guardian.stdin.write(b"bye")
+                self._guardian.stdin.close()
+                self._guardian.wait(10)
+            except Exception:
+                self._guardian.kill()
+            self._guardian = None
+        shutil.rmtree(self.base, ignore_errors=True)
+        if problems:
+            raise RuntimeError("; ".join(problems))
