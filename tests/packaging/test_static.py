@@ -1,0 +1,305 @@
+"""Checks of the packaging sources that need neither root nor a build.
+
+Versions agree, the launchers hand over to the contract's entry points, the shipped
+config documents (and parses with) every option, the man pages render without warnings
+and carry the exit-status table, and the hook registration script keeps its promises
+(idempotent, never touches a file it did not create, respects an administrator's
+removal), run against a scratch directory tree.
+"""
+
+import ast
+import os
+import re
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from . import helpers
+from .helpers import REPO
+
+# Every setting of the contract (config-file spelling).
+CONTRACT_KEYS = (
+    "defaults-file", "socket", "host", "port", "user", "password", "driver", "lock-method",
+    "lock-timeout", "acquire-timeout", "connect-timeout", "on-failure", "runtime-dir",
+    "position-file", "long-query-time", "long-query-wait", "long-query-type",
+    "kill-long-selects", "stop-replica", "release-on-fs-thaw",
+)
+# Set (uncommented) in the shipped file: the defaults admins tune most.
+SET_IN_SHIPPED_CONFIG = {"lock-timeout": "300", "acquire-timeout": "5", "on-failure": "fail"}
+LAUNCHERS = {
+    "bin/quiesce": ("quiesce.cli", "main"),
+    "libexec/hook": ("quiesce.hooks", "hook_main"),
+    "libexec/freeze": ("quiesce.hooks", "freeze_main"),
+    "libexec/thaw": ("quiesce.hooks", "thaw_main"),
+}
+SHELL_SCRIPTS = ("libexec/register-hooks", "debian/postinst", "debian/prerm", "debian/postrm")
+
+
+def read(relpath):
+    with open(os.path.join(REPO, relpath)) as handle:
+        return handle.read()
+
+
+def test_versions_agree():
+    version = helpers.module_version()
+    assert helpers.debian_version() == version, "debian/changelog"
+    assert helpers.spec_field("Version") == version, "rpm/quiesce.spec"
+    for page in ("man/quiesce.8", "man/quiesce.conf.5"):
+        assert '"quiesce %s"' % version in read(page).splitlines()[0], page
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_launcher_hands_over_to_contract_entry_point(launcher):
+    module, function = LAUNCHERS[launcher]
+    text = read(launcher)
+    path = os.path.join(REPO, launcher)
+    # One interpreter argument only: Linux passes "-sB" to python3 as a single word.
+    assert text.splitlines()[0] == "#!/usr/bin/python3 -sB"
+    assert os.stat(path).st_mode & stat.S_IXUSR
+    tree = ast.parse(text)
+    assert 'sys.path.insert(0, "/usr/lib/quiesce")' in text
+    imports = [(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               for alias in node.names]
+    assert imports == [(module, function)]
+    # The entry point is defined where the contract says.
+    source = read(module.replace(".", "/") + ".py")
+    assert function in {node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)}
+
+
+def test_shebang_flags_take_effect(tmp_path):
+    script = tmp_path / "probe"
+    script.write_text("#!/usr/bin/python3 -sB\nimport sys\n"
+                      "print(sys.flags.no_user_site, sys.flags.dont_write_bytecode)\n")
+    script.chmod(0o755)
+    out = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True, check=True,
+                         env=helpers.clean_env()).stdout
+    assert out.split() == ["1", "1"]
+
+
+def test_config_file_documents_every_option():
+    text = read("etc/quiesce.conf")
+    for key in CONTRACT_KEYS:
+        if key in SET_IN_SHIPPED_CONFIG:
+            assert re.search(r"(?m)^%s = %s$" % (key, SET_IN_SHIPPED_CONFIG[key]), text), key
+        else:
+            assert re.search(r"(?m)^#%s = " % key, text), key
+    assert re.search(r"(?m)^#\[instance:\w+\]$", text)
+    # Credentials are commented out and the zero-config default is explained.
+    assert not re.search(r"(?m)^(user|password|socket|host|defaults-file)\s*=", text)
+    assert "unix_socket" in text
+
+
+def test_man_pages_document_every_option():
+    page5, page8 = read("man/quiesce.conf.5"), read("man/quiesce.8")
+    for key in CONTRACT_KEYS:
+        assert re.search(r"(?m)^\.BI %s " % re.escape(key.replace("-", r"\-")), page5), key
+        if key != "password":
+            assert "\\-\\-" + key.replace("-", "\\-") in page8, key
+
+
+def test_config_options_match_the_parser():
+    config = pytest.importorskip("quiesce.config")
+    hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance"}
+    options = {opt for action in config.build_parser([])._actions for opt in action.option_strings
+               if opt.startswith("--") and opt not in hidden}
+    assert options == {"--" + key for key in CONTRACT_KEYS}
+
+
+def test_shipped_config_parses(tmp_path):
+    config = pytest.importorskip("quiesce.config")
+    shipped = tmp_path / "quiesce.conf"
+    shutil.copy(os.path.join(REPO, "etc", "quiesce.conf"), str(shipped))
+    shipped.chmod(0o600)
+    settings = config.parse(["--config", str(shipped), "status"])
+    assert (settings.lock_timeout, settings.acquire_timeout, settings.on_failure) == (300, 5, "fail")
+    assert [t.name for t in settings.targets] == ["default"]
+    assert settings.targets[0].user == "root" and settings.targets[0].password is None
+
+    # Every documented setting, uncommented as shown, is valid too.
+    lines = []
+    for line in shipped.read_text().splitlines():
+        match = re.match(r"^#(\[instance:\w+\]|[a-z-]+ = .*)$", line)
+        lines.append(match.group(1) if match and not line.startswith("#defaults-file") else line)
+    shipped.write_text("\n".join(lines) + "\n")
+    settings = config.parse(["--config", str(shipped), "status"])
+    assert [t.name for t in settings.targets] == ["main", "reports"]
+
+
+def test_exit_status_table_matches_the_code():
+    errors = pytest.importorskip("quiesce.errors")
+    page = read("man/quiesce.8")
+    section = page.split(".SH EXIT STATUS", 1)[1].split("\n.SH ", 1)[0]
+    codes = [int(c) for c in re.findall(r"(?m)^\.TP\n\.B (\d+)$", section)]
+    assert codes == sorted(int(code) for code in errors.Exit)
+
+
+def test_tmpfiles_entry():
+    entries = [line.split() for line in read("etc/tmpfiles.d/quiesce.conf").splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert entries == [["d", "/run/quiesce", "0700", "root", "root", "-"]]
+
+
+@pytest.mark.parametrize("page", ["man/quiesce.8", "man/quiesce.conf.5"])
+def test_man_page_renders_without_warnings(page):
+    if not helpers.have("man") or not helpers.have("groff"):
+        if not helpers.is_root():
+            pytest.skip("man-db and groff are not installed")
+        helpers.ensure_apt_packages(["man-db", "groff-base"])
+    proc = subprocess.run(["man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z",
+                           os.path.join(REPO, page)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env=helpers.clean_env(MANWIDTH="80"))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS)
+def test_shell_scripts_are_posix(script):
+    path = os.path.join(REPO, script)
+    subprocess.run(["sh", "-n", path], check=True)
+    if helpers.have("checkbashisms"):
+        proc = subprocess.run(["checkbashisms", path], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        assert proc.returncode == 0, proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# libexec/register-hooks in a scratch tree
+# ---------------------------------------------------------------------------
+
+class Tree:
+    def __init__(self, root):
+        self.root = str(root)
+        os.makedirs(os.path.join(self.root, "etc"))
+
+    def __call__(self, path):
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def hooks(self, action):
+        env = helpers.clean_env(QUIESCE_HOOKS_ROOT=self.root)
+        return subprocess.run(["sh", os.path.join(REPO, "libexec", "register-hooks"), action],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    def ours(self, path):
+        return os.path.islink(self(path)) and os.readlink(self(path)) == helpers.HOOK
+
+    def record(self):
+        try:
+            with open(self(helpers.HOOK_RECORD)) as handle:
+                return handle.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def snapshot(self):
+        found = {}
+        for top, dirs, files in os.walk(self.root):
+            for name in dirs + files:
+                path = os.path.join(top, name)
+                found[os.path.relpath(path, self.root)] = (
+                    os.readlink(path) if os.path.islink(path) else open(path).read()
+                    if os.path.isfile(path) else "dir")
+        return found
+
+
+VMW = helpers.VMWARE_LINK
+QEMU = helpers.QEMU_DIR_DEBIAN + "/zz-quiesce"
+QEMU_RHEL = helpers.QEMU_DIR_RHEL + "/zz-quiesce"
+
+
+def test_register_is_idempotent(tmp_path):
+    tree = Tree(tmp_path)
+    first = tree.hooks("register")
+    assert first.returncode == 0 and "registered hook " + VMW in first.stdout
+    assert tree.ours(VMW)
+    assert tree.record() == ["dir /etc/vmware-tools", "dir /etc/vmware-tools/backupScripts.d", "link " + VMW]
+    before = tree.snapshot()
+    again = tree.hooks("register")
+    assert again.returncode == 0 and again.stdout == ""
+    assert tree.snapshot() == before
+
+
+def test_qemu_hook_dir_used_only_where_the_agent_made_it(tmp_path):
+    tree = Tree(tmp_path)
+    tree.hooks("register")
+    assert not os.path.lexists(tree("/etc/qemu")) and not os.path.lexists(tree("/etc/qemu-ga"))
+    os.makedirs(tree(helpers.QEMU_DIR_RHEL))
+    tree.hooks("register")
+    assert tree.ours(QEMU_RHEL) and not os.path.lexists(tree("/etc/qemu"))
+    os.makedirs(tree(helpers.QEMU_DIR_DEBIAN))
+    tree.hooks("register")
+    assert tree.ours(QEMU)
+    assert "dir " + helpers.QEMU_DIR_DEBIAN not in tree.record()
+    tree.hooks("purge")
+    # The agents' directories are theirs: emptied of our links, not removed.
+    assert os.listdir(tree(helpers.QEMU_DIR_DEBIAN)) == [] and os.listdir(tree(helpers.QEMU_DIR_RHEL)) == []
+    assert not os.path.lexists(tree("/etc/vmware-tools"))
+
+
+@pytest.mark.parametrize("foreign", ["file", "other-link", "dangling-link"])
+def test_never_replaces_what_is_not_ours(tmp_path, foreign):
+    tree = Tree(tmp_path)
+    os.makedirs(tree(helpers.VMWARE_DIR))
+    if foreign == "file":
+        with open(tree(VMW), "w") as handle:
+            handle.write("#!/bin/sh\n")
+    else:
+        os.symlink("/usr/local/bin/other" if foreign == "other-link" else "/nonexistent", tree(VMW))
+    before = tree.snapshot()
+    proc = tree.hooks("register")
+    assert proc.returncode == 0 and "not a link to /usr/lib/quiesce/hook" in proc.stdout
+    assert "link " + VMW not in tree.record()
+    tree.hooks("unregister")
+    tree.hooks("purge")
+    after = tree.snapshot()
+    after.pop(os.path.relpath(tree(helpers.STATE_DIR), tree.root), None)
+    assert after == before
+
+
+def test_administrator_removal_is_respected_until_purge(tmp_path):
+    tree = Tree(tmp_path)
+    tree.hooks("register")
+    os.unlink(tree(VMW))
+    proc = tree.hooks("register")
+    assert "removed by the administrator" in proc.stdout
+    assert not os.path.lexists(tree(VMW))
+    # Removal of the package keeps that memory (a reinstall does not re-create it)...
+    tree.hooks("unregister")
+    tree.hooks("register")
+    assert not os.path.lexists(tree(VMW))
+    # ...purge forgets it.
+    tree.hooks("purge")
+    tree.hooks("register")
+    assert tree.ours(VMW)
+
+
+def test_unregister_removes_only_ours(tmp_path):
+    tree = Tree(tmp_path)
+    os.makedirs(tree("/etc/vmware-tools"))  # VMware Tools was there first
+    tree.hooks("register")
+    assert tree.record() == ["dir /etc/vmware-tools/backupScripts.d", "link " + VMW]
+    other = tree(helpers.VMWARE_DIR + "/50-app-flush")
+    with open(other, "w") as handle:
+        handle.write("#!/bin/sh\n")
+    tree.hooks("unregister")
+    assert not os.path.lexists(tree(VMW))
+    assert os.path.exists(other)  # the administrator's hook, and so its directory, stay
+    assert tree.record() == ["dir /etc/vmware-tools/backupScripts.d"]
+    os.unlink(other)
+    tree.hooks("purge")
+    assert not os.path.exists(tree(helpers.VMWARE_DIR))
+    assert os.path.isdir(tree("/etc/vmware-tools"))
+    assert not os.path.exists(tree(helpers.HOOK_RECORD))
+
+
+def test_unregister_then_register_again(tmp_path):
+    tree = Tree(tmp_path)
+    tree.hooks("register")
+    tree.hooks("unregister")  # package removed (not purged): we removed the link ourselves
+    assert not os.path.lexists(tree("/etc/vmware-tools"))
+    tree.hooks("register")  # installed again
+    assert tree.ours(VMW)
+
+
+def test_usage_error(tmp_path):
+    proc = Tree(tmp_path).hooks("bogus")
+    assert proc.returncode == 2 and "usage" in proc.stdout
