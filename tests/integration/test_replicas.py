@@ -1,0 +1,142 @@
+"""Freezing a replica, on a real two-server MariaDB replication set-up (GTID, slave_pos).
+
+quiesce records the replica's source coordinates and GTID state in the position file,
+stops the SQL (applier) threads before locking when told to (stop-replica = always, or
+auto with a parallel applier), and starts them again after thaw, after every failed
+freeze and at the holder's deadline: a freeze must never leave replication stopped.
+"""
+
+import os
+import signal
+import time
+
+import pytest
+
+from .prodhelpers import Background, instance_section, no_lock_held, sql_thread_running, wait_sql_thread
+from .runner import QuiesceEnv, wait_for
+
+
+@pytest.fixture
+def replica_pair(mariadb, request):
+    """make(parallel_threads) -> (replica, QuiesceEnv for the replica); all undone at teardown."""
+    def make(parallel_threads=4, **settings):
+        replica = mariadb.make_replica(parallel_threads=parallel_threads)
+        request.addfinalizer(replica.cleanup)
+        env = QuiesceEnv(replica, driver=None, **settings)
+
+        def finish():
+            report = env.cleanup()
+            assert not report["holders"], "quiesce left processes on the replica: %s" % report
+            if replica.running:
+                assert replica.try_write(1.0) is not None, "the replica was left locked"
+        request.addfinalizer(finish)
+        return replica, env
+    return make
+
+
+def _primary_load(writers):
+    load = writers(engines=("InnoDB",), interval=0.005)
+    load.wait_for_progress(5)
+    return load
+
+
+@pytest.mark.parametrize("parallel, stop_replica, stopped", [
+    (4, "auto", True), (0, "auto", False), (0, "always", True), (4, "never", False)])
+def test_replica_coordinates_recorded_and_applier_restarted(parallel, stop_replica, stopped, mariadb,
+                                                            replica_pair, writers):
+    replica, env = replica_pair(parallel, stop_replica=stop_replica)
+    load = _primary_load(writers)
+    result = env.run("freeze")
+    assert result.rc == 0, result
+    try:
+        position = env.position()
+        # While frozen the replica applies nothing: its GTID state stays where it was recorded.
+        gtid_now = replica.value("SELECT @@GLOBAL.gtid_slave_pos")
+        load.wait_for_progress(20)
+        assert replica.value("SELECT @@GLOBAL.gtid_slave_pos") == gtid_now
+        sql_state = sql_thread_running(replica)
+        io_state = replica.replica_status()["Slave_IO_Running"]
+    finally:
+        thawed = env.run("thaw")
+    assert thawed.rc == 0, thawed
+
+    assert position["replica_stopped"] is stopped
+    assert sql_state == ("No" if stopped else "Yes")
+    assert io_state == "Yes", "only the SQL thread is to be stopped"
+    channels = position["replica"]
+    assert isinstance(channels, list) and len(channels) == 1, position
+    channel = channels[0]
+    assert channel["connection_name"] == ""
+    assert channel["source_host"] == "127.0.0.1" and channel["source_port"] == mariadb.port
+    assert channel["gtid"] == gtid_now
+    assert channel["source_log_file"] == mariadb.binlog_status()["file"]
+    assert isinstance(channel["source_log_position"], int) and channel["source_log_position"] > 0
+
+    # Replication runs again after thaw (the holder restarts it just after answering thaw), and
+    # catches up.
+    wait_sql_thread(replica, "Yes", timeout=3)
+    load.stop()
+    replica.wait_caught_up(mariadb, timeout=20)
+
+
+def test_replica_restarted_after_a_failed_freeze(replica_pair):
+    replica, env = replica_pair(4, stop_replica="always", acquire_timeout=1)
+    replica.sql("CREATE TABLE quiesce_probe.local_only (a INT) ENGINE=MyISAM")
+    blocker = Background(replica, ["LOCK TABLES local_only WRITE"], database="quiesce_probe")
+    try:
+        assert blocker.wait(5) and blocker.error is None, blocker.error
+        result = env.run("freeze")
+        assert result.rc == 5, result
+        assert sql_thread_running(replica) == "Yes", "a failed freeze left replication stopped"
+    finally:
+        blocker.close()
+    assert env.wait_no_holder(5) == set()
+    assert no_lock_held(replica)
+
+
+def test_replica_restarted_at_the_deadline(mariadb, replica_pair, writers):
+    replica, env = replica_pair(4, stop_replica="always", lock_timeout=2, acquire_timeout=1)
+    load = _primary_load(writers)
+    result = env.run("freeze")
+    assert result.rc == 0, result
+    frozen_at = time.monotonic()
+    assert sql_thread_running(replica) == "No"
+    # No thaw comes: the holder releases at its deadline and restarts the applier.
+    wait_sql_thread(replica, "Yes", timeout=8)
+    assert time.monotonic() - frozen_at >= 1.5
+    assert env.wait_no_holder(5) == set()
+    assert env.status()["last_result"]["outcome"] == "expired"
+    thawed = env.run("thaw")
+    assert thawed.rc == 6, thawed
+    load.stop()
+    replica.wait_caught_up(mariadb, timeout=20)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_replica_restarted_when_the_holder_dies(signum, replica_pair):
+    """A holder stopped by a signal releases and restarts the applier itself; one killed
+    outright cannot, so the thaw that reports the loss must do it."""
+    replica, env = replica_pair(4, stop_replica="always")
+    result = env.run("freeze")
+    assert result.rc == 0, result
+    assert sql_thread_running(replica) == "No"
+    os.kill(env.state()["holder_pid"], signum)
+    assert env.wait_no_holder(5) == set()
+    thawed = env.run("thaw")
+    assert thawed.rc == 6, thawed
+    wait_sql_thread(replica, "Yes", timeout=5)
+
+
+def test_replica_restarted_when_another_instance_fails(mariadb, replica_pair):
+    """Two instances: the replica is locked (applier stopped) first, the second fails."""
+    replica, env = replica_pair(4, stop_replica="always")
+    mariadb.create_user("qsecond", "right-password")
+    env.write_config(extra_text=(
+        instance_section("replica", replica, os.path.join(env.state_dir, "position-replica.json"))
+        + instance_section("primary", mariadb, os.path.join(env.state_dir, "position-primary.json"),
+                           user="qsecond", password="wrong-password")))
+    result = env.run("freeze")
+    assert result.rc == 3, result
+    assert sql_thread_running(replica) == "Yes", "the failed freeze left the replica's applier stopped"
+    assert env.wait_no_holder(5) == set()
+    assert no_lock_held(replica) and no_lock_held(mariadb)
