@@ -7,14 +7,17 @@ in a separate process with the minimal environment a hook runner gives.
 """
 
 import bisect
+import contextlib
 import datetime
 import json
 import os
 import platform
+import select
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -30,7 +33,7 @@ from tests.integration.mariadb import MariaDB, ServerError, mariadb_version  # n
 from tests.integration.runner import QuiesceEnv  # noqa: E402
 
 __all__ = ["REPO", "Commit", "Writers", "table_rows", "MariaDB", "ServerError", "mariadb_version",
-           "QuiesceEnv", "Run", "run_quiesce", "install_signal_handlers", "read_json", "iso_to_mono",
+           "QuiesceEnv", "Run", "run_quiesce", "wait_exit", "install_signal_handlers", "read_json", "iso_to_mono",
            "ack_times", "gap_spanning", "first_ack_after", "longest_stall", "median", "p90",
            "render_table", "render_markdown", "server_version_short", "machine_line", "driver_available"]
 
@@ -70,11 +73,65 @@ class Run(NamedTuple):
         return lines[-1] if lines else ""
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float, what: str) -> float:
+    """Wait for the process to exit and return the monotonic time it was seen to.
+
+    Popen.wait(timeout) polls with sleeps of up to 50 ms, which would add that much to
+    every measured duration; a pidfd becomes readable the moment the process exits.
+    On timeout (TimeoutError) or interruption the process is killed.
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        if pidfd is not None:
+            ready, _, _ = select.select([pidfd], [], [], timeout)
+            ended = time.monotonic()
+            if not ready:
+                raise TimeoutError("%s did not finish within %.0f s" % (what, timeout))
+            proc.wait()
+        else:
+            proc.wait(timeout)
+            ended = time.monotonic()
+        return ended
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        raise
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
 def run_quiesce(env: QuiesceEnv, *args: str, timeout: float = 60.0) -> Run:
-    """One `python3 -m quiesce --config FILE ARGS` process, timed from start to exit."""
-    running = env.start(*args)
-    result = running.wait(timeout)
-    return Run(result.rc, running.began, running.ended, result.stdout, result.stderr)
+    """One `python3 -m quiesce --config FILE ARGS` process, timed from start to exit.
+
+    The command line, environment and output files are the runner's (env.command,
+    env.env, files in env.outdir); its wait is not used, see wait_exit.
+    """
+    fd_out, out_path = tempfile.mkstemp(prefix="out-", dir=env.outdir)
+    fd_err, err_path = tempfile.mkstemp(prefix="err-", dir=env.outdir)
+    began = time.monotonic()
+    try:
+        proc = subprocess.Popen(env.command(*args), stdin=subprocess.DEVNULL, stdout=fd_out, stderr=fd_err,
+                                env=env.env(), cwd="/")
+    finally:
+        os.close(fd_out)
+        os.close(fd_err)
+    ended = wait_exit(proc, timeout, "quiesce %s" % " ".join(args))
+    try:
+        return Run(proc.returncode, began, ended, _read(out_path), _read(err_path))
+    finally:
+        for path in (out_path, err_path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def read_json(path: str) -> Optional[Dict[str, Any]]:
@@ -150,13 +207,13 @@ def p90(values: Iterable[Optional[float]]) -> Optional[float]:
     return data[low] + (data[high] - data[low]) * (pos - low)
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
-    """Plain text: first column left-aligned, the others right-aligned."""
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, indent: str = "  ") -> str:
+    """Plain text: the first `left` columns left-aligned, the others right-aligned."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(row):
-        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        parts = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
         return (indent + "  ".join(parts)).rstrip()
 
     out = [line(cells[0]), indent + "  ".join("-" * w for w in widths)]
@@ -164,11 +221,12 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: 
     return "\n".join(out)
 
 
-def render_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def render_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
+    """A GitHub-flavoured Markdown table; the first `left` columns are text, the rest figures."""
     def esc(value):
         return ("" if value is None else str(value)).replace("|", "\\|")
     out = ["| " + " | ".join(esc(h) for h in headers) + " |",
-           "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+           "|" + "|".join(":---" if i < left else "---:" for i in range(len(headers))) + "|"]
     out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
 

@@ -16,6 +16,8 @@ import tempfile
 import time
 from typing import Optional, Tuple
 
+from bench.common import wait_exit
+
 TOOLS = ("losetup", "mkfs.ext4", "mount", "umount", "fsfreeze")
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -91,24 +93,35 @@ class LoopFs:
                 and os.stat(self.mnt).st_dev == os.stat(self.dev).st_rdev):
             raise RuntimeError("%s is not a mount of %s; refusing to freeze it" % (self.mnt, self.dev))
 
+    def _timed(self, flag: str) -> Tuple[float, float]:
+        self._check_ours()
+        began = time.monotonic()
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(["fsfreeze", flag, self.mnt], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err, cwd="/",
+                                    env={"PATH": SYSTEM_PATH, "LANG": "C"})
+            ended = wait_exit(proc, 60, "fsfreeze %s" % flag)
+            if proc.returncode != 0:
+                err.seek(0)
+                raise RuntimeError("fsfreeze %s %s failed: %s"
+                                   % (flag, self.mnt, err.read().decode(errors="replace").strip()))
+        return began, ended
+
     def freeze(self) -> Tuple[float, float]:
         """fsfreeze -f; returns (monotonic before, monotonic after)."""
         self._check_ours()
-        began = time.monotonic()
-        self.frozen = True      # set first: a timeout or Ctrl-C mid-way must still thaw
-        _sh("fsfreeze", "-f", self.mnt, timeout=60)
-        return began, time.monotonic()
+        self.frozen = True      # set before: a timeout or Ctrl-C mid-way must still thaw
+        return self._timed("-f")
 
     def thaw(self) -> Tuple[float, float]:
         """fsfreeze -u; returns (monotonic before, monotonic after)."""
-        self._check_ours()
-        began = time.monotonic()
-        _sh("fsfreeze", "-u", self.mnt, timeout=60)
+        stamps = self._timed("-u")
         self.frozen = False
-        return began, time.monotonic()
+        return stamps
 
     def ensure_thawed(self) -> None:
         if self.frozen and self.mounted:
+            self._check_ours()
             result = _sh("fsfreeze", "-u", self.mnt, check=False)
             # "Invalid argument": it was not frozen after all (fsfreeze -f failed).
             if result.returncode == 0 or "Invalid argument" in result.stderr:
