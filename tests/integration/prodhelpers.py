@@ -144,11 +144,6 @@ class ProbeWriters(Writers):
             self._created = True
 
 
-def max_commit_latency(load: Writers, start: float, end: float) -> float:
-    """Longest single commit among those in flight at some time in [start, end]."""
-    return load.longest_wait(start, end)
-
-
 def table_blocked_seconds(load: Writers, table: str, start: float, end: float) -> float:
     """Longest time one commit on `table` was in flight within [start, end]."""
     now = time.monotonic()
@@ -222,17 +217,6 @@ def instance_section(name: str, server, position_file: str, user: Optional[str] 
 def _sh(*cmd: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
-
-
-def device_mapper_targets() -> Optional[str]:
-    """`dmsetup targets` output, or None where the kernel has no device-mapper."""
-    if shutil.which("dmsetup") is None:
-        return None
-    try:
-        out = _sh("dmsetup", "targets", check=False, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout if out.returncode == 0 else None
 
 
 def why_no_power_cut() -> Optional[str]:

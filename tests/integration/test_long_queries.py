@@ -23,8 +23,8 @@ import time
 
 import pytest
 
-from .prodhelpers import (BACKUP_LOCK_WAIT, INTERRUPTED, Background, lock_waiters, no_lock_held,
-                          table_blocked_seconds, wait_running_for, wait_state)
+from .prodhelpers import (INTERRUPTED, Background, lock_waiters, no_lock_held, table_blocked_seconds,
+                          wait_running_for)
 
 NOT_BLOCKED = 0.5        # a commit slower than this while freeze ran means writers were blocked
 MARGIN = 0.75            # allowed beyond acquire-timeout for a writer blocked by a pending lock
@@ -88,16 +88,21 @@ def test_long_select_fails_freeze_without_blocking_writers(method, query_type, s
     _assert_nothing_left(quiesce_env, slow_tables)
 
 
-def test_backup_stage_does_not_wait_for_a_long_select(slow_tables, bg, writers, quiesce_env):
-    """auto: BACKUP STAGE counts only data-changing statements, and really does not wait for reads."""
+@pytest.mark.parametrize("method, query_type, expected", [("auto", "auto", "backup-stage"),
+                                                         ("ftwrl", "update", "ftwrl")])
+def test_long_select_not_counted_and_not_waited_for(method, query_type, expected, slow_tables, bg, writers,
+                                                    quiesce_env):
+    """BACKUP STAGE (auto: long-query-type update) counts only data-changing statements;
+    long-query-type=update does the same for FTWRL. Neither lock waits for the read."""
     load = writers(engines=("InnoDB", "MyISAM"))
     select = bg("SELECT SLEEP(60) FROM slow_myisam LIMIT 1")
     wait_running_for(slow_tables, select.conn_id, 1.2)
-    quiesce_env.write_config(long_query_time=1, long_query_wait=5, acquire_timeout=2)
+    quiesce_env.write_config(lock_method=method, long_query_type=query_type, long_query_time=1,
+                             long_query_wait=5, acquire_timeout=2)
     result = quiesce_env.run("freeze")
     assert result.rc == 0, result
     try:
-        assert quiesce_env.position()["lock"] == "backup-stage"
+        assert quiesce_env.position()["lock"] == expected
         assert result.elapsed < STARTUP, result
         assert not select.done.is_set()
         # The read goes on while frozen; writes wait.
