@@ -91,16 +91,21 @@ def apt_get(*args, timeout=900):
     return run(["apt-get", "-y", "-q", "-o", "Dpkg::Use-Pty=0"] + list(args), timeout=timeout)
 
 
-def ensure_apt_packages(packages):
-    """Install the Debian packages that are missing (apt-get update only if needed)."""
-    missing = [p for p in packages if dpkg_status(p) != "installed"]
-    if not missing:
-        return
-    proc = run(["apt-get", "-y", "-q", "--no-install-recommends", "install"] + missing,
+def apt_install(*args):
+    """apt-get install; if that fails (no or stale package lists), update and retry once."""
+    proc = run(["apt-get", "-y", "-q", "-o", "Dpkg::Use-Pty=0", "install"] + list(args),
                check=False, timeout=900)
-    if proc.returncode != 0:
-        run(["apt-get", "-q", "update"], timeout=600)
-        apt_get("--no-install-recommends", "install", *missing)
+    if proc.returncode == 0:
+        return proc
+    run(["apt-get", "-q", "update"], timeout=600)
+    return apt_get("install", *args)
+
+
+def ensure_apt_packages(packages):
+    """Install the Debian packages that are missing."""
+    missing = [p for p in packages if dpkg_status(p) != "installed"]
+    if missing:
+        apt_install("--no-install-recommends", *missing)
 
 
 def apt_mirrors():

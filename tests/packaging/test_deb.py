@@ -165,7 +165,7 @@ def test_install_freeze_upgrade_remove_purge(debs, clean_machine, test_database)
     current, newer = debs["current"], debs["newer"]
 
     # Install with apt: the dependencies come from Debian's archive alone.
-    out = apt_get("install", current["deb"]).stdout
+    out = helpers.apt_install(current["deb"]).stdout
     assert dpkg_status("quiesce") == "installed", out
     assert mode_of(CONFIG) == (0o600, 0, 0)
     assert mode_of(STATE_DIR) == (0o700, 0, 0)
@@ -243,9 +243,9 @@ def test_snapshot_agents_installed_after_and_before(debs, clean_machine, test_da
     try:
         # quiesce first, then VMware Tools and the QEMU guest agent: the file trigger
         # registers the hook in the agent's directory, which did not exist before.
-        apt_get("install", current["deb"])
+        helpers.apt_install(current["deb"])
         assert is_our_link(VMWARE_LINK) and not os.path.exists(QEMU_DIR_DEBIAN)
-        out = apt_get("install", "--no-install-recommends", "open-vm-tools", "qemu-guest-agent").stdout
+        out = helpers.apt_install("--no-install-recommends", "open-vm-tools", "qemu-guest-agent").stdout
         assert dpkg_status("quiesce") == "installed", out  # trigger processed
         assert is_our_link(VMWARE_LINK)
         assert is_our_link(QEMU_LINK), out
@@ -262,7 +262,7 @@ def test_snapshot_agents_installed_after_and_before(debs, clean_machine, test_da
         apt_get("purge", "quiesce")
 
         # Agents first, then quiesce.
-        apt_get("install", current["deb"])
+        helpers.apt_install(current["deb"])
         assert is_our_link(VMWARE_LINK) and is_our_link(QEMU_LINK)
         assert "dir /etc/vmware-tools" not in record()  # VMware Tools' directory, not ours
         assert "dir " + VMWARE_DIR in record()
