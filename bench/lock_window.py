@@ -93,7 +93,7 @@ def mark(ok: Optional[bool]) -> str:
 # ------------------------------------------------------------------------------- A
 
 def lock_cycle(env: QuiesceEnv, hold: float, settle: float,
-               between: Optional[Callable[[], Dict[str, Any]]] = None) -> Dict[str, Any]:
+               between: Optional[Callable[[], Dict[str, Any]]] = None, idle_thaw: bool = False) -> Dict[str, Any]:
     """freeze, wait `hold` (or run `between`), thaw; raw stamps, analysed later."""
     freeze = run_quiesce(env, "freeze")
     cycle: Dict[str, Any] = {"freeze_rc": freeze.rc, "freeze_began": freeze.began, "freeze_ended": freeze.ended}
@@ -116,7 +116,11 @@ def lock_cycle(env: QuiesceEnv, hold: float, settle: float,
                  probe_fired=any(p.get("fired") for p in result.get("fs_probes") or []))
     if thaw.rc != 0:
         cycle["error"] = "thaw exit %d: %s" % (thaw.rc, thaw.message)
-    time.sleep(settle)
+    began = time.monotonic()
+    if idle_thaw:
+        # A thaw with nothing frozen: what starting and ending the command costs by itself.
+        cycle["idle_thaw_ms"] = run_quiesce(env, "thaw").ms
+    time.sleep(max(0.0, settle - (time.monotonic() - began)))
     return cycle
 
 
@@ -129,8 +133,7 @@ def analyse_a(cycle: Dict[str, Any], acks: Optional[List[float]]) -> Dict[str, A
     locked, since = cycle.get("locked"), cycle.get("holder_since")
     if locked is not None:
         out["lock_to_return_ms"] = (fe - locked) * 1000
-        if cycle.get("held_ms") is not None:
-            out["thaw_to_unlock_ms"] = (locked + cycle["held_ms"] / 1000.0 - tb) * 1000
+    out["idle_thaw_ms"] = cycle.get("idle_thaw_ms")
     if since is not None:
         out["start_to_holder_ms"] = (since - fb) * 1000
         if locked is not None:
@@ -176,7 +179,7 @@ def section_a(server: MariaDB, plan: Plan, drivers: Sequence[str]) -> Dict[str, 
                     for i in range(plan.cycles_a):
                         log("A  %-9s %-15s %s cycle %d/%d" % (label, driver, "" if probe else "no fs probe",
                                                              i + 1, plan.cycles_a))
-                        cycles.append(lock_cycle(env, plan.hold_a, plan.settle))
+                        cycles.append(lock_cycle(env, plan.hold_a, plan.settle, idle_thaw=True))
                     if writers:
                         writers.wait_for_progress(5)
                 finally:
@@ -205,7 +208,7 @@ def section_a(server: MariaDB, plan: Plan, drivers: Sequence[str]) -> Dict[str, 
 
 
 _A_KEYS = ("freeze_ms", "lock_wait_ms", "lock_to_return_ms", "thaw_ms", "first_write_ms", "blocked_ms",
-           "extra_blocked_ms", "window_ms", "start_to_holder_ms", "holder_to_lock_ms", "thaw_to_unlock_ms")
+           "extra_blocked_ms", "window_ms", "start_to_holder_ms", "holder_to_lock_ms", "idle_thaw_ms")
 
 
 def targets_a(row: Dict[str, Any]) -> Dict[str, Optional[bool]]:
@@ -243,14 +246,14 @@ def table_a_breakdown(data: Dict[str, Any]) -> List[List[str]]:
     for row in data["rows"]:
         m = row["median"]
         rows.append([row["load"], row["driver"], fmt(m["start_to_holder_ms"]), fmt(m["holder_to_lock_ms"]),
-                     fmt(m["lock_to_return_ms"]), fmt(m["freeze_ms"]), fmt(m["thaw_to_unlock_ms"]),
-                     fmt(m["thaw_ms"]), fmt(row["warmup_freeze_ms"]),
+                     fmt(m["lock_to_return_ms"]), fmt(m["freeze_ms"]), fmt(m["thaw_ms"]), fmt(m["idle_thaw_ms"]),
+                     fmt(m["first_write_ms"]) if row["writers"] else "-", fmt(row["warmup_freeze_ms"]),
                      fmt(row["commits_per_s"]) if row["commits_per_s"] else "-"])
     return rows
 
 
 HEAD_A2 = ["load", "driver", "start->holder ready", "holder->locked", "locked->return", "= freeze",
-           "thaw start->unlock", "thaw", "first freeze (cold)", "commits/s"]
+           "thaw", "thaw, nothing frozen", "thaw->1st commit", "first freeze (cold)", "commits/s"]
 
 
 # ------------------------------------------------------------------------------- B
@@ -419,30 +422,51 @@ def section_c(server: MariaDB, plan: Plan) -> Dict[str, Any]:
             "long_query_wait_s": plan.long_query_wait_c, "lead_s": plan.long_wait_lead, "runs": runs}
 
 
-HEAD_C = ["statement running when freeze starts", "quiesce pre-check", "method", "freeze", "took",
-          "lock wait", "InnoDB writers stalled", "MyISAM writers stalled"]
+HEAD_C = ["statement running when freeze starts", "pre-check", "ftwrl", "backup-stage"]
+
+
+def _c_cell(r: Dict[str, Any]) -> str:
+    if r["freeze_rc"] == 0:
+        head = "locked (lock %s ms)" % fmt(r["lock_wait_ms"], 0)
+    else:
+        head = r["outcome"].replace("exit %d: " % r["freeze_rc"], "exit %d, " % r["freeze_rc"])
+    return "%s in %.0f ms; stall %.0f/%.0f" % (head, r["freeze_ms"], r["stall_innodb_ms"], r["stall_myisam_ms"])
 
 
 def table_c(data: Dict[str, Any]) -> List[List[str]]:
+    """One row per statement and pre-check setting, one column per lock method."""
     rows = []
-    last = None
+    index: Dict[Any, Dict[str, Dict[str, Any]]] = {}
+    order = []
     for r in data["runs"]:
-        first = r["description"] if r["description"] != last else ""
-        last = r["description"]
-        rows.append([first, "off" if r["mode"] == "lock only" else "on", r["method"], r["outcome"],
-                     "%.0f ms" % r["freeze_ms"], fmt(r["lock_wait_ms"], 1) + (" ms" if r["lock_wait_ms"] is not None else ""),
-                     "%.0f ms" % r["stall_innodb_ms"], "%.0f ms" % r["stall_myisam_ms"]])
+        key = (r["description"], r["mode"])
+        if key not in index:
+            index[key] = {}
+            order.append(key)
+        index[key][r["method"]] = r
+    last = None
+    for description, mode in order:
+        cells = index[(description, mode)]
+        rows.append([description if description != last else "", "off" if mode == "lock only" else "on"]
+                    + [_c_cell(cells[m]) if m in cells else "-" for m in METHODS])
+        last = description
     return rows
 
 
 def waits_summary(data: Dict[str, Any]) -> Dict[str, Dict[str, List[str]]]:
-    """From the runs without pre-check: which statements made each lock wait."""
+    """From the runs without pre-check: which statements made each lock wait, and which
+    writers stalled behind the waiting lock."""
     out: Dict[str, Dict[str, List[str]]] = {m: {"waits": [], "no_wait": []} for m in METHODS}
     for r in data["runs"]:
         if r["mode"] != "lock only":
             continue
-        waited = r["freeze_rc"] != 0 or (r["lock_wait_ms"] or 0) > 500
-        out[r["method"]]["waits" if waited else "no_wait"].append(r["description"])
+        if r["freeze_rc"] != 0 or (r["lock_wait_ms"] or 0) > 500:
+            stalled = [e for e, key in (("InnoDB", "stall_innodb_ms"), ("MyISAM", "stall_myisam_ms"))
+                       if (r[key] or 0) > 500]
+            out[r["method"]]["waits"].append("%s (writers stalled meanwhile: %s)"
+                                             % (r["description"], " and ".join(stalled) or "none"))
+        else:
+            out[r["method"]]["no_wait"].append(r["description"])
     return out
 
 
@@ -626,15 +650,19 @@ def render(results: Dict[str, Any], markdown: bool = False) -> str:
         c = results["C"]
         out.append(h("C. A long statement is running when freeze starts (acquire-timeout %g s; pre-check on: "
                      "long-query-time %g s, long-query-wait %g s, long-query-type auto; off: long-query-time "
-                     "3600 s). Writers (1 InnoDB, 1 MyISAM) stalled = longest time without a commit while "
-                     "freeze ran." % (c["acquire_timeout_s"], c["long_query_time_s"], c["long_query_wait_s"])))
+                     "3600 s). Each cell: what freeze did, how long it took, and the longest time the InnoDB/MyISAM "
+                     "writer went without a commit while freeze ran (ms)." % (c["acquire_timeout_s"], c["long_query_time_s"],
+                                                                            c["long_query_wait_s"])))
         out.append("")
         out.append(table(HEAD_C, table_c(c), left=4))
         out.append("")
         summary = waits_summary(c)
+        bullet = "- " if markdown else "  "
         for method in METHODS:
-            out.append("  %s waits for: %s" % (method, "; ".join(summary[method]["waits"]) or "nothing tried"))
-            out.append("  %s does not wait for: %s" % (method, "; ".join(summary[method]["no_wait"]) or "-"))
+            out.append("%s%s waits for: %s" % (bullet, method, "; ".join(summary[method]["waits"]) or "nothing tried"))
+            out.append("%s%s does not wait for: %s" % (bullet, method, "; ".join(summary[method]["no_wait"]) or "-"))
+        if not markdown:
+            out.append("  (a successful freeze stalls writers too: from the lock until freeze returns and thaw runs)")
         out.append("")
     if "D" in results:
         d = results["D"]
@@ -667,7 +695,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--drivers", default=None,
                         help="comma-separated drivers for section A (default: both if installed; --quick: one)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown to FILE")
+    parser.add_argument("--render", metavar="JSON", help="run nothing: print the tables of an earlier --json output")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render, encoding="utf-8") as handle:
+            results = json.load(handle)
+        print(render(results))
+        if args.markdown:
+            with open(args.markdown, "w", encoding="utf-8") as handle:
+                handle.write(render(results, markdown=True))
+        return 0
     install_signal_handlers()
     plan = Plan(args.quick)
     sections = args.sections.upper()
