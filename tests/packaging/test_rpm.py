@@ -171,6 +171,12 @@ def test_scratch_root_install_triggers_upgrade_erase(rpms, stubs, tmp_path):
 def test_erase_of_unmodified_install_leaves_nothing(rpms, tmp_path):
     root = ScratchRoot(tmp_path / "root")
     root.install(rpms["current"]["rpm"])
+    # What a freeze and thaw leave behind: position file, runtime state.
+    os.makedirs(root("/run/quiesce"), mode=0o700, exist_ok=True)
+    for path in ("/run/quiesce/lock", "/run/quiesce/result.json", helpers.POSITION_FILE,
+                 helpers.STATE_DIR + "/position-reports.json"):
+        with open(root(path), "w") as handle:
+            handle.write("{}")
     root.erase("quiesce")
     leftovers = []
     for top, dirs, files in os.walk(root.path):
