@@ -47,8 +47,10 @@ def _raise_interrupt(signum, _frame):
 def install_signal_handlers() -> None:
     """SIGTERM and SIGHUP unwind like Ctrl-C, so every finally block (thaw, unfreeze,
     unmount, server kill) runs whichever way the program is stopped."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # An ignored SIGHUP (nohup) or SIGINT (background job) stays ignored.
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _raise_interrupt)
     # Eight writer threads share the GIL with the thread that timestamps freeze and thaw:
     # a shorter switch interval keeps those timestamps within about a millisecond.
     sys.setswitchinterval(0.0005)

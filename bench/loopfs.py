@@ -4,8 +4,8 @@ Only this filesystem is ever frozen: before every fsfreeze the mount point must 
 mount of exactly our loop device. A frozen filesystem left behind would hang every
 process that writes to it, so besides the finally blocks of the caller a guardian
 process watches this one: if the benchmark dies without saying goodbye (SIGKILL,
-crash), the guardian thaws the filesystem. close() thaws, unmounts and detaches the
-loop device, and removes the image.
+crash), the guardian thaws the filesystem, kills what still uses it, unmounts it and
+detaches the loop device. close() does the same in an orderly way.
 """
 
 import os
@@ -21,10 +21,12 @@ from bench.common import wait_exit
 TOOLS = ("losetup", "mkfs.ext4", "mount", "umount", "fsfreeze")
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Reads stdin until EOF; "bye" means a clean goodbye, anything else a dead parent.
+# Reads stdin until EOF; "bye" means a clean goodbye, anything else a dead parent. Then it
+# does what close() would have done: thaw, stop whatever still uses the filesystem (the
+# server whose datadir is there), unmount, detach the loop device, remove the image.
 _GUARDIAN = r"""
-import os, subprocess, sys
-mnt, dev = sys.argv[1], sys.argv[2]
+import os, shutil, signal, subprocess, sys, time
+base, mnt, dev = sys.argv[1], sys.argv[2], sys.argv[3]
 data = b""
 try:
     while True:
@@ -34,13 +36,41 @@ try:
         data += chunk
 except OSError:
     pass
-if b"bye" not in data:
+if b"bye" in data:
+    sys.exit(0)
+def ours():
     try:
-        ours = os.stat(mnt).st_dev == os.stat(dev).st_rdev
+        return os.path.ismount(mnt) and os.stat(mnt).st_dev == os.stat(dev).st_rdev
     except OSError:
-        ours = False
-    if ours:
-        subprocess.run(["fsfreeze", "-u", mnt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return False
+def run(*cmd):
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode
+if ours():
+    run("fsfreeze", "-u", mnt)
+    for _ in range(3):
+        users = set()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                for fd in os.listdir("/proc/%s/fd" % pid):
+                    if os.readlink("/proc/%s/fd/%s" % (pid, fd)).startswith(mnt + "/"):
+                        users.add(int(pid))
+                        break
+            except OSError:
+                pass
+        users.discard(os.getpid())
+        for pid in users:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.5)
+        if run("umount", mnt) == 0:
+            break
+    else:
+        run("umount", "-l", mnt)
+run("losetup", "-d", dev)
+shutil.rmtree(base, ignore_errors=True)
 """
 
 
@@ -82,7 +112,7 @@ class LoopFs:
         self.dev = _sh("losetup", "--find", "--show", self.image).stdout.strip()
         _sh("mount", "-t", "ext4", self.dev, self.mnt)
         self.mounted = True
-        self._guardian = subprocess.Popen([sys.executable, "-c", _GUARDIAN, self.mnt, self.dev],
+        self._guardian = subprocess.Popen([sys.executable, "-c", _GUARDIAN, self.base, self.mnt, self.dev],
                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
         return self
