@@ -87,6 +87,10 @@ def run_demo(checks: Checks, cleanup: list) -> None:
     version = server_version_short()
     say("quiesce demo: freeze a busy %s, snapshot it, thaw it, and check the snapshot" % version)
     say()
+    say("For a VM snapshot, VMware Tools (or qemu-ga) runs `quiesce freeze` just before it freezes the")
+    say("filesystems and `quiesce thaw` after the snapshot. This demo does the same on a throw-away")
+    say("server in /tmp, with a copy of its data directory standing in for the snapshot.")
+    say()
 
     # -- the server and its load -----------------------------------------------------------
     server = MariaDB(name="demo")
@@ -168,6 +172,8 @@ def run_demo(checks: Checks, cleanup: list) -> None:
     else:
         checks.report(False, "a write committed while the server was frozen")
     checks.report(not failures, "no writer saw an error", "\n".join(f.error for f in failures[:3]))
+    say("   (in a real snapshot the lock goes as soon as the filesystems thaw, before the thaw hook runs;")
+    say("   here nothing froze the filesystem, so thaw released it)")
     say()
 
     # -- verify ------------------------------------------------------------------------------
