@@ -87,17 +87,20 @@ def installed_packages():
             if line.split()[1:] and line.split()[1] != "not-installed"}
 
 
+# Wait for the dpkg lock rather than fail if another apt or dpkg is running.
+APT_OPTIONS = ["-y", "-q", "-o", "Dpkg::Use-Pty=0", "-o", "DPkg::Lock::Timeout=300"]
+
+
 def apt_get(*args, timeout=900):
-    return run(["apt-get", "-y", "-q", "-o", "Dpkg::Use-Pty=0"] + list(args), timeout=timeout)
+    return run(["apt-get"] + APT_OPTIONS + list(args), timeout=timeout)
 
 
 def apt_install(*args):
     """apt-get install; if that fails (no or stale package lists), update and retry once."""
-    proc = run(["apt-get", "-y", "-q", "-o", "Dpkg::Use-Pty=0", "install"] + list(args),
-               check=False, timeout=900)
+    proc = run(["apt-get"] + APT_OPTIONS + ["install"] + list(args), check=False, timeout=900)
     if proc.returncode == 0:
         return proc
-    run(["apt-get", "-q", "update"], timeout=600)
+    run(["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "update"], timeout=600)
     return apt_get("install", *args)
 
 
@@ -147,7 +150,7 @@ def machine_restored(note=print):
         yield
     finally:
         if dpkg_status("quiesce"):
-            run(["dpkg", "--purge", "quiesce"], check=False)
+            apt_get("purge", "quiesce")
         added = sorted(installed_packages() - before)
         if added:
             note("purging packages the tests installed: %s" % " ".join(added))

@@ -107,7 +107,7 @@ def clean_machine(debs):
             pytest.skip("%s is installed on this machine: the agent tests need it absent" % agent)
     with helpers.machine_restored(), helpers.services_not_started():
         if dpkg_status("quiesce"):
-            run(["dpkg", "--purge", "quiesce"])
+            apt_get("purge", "quiesce")
         nothing_of_ours_left()
         yield
 
