@@ -303,3 +303,13 @@ def test_unregister_then_register_again(tmp_path):
 def test_usage_error(tmp_path):
     proc = Tree(tmp_path).hooks("bogus")
     assert proc.returncode == 2 and "usage" in proc.stdout
+
+
+def test_code_parses_as_python_3_9():
+    """The one noarch RPM runs on RHEL 9's Python 3.9 as well as on newer ones."""
+    for top, _dirs, files in os.walk(os.path.join(REPO, "quiesce")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(top, name)
+                with open(path) as handle:
+                    ast.parse(handle.read(), path, feature_version=(3, 9))
