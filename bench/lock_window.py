@@ -555,7 +555,7 @@ def section_d(plan: Plan) -> Dict[str, Any]:
             "writers": 8}
 
 
-HEAD_D = ["release-on-fs-thaw", "cycles", "outcome", "thaw exit", "fsfreeze -f", "writes resume after fs thaw",
+HEAD_D = ["release-on-fs-thaw", "outcome", "cycles", "thaw exit", "fsfreeze -f", "writes resume after fs thaw",
           "stall beyond fs-freeze window", "lock held"]
 
 
@@ -563,8 +563,9 @@ def table_d(data: Dict[str, Any]) -> List[List[str]]:
     rows = []
     for r in data["rows"]:
         raw = r["raw"]
-        rows.append(["true" if r["release_on_fs_thaw"] else "false", str(r["cycles"]),
+        rows.append(["true" if r["release_on_fs_thaw"] else "false",
                      ", ".join("%s %d/%d" % (k, n, r["cycles"]) for k, n in sorted(r["outcomes"].items())),
+                     str(r["cycles"]),
                      ",".join(str(x) for x in r["thaw_exit_codes"]) or "-",
                      med_p90([d.get("fsfreeze_ms") for d in raw]),
                      med_p90([d.get("resume_after_fs_thaw_ms") for d in raw]),
@@ -613,6 +614,11 @@ def render(results: Dict[str, Any], markdown: bool = False) -> str:
         meta["loadavg_start"], meta.get("loadavg_end", 0),
         ": other work was competing for the CPUs, expect slower and noisier figures." if busy >= 1.0 else "."))
     out.append("")
+    for name in "ABCD":
+        if results.get(name, {}).get("failed"):
+            out.append(h("%s. failed: %s" % (name, results[name]["failed"])))
+            out.append("")
+    results = {k: v for k, v in results.items() if not (isinstance(v, dict) and v.get("failed"))}
     if "A" in results:
         a = results["A"]
         out.append(h("A. Lock window per freeze/thaw cycle (snapshot window %.0f ms). Median (p90) in ms." % a["hold_ms"]))
@@ -672,7 +678,7 @@ def render(results: Dict[str, Any], markdown: bool = False) -> str:
             out.append(h("D. Real filesystem freeze: datadir on a loop-mounted ext4, fsfreeze held %.0f ms, thaw "
                          "hook %.0f ms after the fs thaw, 8 writers. Median (p90) in ms." % (d["fs_hold_ms"], d["poll_gap_ms"])))
             out.append("")
-            out.append(table(HEAD_D, table_d(d), left=3))
+            out.append(table(HEAD_D, table_d(d), left=2))
             errs = [e for r in d["rows"] for e in r["errors"]]
             if errs:
                 out.append("")
@@ -724,20 +730,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                         "date": datetime.date.today().isoformat(),
                                         "loadavg_start": os.getloadavg()[0]}}
     server = None
+
+    def attempt(name: str, run: Callable[[], Dict[str, Any]]) -> None:
+        # One section failing (a freeze error, a server that would not start) must not cost
+        # the others; its error is reported in place of its table.
+        try:
+            results[name] = run()
+        except Exception as exc:
+            log("%s failed: %s: %s" % (name, type(exc).__name__, exc))
+            results[name] = {"failed": "%s: %s" % (type(exc).__name__, exc)}
+
     try:
         if any(s in sections for s in "ABC"):
             server = MariaDB(name="bench")
             server.start()
             if "A" in sections:
-                results["A"] = section_a(server, plan, drivers)
+                attempt("A", lambda: section_a(server, plan, drivers))
             if "B" in sections:
-                results["B"] = section_b(server, plan)
+                attempt("B", lambda: section_b(server, plan))
             if "C" in sections:
-                results["C"] = section_c(server, plan)
+                attempt("C", lambda: section_c(server, plan))
             server.cleanup()
             server = None
         if "D" in sections:
-            results["D"] = section_d(plan)
+            attempt("D", lambda: section_d(plan))
     except KeyboardInterrupt:
         log("interrupted: everything started was stopped")
         return 130
@@ -754,7 +770,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.markdown, "w", encoding="utf-8") as handle:
             handle.write(render(results, markdown=True))
         log("Markdown tables written to %s" % args.markdown)
-    return 0
+    return 1 if any(isinstance(v, dict) and v.get("failed") for v in results.values()) else 0
 
 
 if __name__ == "__main__":
