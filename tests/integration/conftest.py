@@ -98,6 +98,17 @@ def mariadb_factory(request):
 
 
 @pytest.fixture
+def replica_of(request):
+    """replica_of(primary, parallel_threads=0, ...) -> a running replica (GTID, slave_pos)."""
+    def make(primary: MariaDB, **kwargs) -> MariaDB:
+        replica = primary.make_replica(**kwargs)
+        request.addfinalizer(replica.cleanup)
+        _start_times.append(replica.start_seconds)
+        return replica
+    return make
+
+
+@pytest.fixture
 def quiesce_env(request, mariadb) -> QuiesceEnv:
     """Config file (0600), runtime-dir (0700) and position file for this test's server.
 

@@ -353,9 +353,8 @@ class MariaDB:
     def cleanup(self) -> None:
         """Kill the server (fast: the files are thrown away) and remove its work directory."""
         self.kill()
+        # The datadir goes with the work dir unless it was given (a copy belongs to whoever made it).
         shutil.rmtree(self.workdir, ignore_errors=True)
-        if not self._own_datadir:
-            pass  # a copy's datadir belongs to whoever made the copy
 
     def log_tail(self, lines: int = 40, since: int = 0) -> str:
         try:

@@ -61,8 +61,8 @@ class Result(tuple):
         return self.stdout + self.stderr
 
     def __repr__(self) -> str:
-        return ("<quiesce %s: rc=%s in %.2fs\n--- stdout\n%s--- stderr\n%s>"
-                % (" ".join(self.cmd[3:]), self.rc, self.elapsed, self.stdout, self.stderr))
+        return ("<%s: rc=%s in %.2fs\n--- stdout\n%s--- stderr\n%s>"
+                % (" ".join(self.cmd), self.rc, self.elapsed, self.stdout, self.stderr))
 
 
 class CommandTimeout(AssertionError):
@@ -96,7 +96,7 @@ class Running:
             self.proc.kill()
             self.proc.wait(10)
             raise CommandTimeout("%s did not finish within %.0f s\n--- stdout\n%s--- stderr\n%s"
-                                 % (" ".join(self.cmd[3:]), timeout, self._read(self.out_path),
+                                 % (" ".join(self.cmd), timeout, self._read(self.out_path),
                                     self._read(self.err_path)))
         self.ended = time.monotonic()
         return Result(rc, self._read(self.out_path), self._read(self.err_path),
@@ -227,11 +227,13 @@ class QuiesceEnv:
         env.update(extra or {})
         return env
 
-    def start(self, *args: str, env: Optional[Dict[str, str]] = None) -> Running:
-        return Running(self.command(*args), self.env(env), self.outdir)
+    def start(self, *args: str, env: Optional[Dict[str, str]] = None, prefix: Sequence[str] = ()) -> Running:
+        """Start a command in the background; `prefix` wraps it (e.g. an unshare command)."""
+        return Running([*prefix, *self.command(*args)], self.env(env), self.outdir)
 
-    def run(self, *args: str, timeout: float = 60.0, env: Optional[Dict[str, str]] = None) -> Result:
-        result = self.start(*args, env=env).wait(timeout)
+    def run(self, *args: str, timeout: float = 60.0, env: Optional[Dict[str, str]] = None,
+            prefix: Sequence[str] = ()) -> Result:
+        result = self.start(*args, env=env, prefix=prefix).wait(timeout)
         self.history.append(result)
         return result
 

@@ -117,40 +117,36 @@ def test_checks_catch_a_copy_made_without_the_lock(request, mariadb, writers, tm
 
 
 @pytest.mark.parametrize("parallel_threads", [0, 4])
-def test_freeze_on_a_replica_records_source_coordinates(mariadb, quiesce_env, writers, parallel_threads):
+def test_freeze_on_a_replica_records_source_coordinates(mariadb, replica_of, quiesce_env, writers,
+                                                         parallel_threads):
     """On a replica the position file carries the source coordinates; with a parallel
     applier (stop-replica=auto) the SQL thread is stopped while frozen and started again."""
     primary = mariadb
-    replica = primary.make_replica(parallel_threads=parallel_threads)
-    try:
-        replica.create_probe_tables()
-        replica.wait_caught_up(primary)
-        env = quiesce_env
-        env.write_config(socket=replica.socket)
-        load = writers(server=primary, engines=("InnoDB", "MyISAM"))
-        load.wait_for_progress(20)
-        replica.wait_caught_up(primary)
-        assert env.run("freeze").rc == 0
-        position = env.position()
-        assert position["datadir"].rstrip("/") == replica.datadir.rstrip("/")
-        assert isinstance(position["replica"], list) and len(position["replica"]) == 1, position["replica"]
-        channel = position["replica"][0]
-        status = replica.replica_status()
-        assert channel["gtid"] == replica.value("SELECT @@GLOBAL.gtid_slave_pos")
-        assert channel["source_port"] == primary.port
-        assert position["replica_stopped"] is (parallel_threads > 0)
-        if parallel_threads:
-            assert status["Slave_SQL_Running"] == "No"
-        # The primary is not locked: its writers go on.
-        load.wait_for_progress(5)
-        assert replica.try_write(0.3) is None
-        assert env.run("thaw").rc == 0
-        load.stop()
-        replica.wait_replica_running(10)
-        replica.wait_caught_up(primary)
-        for table in load.tables:
-            assert (replica.value("SELECT COUNT(*) FROM load.%s" % table)
-                    == primary.value("SELECT COUNT(*) FROM load.%s" % table))
-        assert_clean(env, replica)
-    finally:
-        replica.cleanup()
+    replica = replica_of(primary, parallel_threads=parallel_threads)
+    env = quiesce_env
+    env.write_config(socket=replica.socket)
+    load = writers(server=primary, engines=("InnoDB", "MyISAM"))
+    load.wait_for_progress(20)
+    replica.wait_caught_up(primary)
+    assert env.run("freeze").rc == 0
+    position = env.position()
+    assert position["datadir"].rstrip("/") == replica.datadir.rstrip("/")
+    assert isinstance(position["replica"], list) and len(position["replica"]) == 1, position["replica"]
+    channel = position["replica"][0]
+    status = replica.replica_status()
+    assert channel["gtid"] == replica.value("SELECT @@GLOBAL.gtid_slave_pos")
+    assert channel["source_port"] == primary.port
+    assert position["replica_stopped"] is (parallel_threads > 0)
+    if parallel_threads:
+        assert status["Slave_SQL_Running"] == "No"
+    # The primary is not locked: its writers go on.
+    load.wait_for_progress(5)
+    assert replica.try_write(0.3) is None
+    assert env.run("thaw").rc == 0
+    load.stop()
+    replica.wait_replica_running(10)
+    replica.wait_caught_up(primary)
+    for table in load.tables:
+        assert (replica.value("SELECT COUNT(*) FROM load.%s" % table)
+                == primary.value("SELECT COUNT(*) FROM load.%s" % table))
+    assert_clean(env, replica)
