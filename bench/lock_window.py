@@ -19,7 +19,12 @@ are measured with time.monotonic() in this process; quiesce's own stamps (positi
 state.json, result.json) are converted from wall-clock time. Nothing here asserts: a
 benchmark reports.
 
-  lock_window.py [--quick] [--json] [--sections ABCD] [--markdown FILE]
+  make deps    (once; as root: the real filesystem freeze needs it, the rest does not)
+  PYTHONPATH=.:.deps /usr/bin/python3 bench/lock_window.py [--quick] [--json]
+        [--sections ABCD] [--drivers mysql-connector,pymysql] [--markdown FILE]
+  bench/lock_window.py --render saved.json [--markdown FILE]    (tables of a saved --json run)
+
+The default run takes about 3-4 minutes on 2 cores, --quick under a minute.
 """
 
 import argparse
