@@ -192,6 +192,29 @@ def test_kill_long_selects(slow_tables, bg, writers, quiesce_env):
     load.wait_for_progress(5)
 
 
+@pytest.mark.parametrize("query_type", ["update", "all"])
+def test_locking_read_counts_as_update_and_is_not_killed(query_type, slow_tables, bg, writers, quiesce_env):
+    """SELECT ... FOR UPDATE belongs to a writing transaction and blocks FTWRL like an UPDATE
+    (see test_what_blocks_each_lock): the pre-check must count it as an update (else the
+    lock waits behind it and blocks every writer), and kill-long-selects must spare it."""
+    load = writers(engines=("InnoDB", "MyISAM"))
+    locking_read = bg("BEGIN", "SELECT SLEEP(60) FROM slow_innodb LIMIT 1 FOR UPDATE")
+    wait_running_for(slow_tables, locking_read.conn_id, 1.2)
+    quiesce_env.write_config(lock_method="ftwrl", long_query_type=query_type, long_query_time=1,
+                             long_query_wait=1.5, kill_long_selects=1, acquire_timeout=2)
+    load.wait_for_progress(5)
+    began = time.monotonic()
+    result = quiesce_env.run("freeze")
+    ended = time.monotonic()
+    if result.rc == 0:
+        quiesce_env.run("thaw")
+    assert not locking_read.done.is_set(), "quiesce killed a SELECT ... FOR UPDATE as if it were a plain read"
+    assert result.rc == 5, result
+    blocked = _writer_blocking(load, began, ended)
+    assert max(blocked.values()) < NOT_BLOCKED, blocked
+    _assert_nothing_left(quiesce_env, slow_tables)
+
+
 # ----------------------------------------------------------------------------- watchdog
 def test_acquire_timeout_bounds_ftwrl_stuck_behind_myisam_update(driver, slow_tables, bg, writers,
                                                                  quiesce_env):
