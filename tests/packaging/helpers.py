@@ -254,7 +254,8 @@ def build_rpm(workdir, release=None, config_append=None):
     os.makedirs(os.path.join(top, "SOURCES"))
     run(["tar", "-C", workdir, "--owner=0", "--group=0", "-czf",
          os.path.join(top, "SOURCES", name + ".tar.gz"), name])
-    log = run(["rpmbuild", "-ba", "--define", "_topdir " + top, spec], timeout=600).stdout
+    log = run(["rpmbuild", "-ba", "--define", "_topdir " + top, "--define", "_dbpath " + top + "/rpmdb",
+               spec], timeout=600).stdout
     rpms = [os.path.join(top, "RPMS", "noarch", f) for f in os.listdir(os.path.join(top, "RPMS", "noarch"))]
     srpms = [os.path.join(top, "SRPMS", f) for f in os.listdir(os.path.join(top, "SRPMS"))]
     assert len(rpms) == 1 and len(srpms) == 1, log[-3000:]
@@ -293,7 +294,8 @@ def build_stub_rpms(workdir, stubs):
         handle.write(STUB_SPEC)
     paths = {}
     for name, opts in stubs.items():
-        cmd = ["rpmbuild", "-bb", "--quiet", "--define", "_topdir " + top, "--define", "stub_name " + name]
+        cmd = ["rpmbuild", "-bb", "--quiet", "--define", "_topdir " + top, "--define", "_dbpath " + top + "/rpmdb",
+               "--define", "stub_name " + name]
         if opts.get("provides"):
             cmd += ["--define", "stub_provides " + opts["provides"]]
         if opts.get("dirs"):

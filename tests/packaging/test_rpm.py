@@ -22,23 +22,26 @@ pytestmark = pytest.mark.slow
 QEMU_LINK = QEMU_DIR_RHEL + "/zz-quiesce"
 
 
-def rpm_q(*args):
-    return run(["rpm", "-qp"] + list(args)).stdout
+def rpm_q(dbpath, *args):
+    # A database of its own: rpm would otherwise create root's ~/.rpmdb (Debian's default).
+    return run(["rpm", "--dbpath", str(dbpath), "-qp"] + list(args)).stdout
 
 
-def test_rpmlint_clean(rpms):
+def test_rpmlint_clean(rpms, tmp_path):
     config = os.path.join(REPO, "rpm", "rpmlint.toml")
     current = rpms["current"]
+    # HOME: Debian's rpm keeps its (here empty) database in ~/.rpmdb.
     proc = run(["rpmlint", "-c", config, current["rpm"], current["srpm"], current["spec"]],
-               check=False, timeout=300)
+               check=False, timeout=300, env=helpers.clean_env(HOME=str(tmp_path)))
     assert proc.returncode == 0, proc.stdout
     assert re.search(r"\b0 errors, 0 warnings\b", proc.stdout), proc.stdout
 
 
-def test_package_metadata(rpms):
+def test_package_metadata(rpms, tmp_path):
     rpm = rpms["current"]["rpm"]
+    db = tmp_path / "rpmdb"
     assert rpm.endswith(".noarch.rpm")
-    requires = [line.strip() for line in rpm_q("--requires", rpm).splitlines()]
+    requires = [line.strip() for line in rpm_q(db, "--requires", rpm).splitlines()]
     assert "python3-configargparse" in requires
     assert "(python3-PyMySQL or mysql-connector-python3)" in requires
     assert "/usr/bin/python3" in requires or "python3" in requires
@@ -47,7 +50,7 @@ def test_package_metadata(rpms):
 
     files = {}
     fmt = "[%{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]"
-    for line in rpm_q("--qf", fmt, rpm).splitlines():
+    for line in rpm_q(db, "--qf", fmt, rpm).splitlines():
         parts = line.split()
         flags, perms, owner, path = (parts if len(parts) == 4 else [""] + parts)
         files[path] = (flags, perms, owner)
@@ -65,7 +68,7 @@ def test_package_metadata(rpms):
     assert not [p for p in files if p.endswith(".pyc") or "/site-packages/" in p
                 or p.startswith(("/etc/vmware-tools", "/etc/qemu"))]
 
-    triggers = rpm_q("--triggers", rpm)
+    triggers = rpm_q(db, "--triggers", rpm)
     assert "triggerin scriptlet (using /bin/sh) -- open-vm-tools" in triggers
     assert "triggerin scriptlet (using /bin/sh) -- qemu-guest-agent" in triggers
 
