@@ -129,12 +129,17 @@ def _read_cmdline(pid: int) -> List[str]:
 def reap_stale_servers() -> List[int]:
     """Kill servers from earlier test processes that died without cleaning up.
 
-    Only servers whose defaults file lies in one of our work directories and whose owner
-    process (pid + start time recorded at creation) no longer exists are touched, so a test
-    run going on in parallel keeps its servers.
+    Only servers whose defaults file lies in one of our work directories, that share our
+    root directory, and whose recorded owner (pid + start time, written at creation) is
+    readable and no longer exists are touched: a test run going on in parallel, or in a
+    chroot or container whose /tmp we do not see, keeps its servers.
     """
     killed = []
     marker = "--defaults-file=%s/%s" % (TMP_ROOT, WORKDIR_PREFIX)
+    try:
+        our_root = os.stat("/")
+    except OSError:
+        return killed
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -147,13 +152,15 @@ def reap_stale_servers() -> List[int]:
             continue
         workdir = os.path.dirname(cnf.split("=", 1)[1])
         try:
+            root = os.stat("/proc/%d/root" % pid)
+            if (root.st_dev, root.st_ino) != (our_root.st_dev, our_root.st_ino):
+                continue
             with open(os.path.join(workdir, "owner")) as handle:
                 owner_pid, owner_start = handle.read().split()
-            owner_alive = _proc_start_time(int(owner_pid)) == owner_start
+            if _proc_start_time(int(owner_pid)) == owner_start:
+                continue
         except (OSError, ValueError):
-            owner_alive = False
-        if owner_alive:
-            continue
+            continue                    # cannot tell whose it is: leave it alone
         try:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -176,7 +183,8 @@ def _build_template(options: Dict[str, object]) -> str:
         install_opts["datadir"] = datadir
         with open(cnf, "w") as handle:
             handle.write(_render_cnf(install_opts))
-        cmd = [INSTALL_DB, "--defaults-file=%s" % cnf, "--skip-test-db",
+        # --force: no host name lookup (a fresh container may have no /etc/hosts).
+        cmd = [INSTALL_DB, "--defaults-file=%s" % cnf, "--skip-test-db", "--force",
                "--auth-root-authentication-method=socket", "--skip-name-resolve"]
         if os.geteuid() == 0:
             cmd.append("--user=root")
