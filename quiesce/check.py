@@ -26,11 +26,12 @@ class _Report:
             self.failure = error
 
 
-def hook_registrations() -> List[Tuple[str, str]]:
+def hook_registrations(hook_dirs=paths.HOOK_DIRS, legacy=paths.LEGACY_HOOKS,
+                       targets=(paths.HOOK, paths.FREEZE, paths.THAW)) -> List[Tuple[str, str]]:
     """(runner, path) of every hook entry that leads to our hook or scripts."""
-    ours = {os.path.realpath(p) for p in (paths.HOOK, paths.FREEZE, paths.THAW)}
+    ours = {os.path.realpath(p) for p in targets}
     found = []
-    for runner, directory in paths.HOOK_DIRS:
+    for runner, directory in hook_dirs:
         try:
             names = sorted(os.listdir(directory))
         except OSError:
@@ -39,10 +40,39 @@ def hook_registrations() -> List[Tuple[str, str]]:
             entry = os.path.join(directory, name)
             if os.path.realpath(entry) in ours:
                 found.append((runner, entry))
-    for runner, script in paths.LEGACY_HOOKS:
+    for runner, script in legacy:
         if os.path.lexists(script) and os.path.realpath(script) in ours:
             found.append((runner, script))
     return found
+
+
+def hook_warnings(registrations: List[Tuple[str, str]], record: str = paths.HOOK_RECORD,
+                  hook_dirs=paths.HOOK_DIRS) -> List[str]:
+    """Things in the hook directories that will bite at the next snapshot."""
+    warnings = []
+    created = set()
+    try:
+        with open(record, encoding="utf-8") as handle:
+            created = {line.split(" ", 1)[1].strip() for line in handle if line.startswith("link ")}
+    except OSError:
+        pass
+    registered = {entry for _runner, entry in registrations}
+    for link in sorted(created - registered):
+        if not os.path.lexists(link):
+            warnings.append("hook link %s was removed by the administrator; the package will not re-create it "
+                            "(to register again: ln -s %s %s)" % (link, paths.HOOK, link))
+    for runner, directory in hook_dirs:
+        if runner != "vmware-tools" or not os.path.isdir(directory):
+            continue
+        for name in sorted(os.listdir(directory)):
+            entry = os.path.join(directory, name)
+            if name.endswith((".dpkg-old", ".dpkg-dist", ".dpkg-new", ".rpmsave", ".rpmnew", "~", ".bak")):
+                warnings.append("%s: VMware Tools runs every file there, leftovers included; fix: remove it" % entry)
+    runners = [runner for runner, _entry in registrations]
+    if any(r.startswith("vmware-tools (legacy") for r in runners) and "vmware-tools" in runners:
+        warnings.append("quiesce is registered both as a legacy pre-freeze script and in backupScripts.d: the "
+                        "second freeze would exit 7 (busy); fix: keep one of them")
+    return warnings
 
 
 def _check_target(report: _Report, target, settings: Settings) -> None:
@@ -127,6 +157,8 @@ def run(settings: Settings) -> int:
     else:
         report.warn("hook not registered with any hook runner (%s)"
                     % ", ".join(sorted({d for _r, d in paths.HOOK_DIRS})))
+    for warning in hook_warnings(registrations):
+        report.warn(warning)
     for target in settings.targets:
         _check_target(report, target, settings)
     if settings.cycle and report.failure is None:

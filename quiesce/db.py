@@ -42,15 +42,34 @@ class DbError(Exception):
         self.message = message
 
 
+# Older Connector/Python releases (Ubuntu ships 8.0.15) break on current Pythons;
+# "auto" passes them over when PyMySQL is there.
+MIN_AUTO_CONNECTOR = (8, 0, 30)
+
+
+def _connector_version(module) -> tuple:
+    try:
+        return tuple(int(x) for x in module.version.VERSION[:3])
+    except (AttributeError, TypeError, ValueError):
+        return (0, 0, 0)
+
+
 def _driver_module(name: str):
     if name in ("auto", "mysql-connector"):
         try:
             import mysql.connector
-            return "mysql-connector", mysql.connector
         except ImportError:
             if name == "mysql-connector":
                 raise ConfigError("driver mysql-connector is not installed; fix: install "
                                   "mysql-connector-python or set driver = pymysql")
+        else:
+            if name == "mysql-connector" or _connector_version(mysql.connector) >= MIN_AUTO_CONNECTOR:
+                return "mysql-connector", mysql.connector
+            try:
+                import pymysql
+                return "pymysql", pymysql
+            except ImportError:
+                return "mysql-connector", mysql.connector
     try:
         import pymysql
         return "pymysql", pymysql

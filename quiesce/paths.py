@@ -17,6 +17,9 @@ SOCKET_NAME = "holder.sock"
 STATE_NAME = "state.json"
 RESULT_NAME = "result.json"
 
+# What the packages' register-hooks script created ("link PATH" / "dir PATH" lines).
+HOOK_RECORD = STATE_DIR + "/hooks"
+
 # "zz-" sorts after digits, capitals and most lower-case names: our freeze runs last and
 # our thaw first, so the database is locked for the shortest possible time.
 HOOK_LINK_NAME = "zz-quiesce"
