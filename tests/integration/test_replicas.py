@@ -17,11 +17,10 @@ from .runner import QuiesceEnv
 
 
 @pytest.fixture
-def replica_pair(mariadb, request):
-    """make(parallel_threads) -> (replica, QuiesceEnv for the replica); all undone at teardown."""
+def replica_pair(mariadb, replica_of, request):
+    """make(parallel_threads, **settings) -> (replica, QuiesceEnv for the replica); undone at teardown."""
     def make(parallel_threads=4, **settings):
-        replica = mariadb.make_replica(parallel_threads=parallel_threads)
-        request.addfinalizer(replica.cleanup)
+        replica = replica_of(mariadb, parallel_threads=parallel_threads)
         env = QuiesceEnv(replica, driver=None, **settings)
 
         def finish():
