@@ -132,9 +132,11 @@ def reap_stale_servers() -> List[int]:
     Only servers whose defaults file lies in one of our work directories, that share our
     root directory, and whose recorded owner (pid + start time, written at creation) is
     readable and no longer exists are touched: a test run going on in parallel, or in a
-    chroot or container whose /tmp we do not see, keeps its servers.
+    chroot or container whose /tmp we do not see, keeps its servers. Work and template
+    directories of dead owners are removed as well.
     """
-    killed = []
+    killed: List[int] = []
+    live_dirs: List[str] = []
     marker = "--defaults-file=%s/%s" % (TMP_ROOT, WORKDIR_PREFIX)
     try:
         our_root = os.stat("/")
@@ -155,19 +157,44 @@ def reap_stale_servers() -> List[int]:
             root = os.stat("/proc/%d/root" % pid)
             if (root.st_dev, root.st_ino) != (our_root.st_dev, our_root.st_ino):
                 continue
-            with open(os.path.join(workdir, "owner")) as handle:
-                owner_pid, owner_start = handle.read().split()
-            if _proc_start_time(int(owner_pid)) == owner_start:
-                continue
-        except (OSError, ValueError):
-            continue                    # cannot tell whose it is: leave it alone
+        except OSError:
+            continue
+        if not _owner_gone(workdir):
+            live_dirs.append(workdir)   # its owner lives, or we cannot tell whose it is
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
         except ProcessLookupError:
             pass
         shutil.rmtree(workdir, ignore_errors=True)
+    _sweep_stale_dirs(live_dirs)
     return killed
+
+
+def _write_owner(directory: str) -> None:
+    with open(os.path.join(directory, "owner"), "w") as handle:
+        handle.write("%d %s\n" % (os.getpid(), _proc_start_time(os.getpid())))
+
+
+def _owner_gone(directory: str) -> bool:
+    """True only if the directory's recorded owner process provably no longer exists."""
+    try:
+        with open(os.path.join(directory, "owner")) as handle:
+            owner_pid, owner_start = handle.read().split()
+        return _proc_start_time(int(owner_pid)) != owner_start
+    except (OSError, ValueError):
+        return False
+
+
+def _sweep_stale_dirs(in_use: Iterable[str]) -> None:
+    """Remove work and template directories left by test processes that died."""
+    busy = set(in_use)
+    for entry in os.listdir(TMP_ROOT):
+        if entry.startswith((WORKDIR_PREFIX, TEMPLATE_PREFIX)):
+            path = os.path.join(TMP_ROOT, entry)
+            if path not in busy and _owner_gone(path):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _build_template(options: Dict[str, object]) -> str:
@@ -177,6 +204,7 @@ def _build_template(options: Dict[str, object]) -> str:
         if _template and os.path.isdir(os.path.join(_template, "data", "mysql")):
             return _template
         root = tempfile.mkdtemp(prefix=TEMPLATE_PREFIX, dir=TMP_ROOT)
+        _write_owner(root)
         datadir = os.path.join(root, "data")
         cnf = os.path.join(root, "install.cnf")
         install_opts = {k: options[k] for k in _TEMPLATE_KEYS if k in options}
@@ -221,8 +249,7 @@ class MariaDB:
         self.server_id = server_id
         self.options = _merge(BASE_OPTIONS, options)
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=TMP_ROOT)
-        with open(os.path.join(self.workdir, "owner"), "w") as handle:
-            handle.write("%d %s\n" % (os.getpid(), _proc_start_time(os.getpid())))
+        _write_owner(self.workdir)
         self._own_datadir = datadir is None
         self.datadir = os.path.abspath(datadir) if datadir else os.path.join(self.workdir, "data")
         self.socket = os.path.join(self.workdir, "mysqld.sock")

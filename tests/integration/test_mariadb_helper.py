@@ -129,13 +129,13 @@ def test_try_write_detects_a_held_lock(mariadb):
 def test_leftover_servers_are_killed_when_their_owner_dies(tmp_path):
     """A test process that dies leaves its servers; the next one reaps them."""
     script = ("import sys, os; sys.path.insert(0, %r)\n"
-              "from tests.integration.mariadb import MariaDB\n"
-              "db = MariaDB(); db.start(); print(db.pid, db.workdir, flush=True)\n"
+              "from tests.integration import mariadb\n"
+              "db = mariadb.MariaDB(); db.start(); print(db.pid, db.workdir, mariadb._template, flush=True)\n"
               "os._exit(0)\n" % REPO)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": python_path(), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    pid, workdir = out.stdout.split()
+    pid, workdir, template = out.stdout.split()
     pid = int(pid)
     try:
         assert _read_cmdline(pid)[:1] == [MARIADBD]
@@ -143,6 +143,7 @@ def test_leftover_servers_are_killed_when_their_owner_dies(tmp_path):
         assert pid in reap_stale_servers()
         wait_for(lambda: _gone(pid), 10, what="the reaped server to exit")
         assert not os.path.exists(workdir)
+        assert not os.path.exists(template), "the dead process's template datadir was left behind"
     finally:
         try:
             os.kill(pid, signal.SIGKILL)
