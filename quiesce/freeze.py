@@ -1,21 +1,8 @@
 """quiesce freeze: start a holder and return once it holds every lock."""
 
-from typing import Any, Dict
-
-from . import holder, log as logsetup, state
+from . import holder, log as logsetup, recovery, state
 from .config import Settings
 from .errors import Busy, error_for_code
-
-
-def _adopt_stale_state(files: state.RuntimeFiles, current: Dict[str, Any]) -> None:
-    """A holder that died while frozen left state.json: keep it as an unreported loss."""
-    result = {"outcome": "lost", "acknowledged": False, "at": state.utc_now(), "since": current.get("since"),
-              "reason": "holder pid %s died while frozen (killed?); the lock ended with it"
-                        % current.get("holder_pid"),
-              "instances": current.get("instances", [])}
-    state.write_json_atomic(files.result, result)
-    state.remove(files.state)
-    state.remove(files.socket)
 
 
 def run(settings: Settings) -> int:
@@ -29,7 +16,8 @@ def run(settings: Settings) -> int:
                 raise Busy("already frozen since %s by holder pid %s; this freeze changed nothing and the "
                            "existing lock stays; fix: run 'quiesce thaw' first"
                            % (current.get("since"), current.get("holder_pid")))
-            _adopt_stale_state(files, current)
+            # Kept unacknowledged: the next thaw still reports the loss.
+            recovery.adopt_dead_holder(settings, files, current, acknowledged=False)
         reply = holder.spawn(settings)
     status = reply.get("status")
     if status == "not-running":
@@ -38,6 +26,8 @@ def run(settings: Settings) -> int:
     if status != "locked":
         raise error_for_code(int(reply.get("exit", 1)), str(reply.get("message")))
     for item in reply["instances"]:
+        for warning in item.get("warnings", []):
+            log.warning("%s: %s", item["instance"], warning)
         position = item.get("binlog_file")
         where = "%s:%s" % (position, item.get("binlog_position")) if position else "binary log off"
         log.info("frozen %s (%s, %s) in %.1f ms; %s%s; holder pid %s", item["instance"], item["server_version"],

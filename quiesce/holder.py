@@ -130,7 +130,8 @@ class Holder:
             "deadline": state.utc_at(time.time() + (self.deadline - time.monotonic())),
             "release_on_fs_thaw": self.settings.release_on_fs_thaw,
             "instances": [{"name": i.target.name, "lock": i.strategy.name, "server": i.server.label,
-                           "position_file": i.target.position_file, "wait_ms": round(i.wait_ms, 1)}
+                           "position_file": i.target.position_file, "wait_ms": round(i.wait_ms, 1),
+                           "replica_stopped": list(i.stopped_channels)}
                           for i in self.locked],
         }
 
@@ -296,6 +297,8 @@ class Holder:
         }
         level = self.log.info if outcome in ("released", "released-at-fs-thaw") else self.log.error
         level("released (%s) after %.0f ms%s", outcome, result["held_ms"], ": " + reason if reason else "")
+        # Before answering: thaw returns with replication running again (the lock is already gone).
+        self._restart_replicas()
         result["log"] = list(self.gate.recent)
         try:
             state.write_json_atomic(self.files.result, result)
@@ -305,7 +308,6 @@ class Holder:
         state.remove(self.files.socket)
         if client is not None:
             self._reply(client, result)
-        self._restart_replicas()
         self.gate.release()
 
 
@@ -358,7 +360,7 @@ def main(settings_fd: int, ready_fd: int) -> None:
     except Exception as exc:  # the probe is an optimisation; the lock itself stands
         log.warning("no filesystem-thaw probe (%s: %s); the thaw hook or the deadline releases the lock",
                     type(exc).__name__, exc)
-    summary = [dict(i.position, wait_ms=round(i.wait_ms, 1)) for i in holder.locked]
+    summary = [dict(i.position, wait_ms=round(i.wait_ms, 1), warnings=i.warnings) for i in holder.locked]
     for item in holder.locked:
         log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s", item.target.name, item.server.label,
                  item.strategy.name, item.wait_ms, item.position["binlog_file"], item.position["binlog_position"],

@@ -53,6 +53,7 @@ class Locked:
     wait_ms: float
     locked_monotonic: float
     datadir: Optional[str]
+    warnings: List[str] = dataclasses.field(default_factory=list)
     lost: Optional[str] = None
 
 
@@ -60,7 +61,10 @@ def connect(target: Target, settings: Settings) -> db.Connection:
     try:
         return db.connect(target, settings.driver, settings.connect_timeout)
     except db.DbError as exc:
-        raise _connect_error(target, exc) from None
+        error = _connect_error(target, exc)
+        if target.name != "default":
+            error = type(error)("instance %s: %s" % (target.name, error))
+        raise error from None
 
 
 def _connect_error(target: Target, exc: db.DbError) -> QuiesceError:
@@ -121,12 +125,11 @@ class Watchdog:
 
 
 def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], settings: Settings,
-                             method: str, log: logging.Logger) -> None:
+                             server: Server, method: str, log: logging.Logger) -> None:
     """Before locking, wait (without blocking anyone) for long statements to finish."""
     kinds = settings.long_query_type
     if kinds == "auto":
-        # FTWRL waits for every statement with a table open; BACKUP STAGE only for writes.
-        kinds = "all" if method == FTWRL else "update"
+        kinds = serverinfo.default_long_query_kinds(server, method)
     deadline = time.monotonic() + settings.long_query_wait
     started = time.monotonic()
     logged = False
@@ -239,10 +242,11 @@ def acquire(target: Target, settings: Settings, log: logging.Logger) -> Locked:
         conn.execute("SET SESSION wait_timeout = %d" % (math.ceil(settings.lock_timeout) + 600))
         conn.execute("SET SESSION lock_wait_timeout = %d" % max(1, math.ceil(settings.acquire_timeout)))
         info = conn.query(serverinfo.DURABILITY_STATEMENT)[0]
-        for warning in serverinfo.durability_warnings(info):
+        warnings = serverinfo.durability_warnings(info)
+        for warning in warnings:
             log.warning("%s: %s", target.name, warning)
         helper = connect(target, settings)
-        wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, strategy.name, log)
+        wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server, strategy.name, log)
         stopped = _stop_replica(conn, server, settings, log)
 
         conn.set_timeout(settings.acquire_timeout + settings.connect_timeout + 5)
@@ -270,14 +274,11 @@ def acquire(target: Target, settings: Settings, log: logging.Logger) -> Locked:
         # The lock is held from here; the statements below prove the session still stands.
         conn.set_timeout(settings.connect_timeout + 30)
         coordinates = _coordinates(conn, server)
-        replica = None
-        if stopped or settings.stop_replica != "never":
-            try:
-                channels = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server)))
-                replica = channels or None
-            except db.DbError:
-                replica = None
-        conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
+        try:
+            replica = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server))) or None
+        except db.DbError:
+            replica = None
+        _flush_innodb_log(conn, server, info, warnings, log)
         if target.is_local:
             _sync_server_files(info)
         position = dict(coordinates)
@@ -294,13 +295,41 @@ def acquire(target: Target, settings: Settings, log: logging.Logger) -> Locked:
             "datadir": info.get("datadir"),
         })
         return Locked(target, conn, server, strategy, position, stopped, (locked - started) * 1000.0,
-                      locked, info.get("datadir"))
+                      locked, info.get("datadir"), warnings)
     except BaseException:
         _abandon(conn, target, settings, server, stopped, log)
         raise
     finally:
         if helper is not None:
             helper.close()
+
+
+def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],
+                      log: logging.Logger) -> None:
+    """Make every commit durable in InnoDB's redo log.
+
+    MariaDB's FLUSH ENGINE LOGS follows innodb_flush_log_at_trx_commit: at 0 it writes
+    nothing and at 2 it does not sync. Nothing can commit while we hold the lock, so
+    raising the setting to 1 for the flush alone changes nothing else.
+    """
+    mode = _int(info.get("innodb_flush_log_at_trx_commit"))
+    if server.flavour != serverinfo.MARIADB or mode in (None, 1):
+        conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
+        return
+    try:
+        conn.execute("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
+    except db.DbError as exc:
+        conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
+        warning = ("cannot make the InnoDB log durable with innodb_flush_log_at_trx_commit=%d (%s): commits of "
+                   "the last second may be missing from the snapshot; fix: GRANT SUPER (or SET GLOBAL rights) "
+                   "or set innodb_flush_log_at_trx_commit=1" % (mode, exc.message))
+        warnings.append(warning)
+        log.warning("%s", warning)
+        return
+    try:
+        conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
+    finally:
+        conn.execute("SET GLOBAL innodb_flush_log_at_trx_commit = %d" % mode)
 
 
 def _int(value: Any) -> Optional[int]:
@@ -329,9 +358,9 @@ def _abandon(conn: db.Connection, target: Target, settings: Settings, server: Op
         restart_replica_fresh(target, settings, server, stopped, log)
 
 
-def restart_replica_fresh(target: Target, settings: Settings, server: Server, channels: Sequence[str],
+def restart_replica_fresh(target: Target, settings: Settings, server: Optional[Server], channels: Sequence[str],
                           log: logging.Logger) -> None:
-    """Restart SQL threads over a new connection (the locking one may be gone)."""
+    """Restart SQL threads over a new connection (the locking one may be gone, or its holder)."""
     try:
         conn = connect(target, settings)
     except QuiesceError as exc:
@@ -339,6 +368,9 @@ def restart_replica_fresh(target: Target, settings: Settings, server: Server, ch
                   "by hand", target.name, ", ".join(repr(c) for c in channels), exc)
         return
     try:
+        if server is None:
+            row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
+            server = serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
         start_replica(conn, server, channels, log)
     except db.DbError as exc:
         log.error("%s: cannot restart replica SQL thread(s): %s; fix: START SLAVE by hand", target.name, exc)

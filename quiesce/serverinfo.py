@@ -197,12 +197,25 @@ def statement_kind(info: Optional[str]) -> str:
     word = re.match(r"\(*\s*(\w+)", text)
     first = word.group(1).upper() if word else ""
     if first in ("SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "HELP", "WITH", "VALUES", "TABLE"):
-        # SELECT ... INTO OUTFILE and WITH ... UPDATE still write; look for it.
-        if re.search(r"\b(INTO\s+(OUTFILE|DUMPFILE)|FOR\s+UPDATE|UPDATE|INSERT|DELETE|REPLACE)\b",
-                     text, flags=re.I) and first in ("WITH",):
+        # A locking read blocks FTWRL like an UPDATE; INTO OUTFILE and WITH ... UPDATE write.
+        if re.search(r"\b(INTO\s+(OUTFILE|DUMPFILE)|FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE)\b", text, flags=re.I):
+            return "update"
+        if first == "WITH" and re.search(r"\b(UPDATE|INSERT|DELETE|REPLACE)\b", text, flags=re.I):
             return "update"
         return "select"
     return "update"
+
+
+def default_long_query_kinds(server: Server, method: str) -> str:
+    """Which running statements would make this lock wait (long-query-type = auto).
+
+    BACKUP STAGE never waits for reads, nor does FTWRL on MariaDB 10.4 and later (measured
+    on 10.11: only data-changing statements and LOCK TABLES hold it up); elsewhere FTWRL
+    waits for every statement that has a table open.
+    """
+    if method == BACKUP_STAGE or (server.flavour == MARIADB and server.version >= (10, 4, 0)):
+        return "update"
+    return "all"
 
 
 def long_statements(rows: Sequence[Dict[str, Any]], own_ids: Sequence[int], threshold: float,

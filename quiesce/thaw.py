@@ -7,7 +7,7 @@ import os
 import signal
 from typing import Any, Dict
 
-from . import log as logsetup, protocol, state
+from . import log as logsetup, protocol, recovery, state
 from .config import Settings
 from .errors import LockLost, StateError
 
@@ -27,6 +27,10 @@ def _report_result(result: Dict[str, Any], fresh: bool) -> int:
         return 0
     if fresh:
         log.info("thawed: lock held %s ms, released %s", result.get("held_ms"), result.get("at"))
+        instances = result.get("instances") or []
+        if len(instances) > 1:
+            for item in instances:
+                log.info("thawed %s (%s): lock held %s ms", item.get("name"), item.get("lock"), item.get("held_ms"))
     return 0
 
 
@@ -57,14 +61,8 @@ def run(settings: Settings) -> int:
                 if "outcome" not in reply:
                     raise StateError("holder answered %r" % reply)
                 return _report_result(reply, fresh=True)
-            result = {"outcome": "lost", "acknowledged": True, "at": state.utc_now(),
-                      "since": current.get("since"),
-                      "reason": "holder pid %s died while frozen (killed?), so the lock ended early"
-                                % current.get("holder_pid")}
-            state.write_json_atomic(files.result, result)
-            state.remove(files.state)
-            state.remove(files.socket)
-            return _report_result(result, fresh=True)
+            return _report_result(recovery.adopt_dead_holder(settings, files, current, acknowledged=True),
+                                  fresh=True)
         result = files.read_result()
         if result is not None and not result.get("acknowledged"):
             result["acknowledged"] = True

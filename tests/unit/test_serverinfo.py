@@ -141,7 +141,9 @@ def test_durability_warnings():
     ("-- note\nSELECT 1", "select"), ("(SELECT 1) UNION (SELECT 2)", "select"),
     ("UPDATE t SET v = 1", "update"), ("insert into t values (1)", "update"),
     ("ALTER TABLE t ADD c INT", "update"), ("WITH x AS (SELECT 1) UPDATE t JOIN x SET v=1", "update"),
-    ("WITH x AS (SELECT 1) SELECT * FROM x", "select"), (None, "update")])
+    ("WITH x AS (SELECT 1) SELECT * FROM x", "select"), (None, "update"),
+    ("SELECT * FROM t WHERE id = 1 FOR UPDATE", "update"), ("select v from t lock in share mode", "update"),
+    ("SELECT * INTO OUTFILE '/tmp/x' FROM t", "update"), ("SELECT updated_at FROM t", "select")])
 def test_statement_kind(info, kind):
     assert si.statement_kind(info) == kind
 
@@ -191,3 +193,10 @@ def test_missing_privileges_names_what_to_grant():
                                         True, False, False, True)
     assert required == ["LOCK TABLES"]
     assert si.missing_privileges(MARIADB_1011, {"ALL"}, "ftwrl", True, True, True, True) == ([], [])
+
+
+@pytest.mark.parametrize("server,method,kinds", [
+    (MARIADB_1011, "backup-stage", "update"), (MARIADB_1011, "ftwrl", "update"),
+    (MARIADB_103, "ftwrl", "all"), (MYSQL_80, "ftwrl", "all"), (PERCONA_80, "ftwrl", "all")])
+def test_which_statements_a_lock_waits_for(server, method, kinds):
+    assert si.default_long_query_kinds(server, method) == kinds
