@@ -35,7 +35,8 @@ from tests.integration.runner import QuiesceEnv  # noqa: E402
 __all__ = ["REPO", "Commit", "Writers", "table_rows", "MariaDB", "ServerError", "mariadb_version",
            "QuiesceEnv", "Run", "run_quiesce", "wait_exit", "install_signal_handlers", "read_json", "iso_to_mono",
            "ack_times", "gap_spanning", "first_ack_after", "longest_stall", "median", "p90",
-           "render_table", "render_markdown", "server_version_short", "machine_line", "driver_available"]
+           "render_table", "render_markdown", "server_version_short", "machine_line", "driver_available",
+           "product_revision"]
 
 
 # --- signals ----------------------------------------------------------------------------
@@ -270,6 +271,21 @@ def machine_line() -> str:
     if distro:
         parts.append(distro)
     return ", ".join(parts)
+
+
+def product_revision() -> Optional[str]:
+    """The commit the measured quiesce/ comes from ("+changes" if it differs from it), or None."""
+    def git(*args):
+        return subprocess.run(["git", "-C", REPO, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              stdin=subprocess.DEVNULL, universal_newlines=True, timeout=30)
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--", "quiesce").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def driver_available(name: str) -> bool:

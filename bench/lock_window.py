@@ -42,8 +42,8 @@ from bench import loopfs  # noqa: E402
 from bench.activity import LongStatement, Mix  # noqa: E402
 from bench.common import (MariaDB, QuiesceEnv, Writers, ack_times, driver_available,  # noqa: E402
                           first_ack_after, gap_spanning, install_signal_handlers, iso_to_mono,
-                          longest_stall, machine_line, median, p90, read_json, render_markdown,
-                          render_table, run_quiesce, server_version_short)
+                          longest_stall, machine_line, median, p90, product_revision, read_json,
+                          render_markdown, render_table, run_quiesce, server_version_short)
 
 DRIVERS = ("mysql-connector", "pymysql")
 METHODS = ("ftwrl", "backup-stage")
@@ -612,8 +612,9 @@ def render(results: Dict[str, Any], markdown: bool = False) -> str:
     out = []
     h = (lambda s: "**%s**" % s) if markdown else (lambda s: s)
     out.append(("Machine: %s. %s. " % (meta["machine"], meta["server"])) +
-               ("quick run" if meta["quick"] else "default run") + " of bench/lock_window.py, %s, %.0f s."
-               % (meta["date"], meta["runtime_s"]))
+               ("quick run" if meta["quick"] else "default run") + " of bench/lock_window.py, %s, %.0f s%s."
+               % (meta["date"], meta["runtime_s"],
+                  ", quiesce at %s" % meta["quiesce_revision"] if meta.get("quiesce_revision") else ""))
     busy = max(meta["loadavg_start"], meta.get("loadavg_end", 0))
     out.append("Load average (1 min) at start %.1f, at end %.1f%s" % (
         meta["loadavg_start"], meta.get("loadavg_end", 0),
@@ -733,6 +734,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results: Dict[str, Any] = {"meta": {"machine": machine_line(), "server": server_version_short(),
                                         "quick": args.quick, "drivers": drivers,
                                         "date": datetime.date.today().isoformat(),
+                                        "quiesce_revision": product_revision(),
                                         "loadavg_start": os.getloadavg()[0]}}
     server = None
 
