@@ -274,13 +274,13 @@ def machine_line() -> str:
 
 
 def product_revision() -> Optional[str]:
-    """The commit the measured quiesce/ comes from ("+changes" if it differs from it), or None."""
+    """The last commit that changed quiesce/ ("+changes" if the tree differs from it), or None."""
     def git(*args):
         return subprocess.run(["git", "-C", REPO, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               stdin=subprocess.DEVNULL, universal_newlines=True, timeout=30)
     try:
-        head = git("rev-parse", "--short", "HEAD")
-        if head.returncode != 0:
+        head = git("log", "-1", "--format=%h", "--", "quiesce")
+        if head.returncode != 0 or not head.stdout.strip():
             return None
         dirty = git("status", "--porcelain", "--", "quiesce").stdout.strip()
     except (OSError, subprocess.SubprocessError):
