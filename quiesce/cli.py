@@ -3,8 +3,11 @@
 This is the only place where exceptions become exit codes (errors.Exit).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import sys
-from typing import Optional, Sequence
 
 from . import config, log as logsetup
 from .errors import ConfigError, Exit, QuiesceError
@@ -30,7 +33,7 @@ def _dispatch(settings: config.Settings) -> int:
     raise ConfigError("unknown command %r" % action)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = config.parse(argv)
     except QuiesceError as exc:

@@ -5,16 +5,17 @@ Secrets come only from files: a password given on the command line or in the env
 would be visible to every user through ps or /proc, so it is refused.
 """
 
+from __future__ import annotations
+
 import argparse
-import configparser
-import dataclasses
+import collections
+from collections.abc import Sequence
 import io
 import json
 import os
 import re
 import stat
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import configargparse
 
@@ -28,17 +29,23 @@ _INSTANCE_RE = re.compile(r"^\[\s*instance\s*[: ]\s*([A-Za-z0-9_.-]+)\s*\]$")
 _MAIN_SECTION_RE = re.compile(r"^\[\s*(quiesce|main)\s*\]$")
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
+_TARGET_FIELDS = ("name", "socket", "host", "port", "user", "password", "position_file")
+_SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "driver", "lock_method",
+                    "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
+                    "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
+                    "stop_replica", "release_on_fs_thaw", "targets")
+
+
+# Immutable records built on namedtuple rather than dataclasses: importing dataclasses
+# costs thaw, which runs on the snapshot's critical path, about 8 ms.
+class Target(collections.namedtuple("Target", _TARGET_FIELDS)):
     """One database server to lock."""
 
-    name: str
-    socket: Optional[str]
-    host: Optional[str]
-    port: int
-    user: str
-    password: Optional[str] = dataclasses.field(repr=False)
-    position_file: str
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Target(name=%r, socket=%r, host=%r, port=%r, user=%r, position_file=%r)" % (
+            self.name, self.socket, self.host, self.port, self.user, self.position_file)
 
     @property
     def address(self) -> str:
@@ -49,27 +56,10 @@ class Target:
         return not self.host or self.host in ("localhost", "127.0.0.1", "::1")
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    command: str
-    hook_action: Optional[str]
-    json: bool
-    cycle: bool
-    config_file: Optional[str]
-    driver: str
-    lock_method: str
-    lock_timeout: float
-    acquire_timeout: float
-    connect_timeout: float
-    on_failure: str
-    runtime_dir: str
-    long_query_time: float
-    long_query_wait: float
-    long_query_type: str
-    kill_long_selects: float
-    stop_replica: str
-    release_on_fs_thaw: bool
-    targets: Tuple[Target, ...]
+class Settings(collections.namedtuple("Settings", _SETTINGS_FIELDS)):
+    """Everything a command needs, resolved from all sources; targets is a tuple of Target."""
+
+    __slots__ = ()
 
 
 class _SectionedConfigParser(configargparse.DefaultConfigFileParser):
@@ -80,8 +70,8 @@ class _SectionedConfigParser(configargparse.DefaultConfigFileParser):
     """
 
     def parse(self, stream):
-        top: List[str] = []
-        sections: Dict[str, List[str]] = {}
+        top: list[str] = []
+        sections: dict[str, list[str]] = {}
         current = top
         for number, line in enumerate(stream, 1):
             stripped = line.strip()
@@ -110,6 +100,13 @@ class _SectionedConfigParser(configargparse.DefaultConfigFileParser):
                 values.append(json.dumps(section))
             items["instance"] = values
         return items
+
+
+class _Formatter(argparse.HelpFormatter):
+    # argparse builds a formatter for every option and asks shutil for the terminal width
+    # each time; a fixed width keeps that import off thaw's critical path.
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=int(os.environ.get("COLUMNS", "0") or 0) or 100)
 
 
 class _Parser(configargparse.ArgParser):
@@ -157,7 +154,7 @@ def _port(text: str) -> int:
     return value
 
 
-def _instance(text: str) -> Dict[str, str]:
+def _instance(text: str) -> dict[str, str]:
     """An instance as JSON (from the config file) or NAME:key=value,key=value."""
     text = text.strip()
     if text.startswith("{"):
@@ -185,6 +182,7 @@ def build_parser(config_files: Sequence[str]) -> _Parser:
         default_config_files=list(config_files),
         config_file_parser_class=_SectionedConfigParser,
         auto_env_var_prefix="QUIESCE_",
+        formatter_class=_Formatter,
         add_help=True,
     )
     add = parser.add_argument
@@ -221,7 +219,7 @@ def build_parser(config_files: Sequence[str]) -> _Parser:
     return parser
 
 
-def _explicit_config(argv: Sequence[str]) -> Optional[str]:
+def _explicit_config(argv: Sequence[str]) -> str | None:
     for i, word in enumerate(argv):
         if word in ("-c", "--config") and i + 1 < len(argv):
             return argv[i + 1]
@@ -247,7 +245,7 @@ def _check_not_writable_by_others(path: str, what: str) -> None:
         raise ConfigError("%s %s is writable by group or others; fix: chmod go-w %s" % (what, path, path))
 
 
-def read_option_file(path: str) -> Dict[str, str]:
+def read_option_file(path: str) -> dict[str, str]:
     """Credentials from a MySQL option file: [client], then [quiesce] overriding it."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -257,6 +255,8 @@ def read_option_file(path: str) -> Dict[str, str]:
     # !include lines are a MySQL extension configparser does not know; credentials for us
     # must be in this file itself.
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("!"))
+    import configparser  # only with a defaults-file: kept off thaw's path
+
     parser = configparser.ConfigParser(allow_no_value=True, strict=False, interpolation=None,
                                        delimiters=("=",), comment_prefixes=("#", ";"),
                                        inline_comment_prefixes=None)
@@ -264,7 +264,7 @@ def read_option_file(path: str) -> Dict[str, str]:
         parser.read_string(text, source=path)
     except configparser.Error as exc:
         raise ConfigError("cannot parse defaults-file %s: %s" % (path, str(exc).splitlines()[0]))
-    values: Dict[str, str] = {}
+    values: dict[str, str] = {}
     for group in ("client", "quiesce"):
         if parser.has_section(group):
             for key, value in parser.items(group):
@@ -286,9 +286,9 @@ def _default_socket() -> str:
     return paths.DEFAULT_SOCKETS[0]
 
 
-def _make_target(name: str, layers: Sequence[Dict[str, object]], position_default: str) -> Target:
+def _make_target(name: str, layers: Sequence[dict[str, object]], position_default: str) -> Target:
     """Merge connection settings: earlier layers win over later ones."""
-    merged: Dict[str, object] = {}
+    merged: dict[str, object] = {}
     for layer in reversed(layers):
         merged.update({k: v for k, v in layer.items() if v not in (None, "")})
     option_file = merged.get("defaults-file")
@@ -319,7 +319,7 @@ def _make_target(name: str, layers: Sequence[Dict[str, object]], position_defaul
                   position_file=position_file)
 
 
-def parse(argv: Optional[Sequence[str]] = None) -> Settings:
+def parse(argv: Sequence[str] | None = None) -> Settings:
     argv = list(sys.argv[1:] if argv is None else argv)
     explicit = _explicit_config(argv)
     if explicit:
@@ -396,14 +396,14 @@ def _file_sets_password(path: str) -> bool:
         raise ConfigError("cannot read config file %s: %s" % (path, exc.strerror))
 
 
-def settings_to_dict(settings: Settings) -> Dict[str, object]:
+def settings_to_dict(settings: Settings) -> dict[str, object]:
     """For handing the settings to the holder over a private pipe (the password included)."""
-    data = dataclasses.asdict(settings)
-    data["targets"] = [dataclasses.asdict(t) for t in settings.targets]
+    data = settings._asdict()
+    data["targets"] = [t._asdict() for t in settings.targets]
     return data
 
 
-def settings_from_dict(data: Dict[str, object]) -> Settings:
+def settings_from_dict(data: dict[str, object]) -> Settings:
     values = dict(data)
-    values["targets"] = tuple(Target(**t) for t in values["targets"])  # type: ignore[union-attr]
-    return Settings(**values)  # type: ignore[arg-type]
+    values["targets"] = tuple(Target(**t) for t in values["targets"])
+    return Settings(**values)

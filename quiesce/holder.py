@@ -106,10 +106,11 @@ class Holder:
         from . import locking
         try:
             for target in self.settings.targets:
-                self.locked.append(locking.acquire(target, self.settings, self.log))
+                self.locked.append(locking.acquire(target, self.settings, self.log, self._probe))
         except BaseException:
             self._release_all()
             self._restart_replicas()
+            self._stop_probes()
             raise
         self.deadline = time.monotonic() + self.settings.lock_timeout
         try:
@@ -135,32 +136,34 @@ class Holder:
                           for i in self.locked],
         }
 
-    def start_probes(self) -> None:
-        """Watch the data directories' filesystems so that their thaw releases the lock at once."""
-        if not self.settings.release_on_fs_thaw:
+    def _probe(self, target: config.Target, datadir: Optional[str]) -> None:
+        """Watch the data directory's filesystem, so that its thaw releases the lock at once.
+
+        Called by locking.acquire just before the lock statement: starting a probe takes
+        tens of milliseconds that would otherwise be spent with writers blocked.
+        """
+        if not self.settings.release_on_fs_thaw or not target.is_local or not datadir:
             return
-        from . import fsprobe
-        devices = set()
-        for item in self.locked:
-            if not item.target.is_local or not item.datadir:
-                continue
-            directory = fsprobe.choose_probe_dir(item.datadir, (paths.STATE_DIR,))
+        try:
+            from . import fsprobe
+            directory = fsprobe.choose_probe_dir(datadir, (paths.STATE_DIR,))
             if directory is None:
                 self.log.info("%s: data directory %s not visible here; release-on-fs-thaw is off for it",
-                              item.target.name, item.datadir)
-                continue
-            device = os.stat(directory).st_dev
-            if device in devices:
-                continue
-            devices.add(device)
+                              target.name, datadir)
+                return
+            if any(os.stat(directory).st_dev == os.stat(os.path.dirname(p.path)).st_dev for p in self.probes):
+                return
             probe = fsprobe.FsThawProbe(directory, self._probe_fired)
-            try:
-                probe.start()
-            except OSError as exc:
-                self.log.warning("cannot probe %s for a filesystem thaw (%s); the thaw hook or the deadline "
-                                 "releases the lock instead", directory, exc)
-                continue
-            self.probes.append(probe)
+            probe.start()
+        except Exception as exc:  # the probe is an optimisation; the lock does not depend on it
+            self.log.warning("%s: no filesystem-thaw probe (%s: %s); the thaw hook or the deadline releases "
+                             "the lock", target.name, type(exc).__name__, exc)
+            return
+        self.probes.append(probe)
+
+    def _stop_probes(self) -> None:
+        for probe in self.probes:
+            probe.stop()
 
     def _probe_fired(self) -> None:
         # Runs in the probe's thread: only wake the main loop, which does the release.
@@ -277,8 +280,7 @@ class Holder:
         if lost and outcome in ("released", "released-at-fs-thaw"):
             outcome = "lost"
             reason = "; ".join("%s: %s" % (i.target.name, i.lost) for i in lost)
-        for probe in self.probes:
-            probe.stop()
+        self._stop_probes()
         result = {
             "outcome": outcome,
             "reason": reason,
@@ -299,15 +301,17 @@ class Holder:
         level("released (%s) after %.0f ms%s", outcome, result["held_ms"], ": " + reason if reason else "")
         # Before answering: thaw returns with replication running again (the lock is already gone).
         self._restart_replicas()
+        state.remove(self.files.state)
+        state.remove(self.files.socket)
+        if client is not None:
+            # Answer first: recording the result costs two fsyncs that thaw need not wait
+            # for. A status or thaw in between sees "not frozen", which is already true.
+            self._reply(client, result)
         result["log"] = list(self.gate.recent)
         try:
             state.write_json_atomic(self.files.result, result)
         except OSError as exc:
             self.log.error("cannot record the result in %s: %s", self.files.result, exc.strerror)
-        state.remove(self.files.state)
-        state.remove(self.files.socket)
-        if client is not None:
-            self._reply(client, result)
         self.gate.release()
 
 
@@ -355,11 +359,6 @@ def main(settings_fd: int, ready_fd: int) -> None:
             state.remove(holder.files.socket)
         _report(ready_fd, message)
         os._exit(int(exit_code_for(exc)))
-    try:
-        holder.start_probes()
-    except Exception as exc:  # the probe is an optimisation; the lock itself stands
-        log.warning("no filesystem-thaw probe (%s: %s); the thaw hook or the deadline releases the lock",
-                    type(exc).__name__, exc)
     summary = [dict(i.position, wait_ms=round(i.wait_ms, 1), warnings=i.warnings) for i in holder.locked]
     for item in holder.locked:
         log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s", item.target.name, item.server.label,

@@ -128,6 +128,8 @@ def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], sett
                              server: Server, method: str, log: logging.Logger) -> None:
     """Before locking, wait (without blocking anyone) for long statements to finish."""
     kinds = settings.long_query_type
+    # With auto, count only what this lock really waits for: BACKUP STAGE lets InnoDB DML run.
+    only_blocking = kinds == "auto" and method == BACKUP_STAGE
     if kinds == "auto":
         kinds = serverinfo.default_long_query_kinds(server, method)
     deadline = time.monotonic() + settings.long_query_wait
@@ -140,6 +142,9 @@ def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], sett
             log.warning("cannot read the process list (%s): long statements go unnoticed", exc)
             return
         long_rows = serverinfo.long_statements(rows, own_ids, settings.long_query_time, kinds)
+        if only_blocking and long_rows:
+            innodb = _innodb_statement_threads(helper)
+            long_rows = [r for r in long_rows if serverinfo.backup_stage_waits_for(r, innodb)]
         if settings.kill_long_selects > 0:
             for row in long_rows:
                 if row["kind"] == "select" and row["elapsed"] >= settings.kill_long_selects:
@@ -163,6 +168,15 @@ def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], sett
             logged = True
         # The process list has no change notification; writers are not blocked while we poll.
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _innodb_statement_threads(helper: db.Connection) -> Optional[set]:
+    try:
+        rows = helper.query("SELECT trx_mysql_thread_id AS id FROM information_schema.INNODB_TRX "
+                            "WHERE trx_tables_in_use > 0")
+    except db.DbError:
+        return None
+    return {int(r["id"]) for r in rows}
 
 
 def _stop_replica(conn: db.Connection, server: Server, settings: Settings,
@@ -228,8 +242,13 @@ def _sync_server_files(info: Dict[str, Any]) -> List[str]:
     return [str(x) for x in synced]
 
 
-def acquire(target: Target, settings: Settings, log: logging.Logger) -> Locked:
-    """Connect, take the lock, record coordinates and make them durable. All or nothing."""
+def acquire(target: Target, settings: Settings, log: logging.Logger,
+            before_lock: Optional[Callable[[Target, Optional[str]], None]] = None) -> Locked:
+    """Connect, take the lock, record coordinates and make them durable. All or nothing.
+
+    before_lock(target, datadir) runs right before the lock statements, once the server
+    is known to be lockable: work done there costs no writer any waiting.
+    """
     conn = connect(target, settings)
     helper: Optional[db.Connection] = None
     stopped: List[str] = []
@@ -248,6 +267,8 @@ def acquire(target: Target, settings: Settings, log: logging.Logger) -> Locked:
         helper = connect(target, settings)
         wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server, strategy.name, log)
         stopped = _stop_replica(conn, server, settings, log)
+        if before_lock is not None:
+            before_lock(target, info.get("datadir"))
 
         conn.set_timeout(settings.acquire_timeout + settings.connect_timeout + 5)
         started = time.monotonic()

@@ -5,12 +5,13 @@ could then block the holder for the whole snapshot. GatedHandler keeps records i
 memory until the lock is released and hands them on afterwards.
 """
 
+from __future__ import annotations
+
 import logging
-import logging.handlers
 import os
+import socket
 import sys
 import threading
-from typing import List, Optional
 
 LOGGER_NAME = "quiesce"
 SYSLOG_SOCKETS = ("/dev/log", "/run/systemd/journal/dev-log")
@@ -21,15 +22,42 @@ class _OneLine(logging.Formatter):
         return super().format(record).replace("\n", " | ")
 
 
-def _syslog_handler() -> Optional[logging.Handler]:
+class SyslogHandler(logging.Handler):
+    """RFC 3164 datagrams to the local syslog socket (journald serves it too).
+
+    logging.handlers.SysLogHandler would do, but importing it costs thaw a few
+    milliseconds on the snapshot's critical path.
+    """
+
+    FACILITY_DAEMON = 3
+
+    def __init__(self, address: str):
+        super().__init__()
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.connect(address)
+        self.ident = "quiesce[%d]: " % os.getpid()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        severity = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}.get(record.levelno, 2)
+        try:
+            message = "<%d>%s%s" % (self.FACILITY_DAEMON * 8 + severity, self.ident, self.format(record))
+            self.sock.send(message.encode("utf-8", "replace"))
+        except OSError:
+            self.handleError(record)
+
+    def close(self) -> None:
+        self.sock.close()
+        super().close()
+
+
+def _syslog_handler() -> logging.Handler | None:
     for address in SYSLOG_SOCKETS:
         if os.path.exists(address):
             try:
-                handler = logging.handlers.SysLogHandler(
-                    address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+                handler = SyslogHandler(address)
             except OSError:
                 continue
-            handler.ident = "quiesce[%d]: " % os.getpid()
             handler.setFormatter(_OneLine("%(message)s"))
             return handler
     return None
@@ -38,11 +66,11 @@ def _syslog_handler() -> Optional[logging.Handler]:
 class GatedHandler(logging.Handler):
     """Passes records on, except between hold() and release(), when it keeps them."""
 
-    def __init__(self, targets: List[logging.Handler], keep: int = 200):
+    def __init__(self, targets: list[logging.Handler], keep: int = 200):
         super().__init__()
         self.targets = targets
-        self.held: Optional[List[logging.LogRecord]] = None
-        self.recent: List[str] = []
+        self.held: list[logging.LogRecord] | None = None
+        self.recent: list[str] = []
         self.keep = keep
         self._mutex = threading.Lock()
 
@@ -77,7 +105,7 @@ def setup(to_stderr: bool, verbose: bool = False) -> GatedHandler:
     logger = logging.getLogger(LOGGER_NAME)
     for old in list(logger.handlers):
         logger.removeHandler(old)
-    targets: List[logging.Handler] = []
+    targets: list[logging.Handler] = []
     syslog = _syslog_handler()
     if syslog is not None:
         syslog.setLevel(logging.INFO)

@@ -6,13 +6,16 @@ reads one readiness line back; thaw and status talk over the holder's unix socke
 which answers only root or the holder's own uid.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import json
 import os
 import select
 import socket
 import struct
 import time
-from typing import Any, Callable, Dict, Optional
 
 from .errors import StateError
 
@@ -22,18 +25,18 @@ THAW = "thaw"
 STATUS = "status"
 
 
-def encode(message: Dict[str, Any]) -> bytes:
+def encode(message: dict[str, object]) -> bytes:
     return (json.dumps(message, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
 
 
-def decode(line: bytes) -> Dict[str, Any]:
+def decode(line: bytes) -> dict[str, object]:
     value = json.loads(line.decode("utf-8"))
     if not isinstance(value, dict):
         raise ValueError("message is not a JSON object")
     return value
 
 
-def _read_line(read_chunk: Callable[[], bytes]) -> Optional[bytes]:
+def _read_line(read_chunk: Callable[[], bytes]) -> bytes | None:
     """Bytes up to the first newline; None if the peer closed before sending one."""
     data = b""
     while b"\n" not in data:
@@ -46,7 +49,7 @@ def _read_line(read_chunk: Callable[[], bytes]) -> Optional[bytes]:
     return data.split(b"\n", 1)[0]
 
 
-def read_line_fd(fd: int, timeout: float) -> Optional[bytes]:
+def read_line_fd(fd: int, timeout: float) -> bytes | None:
     """One line from a pipe within timeout (TimeoutError otherwise)."""
     deadline = time.monotonic() + timeout
 
@@ -72,12 +75,12 @@ def peer_uid(conn: socket.socket) -> int:
     return uid
 
 
-def recv_line(conn: socket.socket, timeout: float) -> Optional[bytes]:
+def recv_line(conn: socket.socket, timeout: float) -> bytes | None:
     conn.settimeout(timeout)
     return _read_line(lambda: conn.recv(65536))
 
 
-def request(socket_path: str, message: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+def request(socket_path: str, message: dict[str, object], timeout: float) -> dict[str, object]:
     """Send one request to the holder and return its answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as conn:
         conn.settimeout(timeout)

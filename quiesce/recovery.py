@@ -4,13 +4,14 @@ Its sessions, and so its locks, died with it; what it could not do is say so and
 restart the replica SQL threads it had stopped. Freeze and thaw both call this.
 """
 
-from typing import Any, Dict
+from __future__ import annotations
+
 
 from . import log as logsetup, state
 from .config import Settings
 
 
-def restart_stopped_replicas(settings: Settings, current: Dict[str, Any]) -> None:
+def restart_stopped_replicas(settings: Settings, current: dict[str, object]) -> None:
     stopped = {i.get("name"): i.get("replica_stopped") for i in current.get("instances", [])
                if i.get("replica_stopped")}
     if not stopped:
@@ -21,8 +22,8 @@ def restart_stopped_replicas(settings: Settings, current: Dict[str, Any]) -> Non
             locking.restart_replica_fresh(target, settings, None, stopped[target.name], logsetup.get())
 
 
-def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: Dict[str, Any],
-                      acknowledged: bool) -> Dict[str, Any]:
+def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str, object],
+                      acknowledged: bool) -> dict[str, object]:
     """Turn a dead holder's state.json into a "lost" result and clear it."""
     restart_stopped_replicas(settings, current)
     result = {"outcome": "lost", "acknowledged": acknowledged, "at": state.utc_now(),

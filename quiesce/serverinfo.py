@@ -206,6 +206,30 @@ def statement_kind(info: Optional[str]) -> str:
     return "update"
 
 
+_DDL_WORDS = {"ALTER", "CREATE", "DROP", "RENAME", "TRUNCATE", "OPTIMIZE", "REPAIR", "ANALYZE"}
+
+
+def is_ddl(info: Optional[str]) -> bool:
+    """DDL and table maintenance: BACKUP STAGE BLOCK_DDL waits for these whatever the engine."""
+    if not info:
+        return False
+    text = re.sub(r"^(\s|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)+", "", info, flags=re.S)
+    word = re.match(r"(\w+)", text)
+    return bool(word) and word.group(1).upper() in _DDL_WORDS
+
+
+def backup_stage_waits_for(row: Dict[str, Any], innodb_threads: Optional[set]) -> bool:
+    """Would BACKUP STAGE wait for this data-changing statement?
+
+    It waits for DDL and for writes to non-transactional tables (MyISAM at BLOCK_DDL), not
+    for InnoDB DML. innodb_threads are the connections running an InnoDB statement now
+    (INNODB_TRX.trx_tables_in_use > 0); None means unknown, and then everything counts.
+    """
+    if innodb_threads is None or is_ddl(row.get("INFO")):
+        return True
+    return int(row["ID"]) not in innodb_threads
+
+
 def default_long_query_kinds(server: Server, method: str) -> str:
     """Which running statements would make this lock wait (long-query-type = auto).
 

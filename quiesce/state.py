@@ -4,6 +4,10 @@ state.json exists exactly while a holder owns a lock (written before freeze retu
 result.json keeps the outcome of the last freeze until a thaw has reported it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+
 import contextlib
 import datetime
 import errno
@@ -12,7 +16,6 @@ import json
 import os
 import stat
 import time
-from typing import Any, Dict, Iterator, Optional
 
 from . import paths
 from .errors import Busy, ConfigError, StateError
@@ -55,7 +58,7 @@ def ensure_runtime_dir(path: str, create: bool = True) -> bool:
     return True
 
 
-def write_json_atomic(path: str, data: Dict[str, Any], mode: int = 0o600) -> None:
+def write_json_atomic(path: str, data: dict[str, object], mode: int = 0o600) -> None:
     """Temp file, fsync, rename, fsync the directory: the file is whole or absent."""
     directory = os.path.dirname(path) or "."
     temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
@@ -80,7 +83,7 @@ def write_json_atomic(path: str, data: Dict[str, Any], mode: int = 0o600) -> Non
         os.close(dir_fd)
 
 
-def read_json(path: str) -> Optional[Dict[str, Any]]:
+def read_json(path: str) -> dict[str, object] | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -107,10 +110,10 @@ class RuntimeFiles:
         self.state = os.path.join(runtime_dir, paths.STATE_NAME)
         self.result = os.path.join(runtime_dir, paths.RESULT_NAME)
 
-    def read_state(self) -> Optional[Dict[str, Any]]:
+    def read_state(self) -> dict[str, object] | None:
         return read_json(self.state)
 
-    def read_result(self) -> Optional[Dict[str, Any]]:
+    def read_result(self) -> dict[str, object] | None:
         return read_json(self.result)
 
     @contextlib.contextmanager
@@ -136,7 +139,7 @@ class RuntimeFiles:
             os.close(fd)
 
 
-def process_start_ticks(pid: int) -> Optional[int]:
+def process_start_ticks(pid: int) -> int | None:
     """Start time of a process, to tell our holder from a later process that reused its pid."""
     try:
         with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
@@ -149,7 +152,7 @@ def process_start_ticks(pid: int) -> Optional[int]:
         return None
 
 
-def holder_alive(state: Dict[str, Any]) -> bool:
+def holder_alive(state: dict[str, object]) -> bool:
     pid = state.get("holder_pid")
     if not isinstance(pid, int):
         return False

@@ -1,17 +1,18 @@
 """quiesce status: frozen or not, since when, by whom, and how the last freeze ended."""
 
+from __future__ import annotations
+
 import json
 import sys
-from typing import Any, Dict
 
 from . import protocol, state
 from .config import Settings
 from .errors import StateError
 
 
-def collect(settings: Settings) -> Dict[str, Any]:
+def collect(settings: Settings) -> dict[str, object]:
     files = state.RuntimeFiles(settings.runtime_dir)
-    report: Dict[str, Any] = {"frozen": False, "since": None, "holder_pid": None, "deadline": None,
+    report: dict[str, object] = {"frozen": False, "since": None, "holder_pid": None, "deadline": None,
                               "instances": [], "release_on_fs_thaw": settings.release_on_fs_thaw,
                               "last_result": None}
     if not state.ensure_runtime_dir(settings.runtime_dir, create=False):

@@ -3,9 +3,10 @@
 Kept small and free of the MySQL driver: it runs on the snapshot's critical path.
 """
 
+from __future__ import annotations
+
 import os
 import signal
-from typing import Any, Dict
 
 from . import log as logsetup, protocol, recovery, state
 from .config import Settings
@@ -15,7 +16,7 @@ THAW_TIMEOUT = 30.0
 LOCK_WAIT = 60.0
 
 
-def _report_result(result: Dict[str, Any], fresh: bool) -> int:
+def _report_result(result: dict[str, object], fresh: bool) -> int:
     log = logsetup.get()
     outcome = result.get("outcome")
     if outcome in ("expired", "lost"):
@@ -34,7 +35,7 @@ def _report_result(result: Dict[str, Any], fresh: bool) -> int:
     return 0
 
 
-def _kill_holder(current: Dict[str, Any]) -> None:
+def _kill_holder(current: dict[str, object]) -> None:
     if state.holder_alive(current):
         # Killing the holder closes its sessions; the server then drops the lock.
         os.kill(int(current["holder_pid"]), signal.SIGKILL)

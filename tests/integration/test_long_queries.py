@@ -120,7 +120,9 @@ def test_long_select_not_counted_and_not_waited_for(method, query_type, expected
 def test_long_update_fails_freeze_without_blocking_writers(method, on_failure, slow_tables, bg, writers,
                                                            quiesce_env):
     load = writers(engines=("InnoDB", "MyISAM"))
-    update = bg("UPDATE slow_innodb SET v = SLEEP(20)")
+    # Each lock's own blocker: FTWRL waits for any write, BACKUP STAGE for non-InnoDB ones.
+    table = "slow_innodb" if method == "ftwrl" else "slow_myisam"
+    update = bg("UPDATE %s SET v = SLEEP(20)" % table)
     wait_running_for(slow_tables, update.conn_id, 1.2)
     quiesce_env.write_config(lock_method=method, on_failure=on_failure, long_query_time=1,
                              long_query_wait=1, acquire_timeout=2)
@@ -144,6 +146,24 @@ def test_long_update_fails_freeze_without_blocking_writers(method, on_failure, s
         # Nothing frozen, so thaw has nothing to report as lost.
         thawed = quiesce_env.run("thaw")
         assert thawed.rc == 0, thawed
+
+
+def test_backup_stage_does_not_wait_for_a_long_innodb_update(slow_tables, bg, writers, quiesce_env):
+    """BACKUP STAGE lets InnoDB DML run, so long-query-type=auto does not hold the freeze for it."""
+    load = writers(engines=("InnoDB", "MyISAM"))
+    update = bg("UPDATE slow_innodb SET v = SLEEP(20)")
+    wait_running_for(slow_tables, update.conn_id, 1.2)
+    quiesce_env.write_config(lock_method="backup-stage", long_query_time=1, long_query_wait=5, acquire_timeout=2)
+    result = quiesce_env.run("freeze")
+    assert result.rc == 0, result
+    try:
+        assert result.elapsed < STARTUP, result.elapsed
+        assert not update.done.is_set(), "the UPDATE was waited for or killed"
+        assert lock_waiters(slow_tables), "frozen, yet no writer waits for the lock"
+    finally:
+        thawed = quiesce_env.run("thaw")
+    assert thawed.rc == 0, thawed
+    load.wait_for_progress(5)
 
 
 def test_long_statement_that_finishes_within_wait(slow_tables, bg, writers, quiesce_env):

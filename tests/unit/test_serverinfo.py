@@ -200,3 +200,22 @@ def test_missing_privileges_names_what_to_grant():
     (MARIADB_103, "ftwrl", "all"), (MYSQL_80, "ftwrl", "all"), (PERCONA_80, "ftwrl", "all")])
 def test_which_statements_a_lock_waits_for(server, method, kinds):
     assert si.default_long_query_kinds(server, method) == kinds
+
+
+@pytest.mark.parametrize("info,ddl", [
+    ("ALTER TABLE t ADD c INT", True), ("/* x */ optimize table t", True), ("TRUNCATE t", True),
+    ("UPDATE t SET v = 1", False), ("SELECT 1", False), (None, False)])
+def test_is_ddl(info, ddl):
+    assert si.is_ddl(info) is ddl
+
+
+def test_backup_stage_waits_for_ddl_and_non_innodb_writes_only():
+    innodb_update = {"ID": 7, "INFO": "UPDATE big SET x = x + 1"}
+    myisam_update = {"ID": 8, "INFO": "UPDATE log_myisam SET x = 1"}
+    innodb_alter = {"ID": 9, "INFO": "ALTER TABLE big ADD c INT"}
+    threads = {7, 9}
+    assert not si.backup_stage_waits_for(innodb_update, threads)
+    assert si.backup_stage_waits_for(myisam_update, threads)
+    assert si.backup_stage_waits_for(innodb_alter, threads)
+    # Unknown (no PROCESS privilege on INNODB_TRX): count everything.
+    assert si.backup_stage_waits_for(innodb_update, None)
