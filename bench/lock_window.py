@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import loopfs  # noqa: E402
 from bench.activity import LongStatement, Mix  # noqa: E402
-from bench.common import (MariaDB, QuiesceEnv, Writers, ack_times, driver_available,  # noqa: E402
+from bench.common import (MariaDB, QuiesceEnv, Writers, ack_times, byte_compile_product, driver_available,  # noqa: E402
                           first_ack_after, gap_spanning, install_signal_handlers, iso_to_mono,
                           longest_stall, machine_line, median, p90, product_revision, read_json,
                           render_markdown, render_table, run_quiesce, server_version_short)
@@ -718,6 +718,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 handle.write(render(results, markdown=True))
         return 0
     install_signal_handlers()
+    byte_compile_product()
     plan = Plan(args.quick)
     sections = args.sections.upper()
     drivers = [d for d in (args.drivers.split(",") if args.drivers else DRIVERS) if d]

@@ -9,10 +9,17 @@ from collections.abc import Sequence
 
 import sys
 
-from . import config, log as logsetup
+from . import config
 from .errors import ConfigError, Exit, QuiesceError
 
 FREEZE_COMMANDS = ("freeze",)
+
+
+def _log():
+    # Imported on first use: thaw reaches the holder before paying for the logging module,
+    # and writers wait for nothing else.
+    from . import log
+    return log.get()
 
 
 def _dispatch(settings: config.Settings) -> int:
@@ -39,12 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuiesceError as exc:
         print("quiesce: error: %s" % exc, file=sys.stderr)
         return int(exc.exit_code)
-    logsetup.setup(to_stderr=True)
-    log = logsetup.get()
     action = settings.hook_action or settings.command
     try:
         return _dispatch(settings)
     except QuiesceError as exc:
+        log = _log()
         if action == "freezeFail":
             log.error("error: %s (freezeFail always succeeds)", exc)
             return int(Exit.OK)
@@ -55,9 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("error: %s", exc)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        log.error("error: interrupted")
+        _log().error("error: interrupted")
         return int(Exit.INTERNAL)
     except Exception as exc:  # the last net: one line, exit 1, details in the system log
+        log = _log()
         log.error("internal error: %s: %s (please report this)", type(exc).__name__, exc)
         log.debug("traceback", exc_info=True)
         return int(Exit.OK if action == "freezeFail" else Exit.INTERNAL)

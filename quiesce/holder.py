@@ -280,7 +280,6 @@ class Holder:
         if lost and outcome in ("released", "released-at-fs-thaw"):
             outcome = "lost"
             reason = "; ".join("%s: %s" % (i.target.name, i.lost) for i in lost)
-        self._stop_probes()
         result = {
             "outcome": outcome,
             "reason": reason,
@@ -307,6 +306,8 @@ class Holder:
             # Answer first: recording the result costs two fsyncs that thaw need not wait
             # for. A status or thaw in between sees "not frozen", which is already true.
             self._reply(client, result)
+        # Stopping a probe waits for its writer process to end: after the answer, not before.
+        self._stop_probes()
         result["log"] = list(self.gate.recent)
         try:
             state.write_json_atomic(self.files.result, result)

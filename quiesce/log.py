@@ -123,4 +123,8 @@ def setup(to_stderr: bool, verbose: bool = False) -> GatedHandler:
 
 
 def get() -> logging.Logger:
-    return logging.getLogger(LOGGER_NAME)
+    """The "quiesce" logger, set up for a command (stderr and syslog) on first use."""
+    logger = logging.getLogger(LOGGER_NAME)
+    if not logger.handlers:
+        setup(to_stderr=True)
+    return logger

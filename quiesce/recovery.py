@@ -7,7 +7,7 @@ restart the replica SQL threads it had stopped. Freeze and thaw both call this.
 from __future__ import annotations
 
 
-from . import log as logsetup, state
+from . import state
 from .config import Settings
 
 
@@ -16,10 +16,10 @@ def restart_stopped_replicas(settings: Settings, current: dict[str, object]) -> 
                if i.get("replica_stopped")}
     if not stopped:
         return
-    from . import locking  # loads the driver: only on this rare path, never on a normal thaw
+    from . import locking, log  # the driver: only on this rare path, never on a normal thaw
     for target in settings.targets:
         if stopped.get(target.name):
-            locking.restart_replica_fresh(target, settings, None, stopped[target.name], logsetup.get())
+            locking.restart_replica_fresh(target, settings, None, stopped[target.name], log.get())
 
 
 def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str, object],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import signal
 
-from . import log as logsetup, protocol, recovery, state
+from . import protocol, recovery, state
 from .config import Settings
 from .errors import LockLost, StateError
 
@@ -16,8 +16,14 @@ THAW_TIMEOUT = 30.0
 LOCK_WAIT = 60.0
 
 
+def _log():
+    # Only after the holder has answered: until then writers may be waiting for us.
+    from . import log
+    return log.get()
+
+
 def _report_result(result: dict[str, object], fresh: bool) -> int:
-    log = logsetup.get()
+    log = _log()
     outcome = result.get("outcome")
     if outcome in ("expired", "lost"):
         raise LockLost("the lock did not last until thaw (%s): %s; the snapshot may be inconsistent"
@@ -42,10 +48,9 @@ def _kill_holder(current: dict[str, object]) -> None:
 
 
 def run(settings: Settings) -> int:
-    log = logsetup.get()
     files = state.RuntimeFiles(settings.runtime_dir)
     if not state.ensure_runtime_dir(settings.runtime_dir, create=False):
-        log.info("nothing is frozen (no %s)", settings.runtime_dir)
+        _log().info("nothing is frozen (no %s)", settings.runtime_dir)
         return 0
     with files.exclusive(LOCK_WAIT, "thaw"):
         current = files.read_state()
@@ -69,5 +74,5 @@ def run(settings: Settings) -> int:
             result["acknowledged"] = True
             state.write_json_atomic(files.result, result)
             return _report_result(result, fresh=False)
-    log.info("nothing is frozen; thaw has nothing to do")
+    _log().info("nothing is frozen; thaw has nothing to do")
     return 0
