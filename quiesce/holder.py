@@ -62,12 +62,12 @@ def spawn(settings: Settings) -> Dict[str, Any]:
     finally:
         os.close(ready_r)
     if line is None:
-        code = proc.wait(timeout=10)
+        status = proc.wait(timeout=10)
         # It died after writing state.json, perhaps: its sessions, and so any lock, are gone.
         files = state.RuntimeFiles(settings.runtime_dir)
         state.remove(files.state)
         state.remove(files.socket)
-        raise StateError("the holder exited (status %s) before reporting; see the system log" % code)
+        raise StateError("the holder exited (status %s) before reporting; see the system log" % status)
     message = protocol.decode(line)
     if message.get("status") != "locked":
         proc.wait(timeout=10)
@@ -107,21 +107,21 @@ class Holder:
         try:
             for target in self.settings.targets:
                 self.locked.append(locking.acquire(target, self.settings, self.log, self._probe))
+            self.deadline = time.monotonic() + self.settings.lock_timeout
+            try:
+                for item in self.locked:
+                    os.makedirs(os.path.dirname(item.target.position_file), mode=0o700, exist_ok=True)
+                    state.write_json_atomic(item.target.position_file, item.position, mode=0o644)
+                state.write_json_atomic(self.files.state, self.state_record())
+            except OSError as exc:
+                raise StateError("cannot write %s: %s; nothing stays locked; fix: check position-file and "
+                                 "runtime-dir" % (exc.filename, exc.strerror))
         except BaseException:
             self._release_all()
             self._restart_replicas()
             self._stop_probes()
+            state.remove(self.files.state)
             raise
-        self.deadline = time.monotonic() + self.settings.lock_timeout
-        try:
-            for item in self.locked:
-                os.makedirs(os.path.dirname(item.target.position_file), mode=0o700, exist_ok=True)
-                state.write_json_atomic(item.target.position_file, item.position, mode=0o644)
-            state.write_json_atomic(self.files.state, self.state_record())
-        except OSError as exc:
-            self._release_all()
-            self._restart_replicas()
-            raise StateError("cannot write %s: %s; nothing stays locked" % (exc.filename, exc.strerror))
 
     def state_record(self) -> Dict[str, Any]:
         return {
