@@ -17,9 +17,8 @@ import time
 from typing import Optional, Tuple
 
 from bench.common import wait_exit
-
-TOOLS = ("losetup", "mkfs.ext4", "mount", "umount", "fsfreeze")
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+from tests.integration import loopfs
+from tests.integration.loopfs import SYSTEM_PATH
 
 # Reads stdin until EOF; "bye" means a clean goodbye, anything else a dead parent. Then it
 # does what close() would have done: thaw, stop whatever still uses the filesystem (the
@@ -74,21 +73,8 @@ shutil.rmtree(base, ignore_errors=True)
 """
 
 
-def unavailable_reason() -> Optional[str]:
-    if os.geteuid() != 0:
-        return "needs root"
-    missing = [t for t in TOOLS if shutil.which(t, path=SYSTEM_PATH) is None]
-    if missing:
-        return "missing tools: %s" % " ".join(missing)
-    if not os.path.exists("/dev/loop-control"):
-        return "no /dev/loop-control"
-    return None
-
-
-def _sh(*cmd: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=check, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
-                          env={"PATH": SYSTEM_PATH, "LANG": "C"})
+unavailable_reason = loopfs.unavailable_reason
+_sh = loopfs.sh
 
 
 class LoopFs:
@@ -104,12 +90,9 @@ class LoopFs:
 
     def setup(self) -> "LoopFs":
         os.makedirs(self.mnt, exist_ok=True)
-        with open(self.image, "wb") as handle:
-            handle.truncate(self.size_mb << 20)
-        # Eager inode-table and journal initialisation: no ext4lazyinit thread writing in the
-        # background while we time freezes.
-        _sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", self.image)
-        self.dev = _sh("losetup", "--find", "--show", self.image).stdout.strip()
+        # Eager initialisation: nothing writes in the background while we time freezes.
+        loopfs.make_image(self.image, self.size_mb, eager=True)
+        self.dev = loopfs.attach(self.image)
         _sh("mount", "-t", "ext4", self.dev, self.mnt)
         self.mounted = True
         self._guardian = subprocess.Popen([sys.executable, "-c", _GUARDIAN, self.base, self.mnt, self.dev],
@@ -119,8 +102,7 @@ class LoopFs:
 
     def _check_ours(self) -> None:
         # A failed mount would leave the mount point on the parent filesystem: never freeze that.
-        if not (self.mounted and self.dev and os.path.ismount(self.mnt)
-                and os.stat(self.mnt).st_dev == os.stat(self.dev).st_rdev):
+        if not (self.mounted and loopfs.is_mount_of(self.mnt, self.dev)):
             raise RuntimeError("%s is not a mount of %s; refusing to freeze it" % (self.mnt, self.dev))
 
     def _timed(self, flag: str) -> Tuple[float, float]:
@@ -165,17 +147,11 @@ class LoopFs:
         except Exception as exc:
             problems.append("thaw: %s" % exc)
         if self.mounted:
-            for _ in range(50):
-                if _sh("umount", self.mnt, check=False).returncode == 0:
-                    self.mounted = False
-                    break
-                time.sleep(0.1)
-            else:
+            if not loopfs.unmount(self.mnt):
                 problems.append("umount %s failed (busy); lazily unmounted" % self.mnt)
-                _sh("umount", "-l", self.mnt, check=False)
-                self.mounted = False
+            self.mounted = False
         if self.dev:
-            if _sh("losetup", "-d", self.dev, check=False).returncode != 0:
+            if not loopfs.detach(self.dev):
                 problems.append("losetup -d %s failed" % self.dev)
             self.dev = None
         if self._guardian is not None:

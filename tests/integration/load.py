@@ -18,7 +18,6 @@ import threading
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-import pymysql
 
 ENGINES = ("InnoDB", "MyISAM", "Aria")
 

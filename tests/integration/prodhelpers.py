@@ -8,7 +8,6 @@ machine beyond the test's own servers, files, loop devices and mounts.
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import pymysql
 
+from . import loopfs
 from .load import Writers
 from .runner import wait_for
 
@@ -214,20 +214,11 @@ def instance_section(name: str, server, position_file: str, user: Optional[str] 
 
 
 # --------------------------------------------------------------------------- power cut
-def _sh(*cmd: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=check, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
+_sh = loopfs.sh
 
 
 def why_no_power_cut() -> Optional[str]:
-    if os.geteuid() != 0:
-        return "needs root (loop devices, mounts, chattr)"
-    missing = [t for t in ("losetup", "mkfs.ext4", "mount", "umount", "chattr") if shutil.which(t) is None]
-    if missing:
-        return "missing tools: %s" % " ".join(missing)
-    if not os.path.exists("/dev/loop-control"):
-        return "no /dev/loop-control"
-    return None
+    return loopfs.unavailable_reason(("losetup", "mkfs.ext4", "mount", "umount", "chattr"))
 
 
 class PowerCutDisk:
@@ -250,17 +241,15 @@ class PowerCutDisk:
         self.dev: Optional[str] = None
         self.mounted = False
         self.cut = False
-        with open(self.image, "wb") as handle:
-            handle.truncate(size_mb << 20)
-        _sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", self.image)
+        loopfs.make_image(self.image, size_mb, eager=True)
         self._attach()
 
     def _attach(self) -> None:
-        self.dev = _sh("losetup", "--find", "--show", self.image).stdout.strip()
+        self.dev = loopfs.attach(self.image)
         # A long journal commit interval: only an explicit sync puts data on the device.
         _sh("mount", "-t", "ext4", "-o", "commit=300", self.dev, self.mnt)
         self.mounted = True
-        if os.stat(self.mnt).st_dev != os.stat(self.dev).st_rdev:
+        if not loopfs.is_mount_of(self.mnt, self.dev):
             raise AssertionError("%s is not mounted from %s" % (self.mnt, self.dev))
 
     def sync(self) -> None:
@@ -275,15 +264,10 @@ class PowerCutDisk:
 
     def _detach(self) -> None:
         if self.mounted:
-            for _ in range(50):
-                if _sh("umount", self.mnt, check=False).returncode == 0:
-                    break
-                time.sleep(0.1)
-            else:
-                _sh("umount", "-l", self.mnt, check=False)
+            loopfs.unmount(self.mnt)
             self.mounted = False
         if self.dev:
-            _sh("losetup", "-d", self.dev, check=False)
+            loopfs.detach(self.dev)
             self.dev = None
         if self.cut:
             _sh("chattr", "-i", self.image, check=False)

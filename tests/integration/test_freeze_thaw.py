@@ -10,7 +10,7 @@ import time
 import pytest
 
 from .checks import (LOCK_METHODS, assert_clean, assert_frozen, assert_no_holder, assert_one_line,
-                     assert_writable, check_position, lines)
+                     assert_writable, check_position)
 from .load import table_rows
 from .runner import base_env, wait_for
 

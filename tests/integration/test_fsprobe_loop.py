@@ -22,7 +22,6 @@ import os
 import resource
 import select
 import signal
-import shutil
 import statistics
 import struct
 import subprocess
@@ -34,31 +33,14 @@ import pytest
 
 from quiesce.fsprobe import PROBE_PREFIX, FsThawProbe
 
+from . import loopfs
 from .runner import QuiesceEnv
 
 BLKIO_WRITE_IOPS = "/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device"
 EXT4_IOC_SHUTDOWN = 0x8004587D          # _IOR('X', 125, __u32)
 EXT4_GOING_FLAGS_NOLOGFLUSH = 0x2
-TOOLS = ("losetup", "mkfs.ext4", "mount", "umount", "fsfreeze")
-
-
-def _sh(*cmd, check=True, timeout=60):
-    return subprocess.run(cmd, check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=timeout)
-
-
-def _why_no_loop_devices():
-    if os.geteuid() != 0:
-        return "needs root"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return "missing tools: %s" % " ".join(missing)
-    if not os.path.exists("/dev/loop-control"):
-        return "no /dev/loop-control"
-    return None
-
-
-_REASON = _why_no_loop_devices()
+_sh = loopfs.sh
+_REASON = loopfs.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 
@@ -72,10 +54,8 @@ class LoopFs:
         self.mounted = False
         self.frozen = False
         os.makedirs(mountpoint, exist_ok=True)
-        with open(image, "wb") as f:
-            f.truncate(size_mb << 20)
-        _sh("mkfs.ext4", "-q", "-F", image)
-        self.dev = _sh("losetup", "--find", "--show", image).stdout.strip()
+        loopfs.make_image(image, size_mb)
+        self.dev = loopfs.attach(image)
         _sh("mount", "-t", "ext4", self.dev, mountpoint)
         self.mounted = True
 
@@ -85,9 +65,8 @@ class LoopFs:
         return "%d:%d" % (os.major(rdev), os.minor(rdev))
 
     def _check_ours(self):
-        # Never freeze anything but this loop mount (a failed mount would leave the
-        # mount point on the parent filesystem).
-        assert self.mounted and os.stat(self.mnt).st_dev == os.stat(self.dev).st_rdev
+        # Never freeze anything but this loop mount.
+        assert self.mounted and loopfs.is_mount_of(self.mnt, self.dev)
 
     def freeze(self):
         self._check_ours()
@@ -110,15 +89,10 @@ class LoopFs:
             _sh("fsfreeze", "-u", self.mnt, check=False)
             self.frozen = False
         if self.mounted:
-            for _ in range(50):
-                if _sh("umount", self.mnt, check=False).returncode == 0:
-                    break
-                time.sleep(0.1)
-            else:
-                _sh("umount", "-l", self.mnt, check=False)
+            loopfs.unmount(self.mnt)
             self.mounted = False
         if self.dev:
-            _sh("losetup", "-d", self.dev, check=False)
+            loopfs.detach(self.dev)
             self.dev = None
 
 

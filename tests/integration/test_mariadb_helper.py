@@ -8,11 +8,9 @@ import subprocess
 import sys
 import time
 
-import pymysql
-import pytest
 
 from .load import Writers, table_rows
-from .mariadb import MARIADBD, MariaDB, _read_cmdline
+from .mariadb import MARIADBD, _read_cmdline
 from .runner import REPO, python_path, wait_for
 
 START_BUDGET = 3.0   # seconds from exec to the first successful connection

@@ -1,5 +1,3 @@
-import os
-
 from quiesce import check, db
 
 

@@ -2,7 +2,6 @@
 choice of the probe directory, safe creation of the probe file, and the probe's
 firing rules driven through a scripted writer process that blocks on a full FIFO."""
 
-import errno
 import fcntl
 import os
 import stat

@@ -1,0 +1,67 @@
+"""Plumbing for private ext4 filesystems on loop devices (root only).
+
+Shared by the filesystem-probe tests, the power-cut tests and the benchmark, which each
+add their own behaviour on top. Only filesystems made here are ever frozen: callers
+check is_mount_of() before every fsfreeze.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+from typing import Optional, Sequence
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+TOOLS = ("losetup", "mkfs.ext4", "mount", "umount", "fsfreeze")
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
+                          env={"PATH": SYSTEM_PATH, "LANG": "C"})
+
+
+def unavailable_reason(tools: Sequence[str] = TOOLS) -> Optional[str]:
+    """Why loop filesystems cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (loop devices, mounts)"
+    missing = [t for t in tools if shutil.which(t, path=SYSTEM_PATH) is None]
+    if missing:
+        return "missing tools: %s" % " ".join(missing)
+    if not os.path.exists("/dev/loop-control"):
+        return "no /dev/loop-control"
+    return None
+
+
+def make_image(image: str, size_mb: int, eager: bool = False) -> None:
+    with open(image, "wb") as handle:
+        handle.truncate(size_mb << 20)
+    # Eager initialisation: no ext4lazyinit thread writing in the background later.
+    options = ["-E", "lazy_itable_init=0,lazy_journal_init=0"] if eager else []
+    sh("mkfs.ext4", "-q", "-F", *options, image)
+
+
+def attach(image: str) -> str:
+    return sh("losetup", "--find", "--show", image).stdout.strip()
+
+
+def is_mount_of(mnt: str, dev: Optional[str]) -> bool:
+    """A failed mount leaves the mount point on the parent filesystem: never freeze that."""
+    return bool(dev) and os.path.ismount(mnt) and os.stat(mnt).st_dev == os.stat(dev).st_rdev
+
+
+def unmount(mnt: str) -> bool:
+    """Unmount, retrying while busy (a just-killed server may still hold files); lazily at last.
+
+    Returns False when only the lazy unmount worked.
+    """
+    for _ in range(50):
+        if sh("umount", mnt, check=False).returncode == 0:
+            return True
+        time.sleep(0.1)
+    sh("umount", "-l", mnt, check=False)
+    return False
+
+
+def detach(dev: str) -> bool:
+    return sh("losetup", "-d", dev, check=False).returncode == 0
