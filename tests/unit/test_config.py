@@ -116,6 +116,7 @@ def test_instance_password_from_command_line_is_refused():
 
 @pytest.mark.parametrize("argv,message", [
     (["frobnicate"], "invalid choice"),
+    ([], "no command given"),
     (["freeze", "--lock-timeout", "-1"], "greater than 0"),
     (["freeze", "--lock-timeout", "abc"], "not a number"),
     (["freeze", "--acquire-timeout", "50", "--lock-timeout", "10"], "shorter than lock-timeout"),
