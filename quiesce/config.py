@@ -112,6 +112,7 @@ class _Formatter(argparse.HelpFormatter):
 class _Parser(configargparse.ArgParser):
     def error(self, message):
         # argparse prints usage and exits; we want one line and our own exit-code table.
+        message = str(message)
         if message.startswith("the following arguments are required: command"):
             message = "no command given: use freeze, thaw, hook ACTION, status or check"
         raise ConfigError("%s (see 'quiesce --help')" % message)
