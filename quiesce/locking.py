@@ -52,7 +52,6 @@ class Locked:
     stopped_channels: List[str]
     wait_ms: float
     locked_monotonic: float
-    datadir: Optional[str]
     warnings: List[str] = dataclasses.field(default_factory=list)
     lost: Optional[str] = None
 
@@ -316,7 +315,7 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
             "datadir": info.get("datadir"),
         })
         return Locked(target, conn, server, strategy, position, stopped, (locked - started) * 1000.0,
-                      locked, info.get("datadir"), warnings)
+                      locked, warnings)
     except BaseException:
         _abandon(conn, target, settings, server, stopped, log)
         raise
