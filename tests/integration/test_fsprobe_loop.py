@@ -34,7 +34,7 @@ import pytest
 from quiesce.fsprobe import PROBE_PREFIX, FsThawProbe
 
 from . import loopfs
-from .runner import QuiesceEnv
+from .runner import QuiesceEnv, wait_for
 
 BLKIO_WRITE_IOPS = "/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device"
 EXT4_IOC_SHUTDOWN = 0x8004587D          # _IOR('X', 125, __u32)
@@ -163,15 +163,6 @@ def lab(tmp_path):
     lab.close()
 
 
-def wait_for(cond, timeout):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 def stay_unfired(probe, seconds):
     """Assert the probe does not fire for `seconds`, watching closely."""
     deadline = time.monotonic() + seconds
@@ -253,7 +244,7 @@ def test_stuck_io_below_the_filesystem_never_fires(lab):
     print("\nstuck below the filesystem: probe waited in %s" % probe.last_wait)
     stuck_writes = probe.writes
     lab.first.thaw()
-    assert wait_for(lambda: probe.writes > stuck_writes + 4, 2)
+    wait_for(lambda: probe.writes > stuck_writes + 4, 2, interval=0.005, what="probe writes to resume")
     stay_unfired(probe, 0.2)
     assert probe.frozen_at is None and probe.error is None and probe.state == "probing"
 
@@ -270,7 +261,7 @@ def test_slow_io_never_fires(lab):
     print("\nslow I/O (2 writes/s): %d stalls, last wait %s" % (probe.stalls, probe.last_wait))
     lab.unthrottle()
     n = probe.writes
-    assert wait_for(lambda: probe.writes > n + 4, 3)
+    wait_for(lambda: probe.writes > n + 4, 3, interval=0.005, what="probe writes to resume")
     stay_unfired(probe, 0.2)
     assert probe.frozen_at is None and probe.error is None
 
@@ -279,7 +270,7 @@ def test_stop_while_frozen_is_prompt_and_cleans_up_after_thaw(lab):
     probe = lab.probe(lab.first.mnt)
     time.sleep(0.1)
     lab.first.freeze()
-    assert wait_for(lambda: probe.frozen_at is not None, 2)
+    wait_for(lambda: probe.frozen_at is not None, 2, interval=0.005, what="the probe to see the freeze")
     t0 = time.monotonic()
     assert probe.stop(wait=5) is False
     took = time.monotonic() - t0
@@ -371,7 +362,7 @@ def test_killed_holder_lets_go_during_a_freeze(lab):
         assert took < 0.5
         assert os.path.exists("/proc/%s" % writer_pid) and os.path.exists(path)
         lab.first.thaw()
-        assert wait_for(lambda: not os.path.exists(path), 3), "writer left its file"
+        wait_for(lambda: not os.path.exists(path), 3, interval=0.005, what="the writer to remove its file")
     finally:
         if holder.poll() is None:
             holder.kill()
@@ -433,14 +424,14 @@ def test_mariadb_lock_released_at_filesystem_thaw(db_on_loop):
     r = env.run("freeze")
     assert r.rc == 0, r
     assert env.state()["release_on_fs_thaw"] is True
-    assert wait_for(lambda: _probe_files(fs.mnt), 2), "no probe next to the datadir"
+    wait_for(lambda: _probe_files(fs.mnt), 2, interval=0.005, what="a probe file next to the datadir")
     assert server.try_write(0.3) is None, "the freeze did not lock the server"
     fs.freeze()
     time.sleep(0.5)
     assert _result(env) is None, "released while the filesystem was frozen"
     before, after = fs.thaw()
     after_wall = time.time()
-    assert wait_for(lambda: _result(env), 3), "no release after the filesystem thawed"
+    wait_for(lambda: _result(env), 3, interval=0.005, what="the release after the filesystem thawed")
     writable = server.try_write(3.0)
     write_ok = time.monotonic()
     result = _result(env)
@@ -456,7 +447,7 @@ def test_mariadb_lock_released_at_filesystem_thaw(db_on_loop):
     r = env.run("thaw")
     assert r.rc == 0, r
     assert not env.wait_no_holder(5)
-    assert wait_for(lambda: not _probe_files(fs.mnt), 2), "the probe file stayed"
+    wait_for(lambda: not _probe_files(fs.mnt), 2, interval=0.005, what="the probe file to go")
 
 
 def test_mariadb_lock_kept_across_thaw_when_disabled(db_on_loop):
@@ -486,12 +477,12 @@ def test_mariadb_holder_expires_and_exits_while_frozen(db_on_loop):
     assert r.rc == 0, r
     holder = env.state()["holder_pid"]
     fs.freeze()
-    assert wait_for(lambda: _process_gone(holder), 6), "the holder could not exit while frozen"
+    wait_for(lambda: _process_gone(holder), 6, interval=0.005, what="the holder to exit while frozen")
     assert _result(env)["outcome"] == "expired"
     stuck = _probe_files(fs.mnt)
     assert stuck, "the probe file should still be there: its writer waits for the thaw"
     fs.thaw()
-    assert wait_for(lambda: not _probe_files(fs.mnt), 3), "the writer did not clean up"
+    wait_for(lambda: not _probe_files(fs.mnt), 3, interval=0.005, what="the writer to clean up")
     r = env.run("thaw")
     assert r.rc == 6, r
 
@@ -511,13 +502,13 @@ def test_mariadb_killed_holder_drops_its_session_while_frozen(db_on_loop):
     time.sleep(0.3)
     t0 = time.monotonic()
     os.kill(holder, signal.SIGKILL)
-    assert wait_for(lambda: not sessions & set(server.connection_ids()), 3), (
-        "the killed holder's session outlived it while the filesystem was frozen")
+    wait_for(lambda: not sessions & set(server.connection_ids()), 3, interval=0.005,
+             what="the killed holder's session to go (it must not outlive the holder while frozen)")
     print("\nholder SIGKILLed during the freeze: its session was gone from the server "
           "after %.0f ms" % ((time.monotonic() - t0) * 1e3))
     assert _probe_files(fs.mnt)
     fs.thaw()
-    assert wait_for(lambda: not _probe_files(fs.mnt), 3), "the writer did not clean up"
+    wait_for(lambda: not _probe_files(fs.mnt), 3, interval=0.005, what="the writer to clean up")
     assert server.try_write(3.0) is not None
     r = env.run("thaw")
     assert r.rc == 6, r
