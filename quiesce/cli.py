@@ -12,9 +12,6 @@ import sys
 from . import config
 from .errors import ConfigError, Exit, QuiesceError
 
-FREEZE_COMMANDS = ("freeze",)
-
-
 def _log():
     # Imported on first use: thaw reaches the holder before paying for the logging module,
     # and writers wait for nothing else.
@@ -22,9 +19,8 @@ def _log():
     return log.get()
 
 
-def _dispatch(settings: config.Settings) -> int:
+def _dispatch(action: str, settings: config.Settings) -> int:
     # Imports stay inside the branches: thaw must not load the database driver.
-    action = settings.hook_action or settings.command
     if action == "freeze":
         from . import freeze
         return freeze.run(settings)
@@ -48,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     action = settings.hook_action or settings.command
     try:
-        return _dispatch(settings)
+        return _dispatch(action, settings)
     except QuiesceError as exc:
         log = _log()
         if action == "freezeFail":
