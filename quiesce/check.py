@@ -128,16 +128,21 @@ def _check_target(report: _Report, target, settings: Settings) -> None:
 
 def _cycle(report: _Report, settings: Settings) -> None:
     from . import freeze, thaw
+    files = state.RuntimeFiles(settings.runtime_dir)
     started = time.monotonic()
     try:
         freeze.run(settings)
         frozen = time.monotonic()
+        holder = files.read_state()
         thaw.run(settings)
     except QuiesceError as exc:
         report.fail(exc)
         return
     done = time.monotonic()
-    result = state.RuntimeFiles(settings.runtime_dir).read_result() or {}
+    # thaw is answered before the holder records its result: wait for the holder to end.
+    if holder is not None and not state.wait_holder_gone(holder, 10.0):
+        report.warn("freeze/thaw cycle: the holder did not end within 10 s after thaw")
+    result = files.read_result() or {}
     report.ok("freeze/thaw cycle: freeze took %.0f ms, thaw %.0f ms; writes were blocked for %s ms"
               % ((frozen - started) * 1000, (done - frozen) * 1000, result.get("held_ms")))
 

@@ -18,6 +18,8 @@ def run(settings: Settings) -> int:
                            % (current.get("since"), current.get("holder_pid")))
             # Kept unacknowledged: the next thaw still reports the loss.
             recovery.adopt_dead_holder(settings, files, current, acknowledged=False)
+        else:
+            recovery.restart_orphaned_replicas(settings, files)
         reply = holder.spawn(settings)
     status = reply.get("status")
     if status == "not-running":

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import math
 import os
+import select
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -178,8 +179,8 @@ def _innodb_statement_threads(helper: db.Connection) -> Optional[set]:
     return {int(r["id"]) for r in rows}
 
 
-def _stop_replica(conn: db.Connection, server: Server, settings: Settings,
-                  log: logging.Logger) -> List[str]:
+def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: logging.Logger,
+                  on_stopping: Callable[[List[str]], None]) -> List[str]:
     if settings.stop_replica == "never":
         return []
     try:
@@ -194,6 +195,7 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings,
         row = conn.query(serverinfo.parallel_applier_statement(server))[0]
         if not serverinfo.parallel_applier_needs_stop(server, row):
             return []
+    on_stopping(running)
     stopped = []
     try:
         for channel in running:
@@ -241,12 +243,28 @@ def _sync_server_files(info: Dict[str, Any]) -> List[str]:
     return [str(x) for x in synced]
 
 
-def acquire(target: Target, settings: Settings, log: logging.Logger,
-            before_lock: Optional[Callable[[Target, Optional[str]], None]] = None) -> Locked:
-    """Connect, take the lock, record coordinates and make them durable. All or nothing.
+@dataclasses.dataclass
+class Prepared:
+    """A server made ready for locking: connected, checked, long statements gone, appliers stopped."""
 
-    before_lock(target, datadir) runs right before the lock statements, once the server
-    is known to be lockable: work done there costs no writer any waiting.
+    target: Target
+    conn: db.Connection
+    helper: db.Connection
+    server: Server
+    strategy: Strategy
+    info: Dict[str, Any]
+    warnings: List[str]
+    stopped: List[str]
+
+
+def prepare(target: Target, settings: Settings, log: logging.Logger,
+            on_stopping: Optional[Callable[[Target, List[str]], None]] = None) -> Prepared:
+    """Everything before the lock statements, none of which blocks a writer.
+
+    Several instances are all prepared first and then locked back to back, so no server
+    stays locked while another one waits for its long statements. on_stopping(target,
+    channels) runs before replica SQL threads are stopped, so that whoever must restart
+    them after a crash or a kill finds them on disk.
     """
     conn = connect(target, settings)
     helper: Optional[db.Connection] = None
@@ -265,14 +283,24 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
             log.warning("%s: %s", target.name, warning)
         helper = connect(target, settings)
         wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server, strategy.name, log)
-        stopped = _stop_replica(conn, server, settings, log)
-        if before_lock is not None:
-            before_lock(target, info.get("datadir"))
+        stopped = _stop_replica(conn, server, settings, log,
+                                lambda channels: on_stopping(target, channels) if on_stopping else None)
+        return Prepared(target, conn, helper, server, strategy, info, warnings, stopped)
+    except BaseException:
+        if helper is not None:
+            helper.close()
+        _abandon(conn, target, settings, server, stopped, log)
+        raise
 
+
+def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
+    """Take the lock, record coordinates and make them durable. All or nothing."""
+    target, conn, server, strategy = prepared.target, prepared.conn, prepared.server, prepared.strategy
+    try:
         conn.set_timeout(settings.acquire_timeout + settings.connect_timeout + 5)
         started = time.monotonic()
         statement = ""
-        with Watchdog(helper, conn.thread_id, settings.acquire_timeout) as watchdog:
+        with Watchdog(prepared.helper, conn.thread_id, settings.acquire_timeout) as watchdog:
             try:
                 for statement in list(strategy.prepare) + list(strategy.lock):
                     conn.execute(statement)
@@ -298,7 +326,8 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
             replica = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server))) or None
         except db.DbError:
             replica = None
-        _flush_innodb_log(conn, server, info, warnings, log)
+        info = prepared.info
+        _flush_innodb_log(conn, server, info, prepared.warnings, log)
         if target.is_local:
             _sync_server_files(info)
         position = dict(coordinates)
@@ -309,19 +338,24 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
             "lock": strategy.name,
             "locked_at": state.utc_now(),
             "replica": replica,
-            "replica_stopped": bool(stopped),
+            "replica_stopped": bool(prepared.stopped),
             "durability": {"innodb_flush_log_at_trx_commit": _int(info.get("innodb_flush_log_at_trx_commit")),
                            "sync_binlog": _int(info.get("sync_binlog"))},
             "datadir": info.get("datadir"),
         })
-        return Locked(target, conn, server, strategy, position, stopped, (locked - started) * 1000.0,
-                      locked, warnings)
+        return Locked(target, conn, server, strategy, position, prepared.stopped, (locked - started) * 1000.0,
+                      locked, prepared.warnings)
     except BaseException:
-        _abandon(conn, target, settings, server, stopped, log)
+        _abandon(conn, target, settings, server, prepared.stopped, log)
         raise
     finally:
-        if helper is not None:
-            helper.close()
+        prepared.helper.close()
+
+
+def abandon(prepared: Prepared, settings: Settings, log: logging.Logger) -> None:
+    """Give up a prepared server that will not be locked (another instance failed)."""
+    prepared.helper.close()
+    _abandon(prepared.conn, prepared.target, settings, prepared.server, prepared.stopped, log)
 
 
 def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],
@@ -398,14 +432,32 @@ def restart_replica_fresh(target: Target, settings: Settings, server: Optional[S
         conn.close()
 
 
+def session_closed(locked: Locked) -> bool:
+    """Has the server closed this idle lock session? (Nothing is ever sent to it unasked.)"""
+    try:
+        return bool(select.select([locked.conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 def release(locked: Locked, settings: Settings, log: logging.Logger) -> Optional[str]:
-    """Unlock and close (restarting replicas is the caller's next step). Returns a problem, or None."""
+    """Unlock and close (restarting replicas is the caller's next step). Returns a problem, or None.
+
+    A session found gone while unlocking means the lock did not last: locked.lost says so.
+    The unlock is bounded by connect-timeout: a server frozen solid gets its session
+    abandoned rather than a holder that never answers thaw.
+    """
     problem = None
     if locked.lost is None:
         try:
-            locked.conn.set_timeout(settings.connect_timeout + 10)
+            locked.conn.set_timeout(settings.connect_timeout)
             locked.conn.execute(locked.strategy.unlock)
         except db.DbError as exc:
-            problem = "unlock failed (%s); closing the session released the lock" % exc.message
+            if exc.errno in db.LOST_ERRORS:
+                locked.lost = ("the session was gone or did not answer when unlocking (%s), so the lock may "
+                               "have ended before thaw" % exc.message)
+                log.error("%s: lock LOST: %s", locked.target.name, locked.lost)
+            else:
+                problem = "unlock failed (%s); closing the session released the lock" % exc.message
     locked.conn.close()
     return problem

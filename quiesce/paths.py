@@ -16,6 +16,8 @@ LOCK_NAME = "lock"
 SOCKET_NAME = "holder.sock"
 STATE_NAME = "state.json"
 RESULT_NAME = "result.json"
+# Replica SQL threads a holder stopped, written before it stops them.
+REPLICAS_NAME = "replicas.json"
 
 # What the packages' register-hooks script created ("link PATH" / "dir PATH" lines).
 HOOK_RECORD = STATE_DIR + "/hooks"

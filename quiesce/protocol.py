@@ -76,8 +76,17 @@ def peer_uid(conn: socket.socket) -> int:
 
 
 def recv_line(conn: socket.socket, timeout: float) -> bytes | None:
-    conn.settimeout(timeout)
-    return _read_line(lambda: conn.recv(65536))
+    """One line within timeout overall: a peer that sends a byte at a time cannot stretch it."""
+    deadline = time.monotonic() + timeout
+
+    def chunk() -> bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("timed out")
+        conn.settimeout(remaining)
+        return conn.recv(65536)
+
+    return _read_line(chunk)
 
 
 def request(socket_path: str, message: dict[str, object], timeout: float) -> dict[str, object]:

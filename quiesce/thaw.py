@@ -12,7 +12,6 @@ from . import protocol, recovery, state
 from .config import Settings
 from .errors import LockLost, StateError
 
-THAW_TIMEOUT = 30.0
 LOCK_WAIT = 60.0
 
 
@@ -41,10 +40,52 @@ def _report_result(result: dict[str, object], fresh: bool) -> int:
     return 0
 
 
-def _kill_holder(current: dict[str, object]) -> None:
-    if state.holder_alive(current):
-        # Killing the holder closes its sessions; the server then drops the lock.
+def thaw_timeout(settings: Settings) -> float:
+    """How long the holder may take to answer: a bounded unlock and replica restart per server."""
+    return 10.0 + 3 * settings.connect_timeout * len(settings.targets)
+
+
+def _kill_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str, object], why: str) -> int:
+    """The holder is alive but does not answer: end it the hard way, and say so honestly."""
+    # Killing the holder closes its sessions; the server then drops the lock.
+    try:
         os.kill(int(current["holder_pid"]), signal.SIGKILL)
+    except ProcessLookupError:
+        return _report_unacknowledged(files)  # it ended on its own meanwhile: nothing was killed
+    state.wait_holder_gone(current, 10.0)
+    recovery.restart_orphaned_replicas(settings, files)
+    state.remove(files.state)
+    state.remove(files.socket)
+    raise StateError("holder pid %s did not answer (%s); it was killed, which released the lock; whether the "
+                     "lock lasted until now is unknown" % (current.get("holder_pid"), why))
+
+
+def _ask_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str, object]) -> int:
+    try:
+        reply = protocol.request(files.socket, {"cmd": protocol.THAW}, thaw_timeout(settings))
+    except (ConnectionRefusedError, FileNotFoundError):
+        # It closed its socket: it is finishing on its own (deadline, filesystem thaw, signal)
+        # and records its result before it drops state.json.
+        if state.wait_holder_gone(current, thaw_timeout(settings)):
+            return _report_unacknowledged(files)
+        return _kill_holder(settings, files, current, "it closed its socket but did not end")
+    except (OSError, ValueError, StateError) as exc:
+        if not state.holder_alive(current):
+            return _report_unacknowledged(files)
+        return _kill_holder(settings, files, current, str(exc))
+    if "outcome" not in reply:
+        raise StateError("holder answered %r" % reply)
+    return _report_result(reply, fresh=True)
+
+
+def _report_unacknowledged(files: state.RuntimeFiles) -> int:
+    result = files.read_result()
+    if result is None or result.get("acknowledged"):
+        _log().info("nothing is frozen; thaw has nothing to do")
+        return 0
+    result["acknowledged"] = True
+    state.write_json_atomic(files.result, result)
+    return _report_result(result, fresh=False)
 
 
 def run(settings: Settings) -> int:
@@ -54,25 +95,12 @@ def run(settings: Settings) -> int:
         return 0
     with files.exclusive(LOCK_WAIT, "thaw"):
         current = files.read_state()
-        if current is not None:
-            if state.holder_alive(current):
-                try:
-                    reply = protocol.request(files.socket, {"cmd": protocol.THAW}, THAW_TIMEOUT)
-                except (OSError, ValueError, StateError) as exc:
-                    _kill_holder(current)
-                    state.remove(files.state)
-                    raise StateError("holder pid %s did not answer (%s); it was killed, which released the lock; "
-                                     "whether the lock lasted until now is unknown"
-                                     % (current.get("holder_pid"), exc))
-                if "outcome" not in reply:
-                    raise StateError("holder answered %r" % reply)
-                return _report_result(reply, fresh=True)
-            return _report_result(recovery.adopt_dead_holder(settings, files, current, acknowledged=True),
-                                  fresh=True)
-        result = files.read_result()
-        if result is not None and not result.get("acknowledged"):
-            result["acknowledged"] = True
-            state.write_json_atomic(files.result, result)
-            return _report_result(result, fresh=False)
-    _log().info("nothing is frozen; thaw has nothing to do")
-    return 0
+        if current is None:
+            return _report_unacknowledged(files)
+        if state.holder_alive(current):
+            return _ask_holder(settings, files, current)
+        # Re-read: a holder that just ended on its own has removed state.json after its result.
+        if files.read_state() is None:
+            return _report_unacknowledged(files)
+        return _report_result(recovery.adopt_dead_holder(settings, files, current, acknowledged=True),
+                              fresh=True)
