@@ -319,14 +319,15 @@ def _open_connector(module, kwargs: Dict[str, Any], timeout: float, target: Targ
 def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool = False) -> Connection:
     """Connect, read the greeting and authenticate within `timeout` seconds in all.
 
-    Over a unix socket, only to one that root or the server's account owns (trust.py);
-    never hand the password over in clear text unless allow_cleartext.
+    Only to a unix socket or loopback port that root or the server's account serves
+    (trust.py); never hand the password over in clear text unless allow_cleartext.
     """
     name, module = _driver_module(driver)
     kwargs: Dict[str, Any] = {"user": target.user, "password": target.password or "",
                               "autocommit": True, "charset": "utf8mb4"}
     if target.host:
         kwargs.update(host=target.host, port=target.port)
+        trust.check_local_port(target.host, target.port)
     else:
         kwargs.update(unix_socket=target.socket)
         trust.check_socket_file(str(target.socket))

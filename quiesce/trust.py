@@ -4,15 +4,17 @@ A unix socket anyone could have created (a world-writable directory, a server th
 and its socket name free) would receive the configured password. quiesce talks only to a
 socket owned by root or by the server's account, in a directory nobody else can write to,
 and checks the process that listens on it once connected (SO_PEERCRED), which closes the
-gap between looking at the file and connecting to it.
+gap between looking at the file and connecting to it. A loopback TCP port gets the same
+rule through the owner the kernel records for each listening socket (/proc/net/tcp*).
 """
 
+import ipaddress
 import os
 import pwd
 import socket
 import stat
 import struct
-from typing import FrozenSet, Tuple
+from typing import FrozenSet, Iterator, Tuple, Union
 
 from . import paths
 from .errors import ConnectError
@@ -107,3 +109,50 @@ def check_peer(sock: socket.socket, path: str) -> None:
         raise ConnectError("the server on socket %s runs as %s, not as root or the server's account; refusing "
                            "to send credentials to it; fix: make sure the server runs and socket names its socket"
                            % (path, _user_name(uid)))
+
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _decode_address(text: str) -> Address:
+    # The kernel prints each 32-bit word of the address in host byte order.
+    words = [int(text[i:i + 8], 16) for i in range(0, len(text), 8)]
+    return ipaddress.ip_address(b"".join(struct.pack("=I", word) for word in words))
+
+
+def _listeners(port: int) -> Iterator[Tuple[Address, int]]:
+    """(local address, owner uid) of every listening TCP socket on port."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                lines = handle.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:
+                yield _decode_address(address), int(fields[7])
+
+
+def check_local_port(host: str, port: int) -> None:
+    """Refuse a loopback port another user listens on: while the server is down, anyone can."""
+    if not _is_loopback(host):
+        return
+    uids = trusted_ids()[0]
+    for address, uid in _listeners(port):
+        mapped = getattr(address, "ipv4_mapped", None)
+        if (address.is_loopback or address.is_unspecified or (mapped and mapped.is_loopback)) \
+                and uid not in uids:
+            raise ConnectError("port %d on %s is served by a process running as %s, not as root or the server's "
+                               "account; refusing to send credentials to it; fix: make sure the server runs, or "
+                               "use its socket instead of host" % (port, host, _user_name(uid)))

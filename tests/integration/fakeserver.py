@@ -6,15 +6,20 @@ Modes:
   switch     greet (mysql_native_password), answer the client's login with an auth switch
              to --plugin (mysql_clear_password or dialog), then an access-denied error
 
-Everything a client sends is appended to --record, so a test can look for the password.
-Run as a script (`python3 fakeserver.py --socket PATH --mode MODE --record FILE`) to serve
-as another user under setpriv; prints "ready" once it listens. Serves until killed.
+Everything a client sends is appended to --record (- for standard output, after the
+"ready" line), so a test can look for the password.
+Run as a script (`python3 fakeserver.py --socket PATH|--port N --mode MODE --record FILE`)
+to serve as another user under setpriv; prints "ready" once it listens (on 127.0.0.1 with
+--port). Serves until killed.
 """
 
 import argparse
 import os
+import pwd
+import select
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -62,7 +67,8 @@ def _read_packet(conn: socket.socket, record) -> bytes:
 
 
 def _serve_one(conn: socket.socket, mode: str, plugin: str, record_path: str) -> None:
-    with conn, open(record_path, "ab") as record:
+    record_file = os.fdopen(os.dup(1), "ab") if record_path == "-" else open(record_path, "ab")
+    with conn, record_file as record:
         try:
             if mode == "silent":
                 while conn.recv(4096):
@@ -84,9 +90,10 @@ def _serve_one(conn: socket.socket, mode: str, plugin: str, record_path: str) ->
             pass
 
 
-def listen(path: str) -> socket.socket:
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
+def listen(address) -> socket.socket:
+    """address: a unix socket path, or a (host, port) pair."""
+    server = socket.socket(socket.AF_UNIX if isinstance(address, str) else socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(address)
     server.listen(16)
     return server
 
@@ -108,15 +115,32 @@ def start_thread(path: str, mode: str, record_path: str, plugin: str = "mysql_cl
     return server
 
 
+def start_as(user: str, *args: str) -> subprocess.Popen:
+    """Run this file as `user` (setpriv) with args; returns once it listens. Kill it when done."""
+    account = pwd.getpwnam(user)
+    server = subprocess.Popen(
+        ["setpriv", "--reuid=%d" % account.pw_uid, "--regid=%d" % account.pw_gid, "--clear-groups",
+         sys.executable, os.path.abspath(__file__), *args], stdout=subprocess.PIPE, cwd="/")
+    ready, _, _ = select.select([server.stdout], [], [], 10.0)
+    if not ready or server.stdout.readline().strip() != b"ready":
+        server.kill()
+        server.wait()
+        raise RuntimeError("the fake server did not start as %s" % user)
+    return server
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--socket", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket")
+    where.add_argument("--port", type=int)
     parser.add_argument("--mode", choices=("silent", "dribble", "switch"), required=True)
     parser.add_argument("--plugin", default="mysql_clear_password")
     parser.add_argument("--record", default=os.devnull)
     args = parser.parse_args()
-    open(args.record, "ab").close()
-    server = listen(args.socket)
+    if args.record != "-":
+        open(args.record, "ab").close()
+    server = listen(args.socket or ("127.0.0.1", args.port))
     print("ready", flush=True)
     serve(server, args.mode, args.record, args.plugin)
     return 0

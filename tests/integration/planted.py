@@ -16,16 +16,16 @@ import ctypes
 import json
 import os
 import pwd
-import select
 import subprocess
 import sys
 
 from quiesce import db
 from quiesce.config import Target
 
+import fakeserver
+
 SOCKET = "/tmp/mysql.sock"
 RECORD = "/tmp/received"
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def mount_private_tmp() -> None:
@@ -35,19 +35,6 @@ def mount_private_tmp() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, b"mode=1777") != 0:
         raise OSError(ctypes.get_errno(), "mount tmpfs on /tmp")
-
-
-def plant() -> subprocess.Popen:
-    nobody = pwd.getpwnam("nobody")
-    server = subprocess.Popen(
-        ["setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid, "--clear-groups",
-         sys.executable, os.path.join(HERE, "fakeserver.py"), "--socket", SOCKET, "--mode", "switch",
-         "--record", RECORD],
-        stdout=subprocess.PIPE, cwd="/")
-    ready, _, _ = select.select([server.stdout], [], [], 10.0)
-    if not ready or server.stdout.readline().strip() != b"ready":
-        raise SystemExit("planted.py: the fake server did not start")
-    return server
 
 
 def try_connect(driver: str, password: str) -> str:
@@ -78,7 +65,7 @@ def run_freeze(driver: str, password: str) -> dict:
 def main() -> None:
     driver, password = sys.argv[1], sys.argv[2]
     mount_private_tmp()
-    server = plant()
+    server = fakeserver.start_as("nobody", "--socket", SOCKET, "--mode", "switch", "--record", RECORD)
     result = {"owner": pwd.getpwuid(os.stat(SOCKET).st_uid).pw_name}
     result["planted"] = try_connect(driver, password)
     result["freeze"] = run_freeze(driver, password)

@@ -5,7 +5,8 @@ Every wait is bounded: connect + greeting + authentication within the connect ti
 mariadbd), each statement within set_timeout(), and abandon() never waits. Credentials go
 only to a socket root or the server's account runs: a fake server planted by `nobody`
 (private mount and pid namespaces, so the real /tmp is untouched) gets nothing, and no
-server gets the password in clear text unless allow_cleartext.
+server gets the password in clear text unless allow_cleartext; the same for a loopback
+port another user listens on.
 """
 
 import contextlib
@@ -24,6 +25,7 @@ from quiesce.config import Target
 from quiesce.errors import ConnectError
 
 from . import fakeserver
+from .mariadb import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -197,3 +199,19 @@ def test_socket_planted_by_an_unprivileged_user_gets_no_credentials(driver):
     assert result["chowned"].startswith("ConnectError: the server on socket /tmp/mysql.sock runs as nobody")
     assert result["received_bytes"] == 0 and not result["password_received"]
     assert SECRET not in json.dumps(result)
+
+
+def test_loopback_port_served_by_an_unprivileged_user_gets_no_credentials(driver):
+    # While the server is down, any user can listen on its port.
+    port = free_port()
+    server = fakeserver.start_as("nobody", "--port", str(port), "--mode", "switch", "--record", "-")
+    try:
+        target = Target(name="default", socket=None, host="127.0.0.1", port=port, user="root", password=SECRET,
+                        position_file=None)
+        with pytest.raises(ConnectError) as caught:
+            db.connect(target, driver, 5.0, allow_cleartext=True)
+    finally:
+        server.kill()
+        received = server.communicate(timeout=10)[0]
+    assert "port %d on 127.0.0.1" % port in str(caught.value) and "nobody" in str(caught.value)
+    assert received == b""

@@ -90,3 +90,20 @@ def test_symlink_is_judged_by_its_target(tmp_path, bound):
     link.symlink_to(bound)
     with pytest.raises(ConnectError, match="nobody"):
         trust.check_socket_file(str(link))
+
+
+@pytest.mark.parametrize("family, address", ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
+                                             (socket.AF_INET6, "::")))
+def test_listening_sockets_are_found_with_their_owner(family, address):
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        found = list(trust._listeners(port))
+        trust.check_local_port("127.0.0.1", port)
+    assert [(str(a), uid) for a, uid in found] == [(address, os.getuid())]
+
+
+def test_only_loopback_hosts_are_checked():
+    assert trust._is_loopback("localhost") and trust._is_loopback("127.0.0.2") and trust._is_loopback("::1")
+    assert not trust._is_loopback("db.example.com") and not trust._is_loopback("10.0.0.5")
