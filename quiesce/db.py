@@ -9,6 +9,7 @@ import math
 import os
 import socket
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 from . import trust
@@ -39,6 +40,9 @@ PRIVILEGE_ERRORS = {ER_SPECIFIC_ACCESS_DENIED, ER_TABLEACCESS_DENIED, ER_DBACCES
 INTERRUPTED_ERRORS = {ER_LOCK_WAIT_TIMEOUT, ER_QUERY_INTERRUPTED, ER_CONNECTION_KILLED}
 LOST_ERRORS = {CR_SERVER_GONE, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, ER_CONNECTION_KILLED,
                ER_SERVER_SHUTDOWN, ER_CLIENT_INTERACTION_TIMEOUT}
+
+# The longest wait handed to a driver: PyMySQL refuses more, sockets overflow far beyond.
+MAX_WAIT = 365 * 24 * 3600.0
 
 # Authentication plugins that put the password itself on the wire.
 CLEARTEXT_PLUGINS = ("mysql_clear_password", "dialog")
@@ -141,6 +145,8 @@ class Connection:
         Both drivers set the socket's timeout from their own settings before each read or
         write, so the bound has to be given to the driver, not to the socket.
         """
+        if seconds is not None:
+            seconds = min(seconds, MAX_WAIT)
         if self.driver == "pymysql":
             self._raw._read_timeout = seconds
             self._raw._write_timeout = seconds
@@ -323,6 +329,7 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
     (trust.py); never hand the password over in clear text unless allow_cleartext.
     """
     name, module = _driver_module(driver)
+    timeout = min(timeout, MAX_WAIT)
     kwargs: Dict[str, Any] = {"user": target.user, "password": target.password or "",
                               "autocommit": True, "charset": "utf8mb4"}
     if target.host:
@@ -333,6 +340,7 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
         trust.check_socket_file(str(target.socket))
     opener = _open_pymysql if name == "pymysql" else _open_connector
     raw, open_raw = opener(module, kwargs, timeout, target, allow_cleartext)
+    began = time.monotonic()
     deadline = _Deadline(timeout, lambda: _raw_socket(name, raw))
     too_slow = DbError(CR_SERVER_LOST, "no greeting and authentication from the server within %g s "
                                        "(connect-timeout)" % timeout)
@@ -345,7 +353,9 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
         error = exc if isinstance(exc, DbError) else _as_db_error(exc)
         if name == "mysql-connector" and "mysql_clear_password requires SSL" in error.message:
             raise ConnectError(_cleartext_refusal(target.address, "mysql-connector")) from None
-        raise (too_slow if deadline.expired else error) from None
+        # The driver's own per-read timeout may fire a moment before the deadline does.
+        out_of_time = deadline.expired or time.monotonic() - began >= timeout
+        raise (too_slow if out_of_time else error) from None
     finally:
         deadline.finish()
     if deadline.expired:
