@@ -5,6 +5,7 @@ distributions package only PyMySQL. Everything above this module sees Connection
 DbError, never a driver type.
 """
 
+import functools
 import math
 import os
 import socket
@@ -267,13 +268,11 @@ class _Deadline:
 class _RefuseCleartext:
     """PyMySQL auth-plugin handler: refuse to send the password in clear text."""
 
-    address = "the server"
-
-    def __init__(self, connection: Any):
-        self._connection = connection
+    def __init__(self, connection: Any, address: str):
+        self._address = address
 
     def authenticate(self, packet: Any) -> Any:
-        raise ConnectError(_cleartext_refusal(self.address, "pymysql"))
+        raise ConnectError(_cleartext_refusal(self._address, "pymysql"))
 
 
 def _cleartext_refusal(address: str, driver: str) -> str:
@@ -302,7 +301,8 @@ def _check_peer_first(raw: Any, read_greeting: str, driver: str, path: str) -> N
 def _open_pymysql(module, kwargs: Dict[str, Any], timeout: float, target: Target, allow_cleartext: bool):
     plugin_map: Dict[Any, Any] = {}
     if not allow_cleartext:
-        refuse = type("RefuseCleartext", (_RefuseCleartext,), {"address": target.address})
+        # PyMySQL builds the handler as plugin_map[name](connection).
+        refuse = functools.partial(_RefuseCleartext, address=target.address)
         plugin_map = {name: refuse for name in CLEARTEXT_PLUGINS}
     raw = module.connections.Connection(
         connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout, local_infile=False,
@@ -339,7 +339,10 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
         kwargs.update(unix_socket=target.socket)
         trust.check_socket_file(str(target.socket))
     opener = _open_pymysql if name == "pymysql" else _open_connector
-    raw, open_raw = opener(module, kwargs, timeout, target, allow_cleartext)
+    try:
+        raw, open_raw = opener(module, kwargs, timeout, target, allow_cleartext)
+    except Exception as exc:  # a setting the driver rejects
+        raise _as_db_error(exc) from None
     began = time.monotonic()
     deadline = _Deadline(timeout, lambda: _raw_socket(name, raw))
     too_slow = DbError(CR_SERVER_LOST, "no greeting and authentication from the server within %g s "
