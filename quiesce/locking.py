@@ -59,7 +59,8 @@ class Locked:
 
 def connect(target: Target, settings: Settings) -> db.Connection:
     try:
-        return db.connect(target, settings.driver, settings.connect_timeout)
+        return db.connect(target, settings.driver, settings.connect_timeout,
+                          getattr(settings, "allow_cleartext_auth", False))
     except db.DbError as exc:
         error = _connect_error(target, exc)
         if target.name != "default":

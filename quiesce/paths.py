@@ -37,12 +37,12 @@ LEGACY_HOOKS = (
     ("vmware-tools (legacy post-thaw)", "/usr/sbin/post-thaw-script"),
 )
 
-# Where distributions put the server socket, most common first.
+# Where distributions put the server socket, most common first. Never a directory every
+# user can write to (/tmp): whoever creates the socket there first gets the password.
 DEFAULT_SOCKETS = (
     "/run/mysqld/mysqld.sock",
     "/var/run/mysqld/mysqld.sock",
     "/var/lib/mysql/mysql.sock",
-    "/tmp/mysql.sock",
 )
 SERVER_PROCESS_NAMES = ("mariadbd", "mysqld")
 
