@@ -454,11 +454,15 @@ def release(locked: Locked, settings: Settings, log: logging.Logger) -> Optional
             locked.conn.set_timeout(settings.connect_timeout)
             locked.conn.execute(locked.strategy.unlock)
         except db.DbError as exc:
-            if exc.errno in db.LOST_ERRORS:
+            if not db.is_lost(exc):
+                problem = "unlock failed (%s); closing the session released the lock" % exc.message
+            else:
                 locked.lost = ("the session was gone or did not answer when unlocking (%s), so the lock may "
                                "have ended before thaw" % exc.message)
                 log.error("%s: lock LOST: %s", locked.target.name, locked.lost)
-            else:
-                problem = "unlock failed (%s); closing the session released the lock" % exc.message
-    locked.conn.close()
+    if locked.lost is None:
+        locked.conn.close()
+    else:
+        # Saying goodbye to a server that may be frozen solid could block: just drop the socket.
+        locked.conn.abandon()
     return problem
