@@ -92,8 +92,10 @@ def test_internal_error_traceback_is_recorded_at_error(tmp_path, syslog, capsys,
     ["--instance", '{"name": "../../../etc/evil"}', "freeze"],
     ["--instance", '{"name": "a", "password": ["x"]}', "freeze"],
 ])
-def test_bad_instances_are_one_line_exit_2(syslog, capsys, argv):
-    assert cli.main(argv) == 2
+def test_bad_instances_are_one_line_exit_2(tmp_path, syslog, capsys, argv):
+    # Private paths: should the instance be accepted, the freeze touches nothing shared.
+    private = ["--runtime-dir", str(tmp_path / "run"), "--socket", str(tmp_path / "none.sock")]
+    assert cli.main(private + argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("quiesce: error: ") and err.count("\n") == 1
 

@@ -283,6 +283,14 @@ def test_errors_never_repeat_the_value(tmp_path, argv, env, conf):
     assert "S3CRETV" not in config_error(argv, env)
 
 
+def test_list_looking_values_are_plain_strings_never_echoed(tmp_path):
+    conf = write(tmp_path, "password = [S3CRETV, x]\n")
+    assert config.parse(["--config", conf, "freeze"], env={}).targets[0].password == "[S3CRETV, x]"
+    conf = write(tmp_path, "password = [S3CRETV, x]\nsocket = [/a, /b]\n")
+    message = config_error(["--config", conf, "freeze"])
+    assert "socket must be an absolute path" in message and "S3CRETV" not in message
+
+
 # --- files: owner and mode of what is read ----------------------------------------------
 
 def test_config_file_owned_by_another_user_is_refused(tmp_path):
