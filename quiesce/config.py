@@ -392,8 +392,8 @@ def _file_keys(parser: _Parser) -> dict[str, argparse.Action]:
     return keys
 
 
-def _config_path(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str | None, bool]:
-    """(path, explicit): --config/-c, else QUIESCE_CONFIG, else the default if it exists."""
+def _config_path(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, bool]:
+    """(path, explicit): --config/-c, else QUIESCE_CONFIG, else the default (which may be absent)."""
     finder = _ConfigOption(add_help=False, allow_abbrev=False)
     finder.add_argument("-c", "--config")
     given = finder.parse_known_args(list(argv))[0].config or env.get("QUIESCE_CONFIG") or None
@@ -563,8 +563,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
 
     if ns.acquire_timeout >= ns.lock_timeout:
-        raise ConfigError("acquire-timeout (%g) must be shorter than lock-timeout (%g)"
-                          % (ns.acquire_timeout, ns.lock_timeout))
+        raise ConfigError("acquire-timeout must be shorter than lock-timeout")
 
     if ns.instance:
         specs = [_instance_text(text, "--instance") for text in ns.instance]
