@@ -362,9 +362,9 @@ def main(settings_fd: int, ready_fd: int) -> None:
         os._exit(int(exit_code_for(exc)))
     summary = [dict(i.position, wait_ms=round(i.wait_ms, 1), warnings=i.warnings) for i in holder.locked]
     for item in holder.locked:
-        log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s", item.target.name, item.server.label,
+        log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s; %s", item.target.name, item.server.label,
                  item.strategy.name, item.wait_ms, item.position["binlog_file"], item.position["binlog_position"],
-                 item.position["gtid"])
+                 item.position["gtid"], protocol.describe_timings(item.timings_ms))
     gate.hold()
     if not _report(ready_fd, {"status": "locked", "instances": summary}):
         # The freeze command is gone (killed by its caller's timeout): nobody will thaw us.

@@ -5,7 +5,6 @@ and by a watchdog that KILLs the pending lock statement from a second connection
 writer waits behind it longer than acquire-timeout.
 """
 
-import ctypes
 import dataclasses
 import logging
 import math
@@ -14,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import db, serverinfo, state
+from . import db, durable, serverinfo, state
 from .config import Settings, Target
 from .errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning
 from .serverinfo import BACKUP_STAGE, FTWRL, Server
@@ -54,6 +53,8 @@ class Locked:
     locked_monotonic: float
     warnings: List[str] = dataclasses.field(default_factory=list)
     lost: Optional[str] = None
+    # drain (before the lock), acquire, then under the lock: coordinates, flush, sync, under_lock.
+    timings_ms: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def connect(target: Target, settings: Settings) -> db.Connection:
@@ -217,30 +218,6 @@ def start_replica(conn: db.Connection, server: Server, channels: Sequence[str], 
         log.info("restarted replica SQL thread(s): %s", ", ".join(repr(c) for c in channels))
 
 
-def _syncfs(path: str) -> None:
-    """Make everything the server wrote to this filesystem durable (not only our own files)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
-            os.sync()
-    except (AttributeError, OSError):
-        os.sync()
-    finally:
-        os.close(fd)
-
-
-def _sync_server_files(info: Dict[str, Any]) -> List[str]:
-    synced = []
-    for path in (info.get("datadir"), os.path.dirname(str(info.get("log_bin_basename") or ""))):
-        if path and os.path.isdir(path):
-            key = os.stat(path).st_dev
-            if key not in synced:
-                _syncfs(path)
-                synced.append(key)
-    return [str(x) for x in synced]
-
-
 def acquire(target: Target, settings: Settings, log: logging.Logger,
             before_lock: Optional[Callable[[Target, Optional[str]], None]] = None) -> Locked:
     """Connect, take the lock, record coordinates and make them durable. All or nothing.
@@ -268,6 +245,7 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
         stopped = _stop_replica(conn, server, settings, log)
         if before_lock is not None:
             before_lock(target, info.get("datadir"))
+        drained = durable.prepare(info) if target.is_local else None
 
         conn.set_timeout(settings.acquire_timeout + settings.connect_timeout + 5)
         started = time.monotonic()
@@ -281,6 +259,7 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
             else:
                 failure = None
         locked = time.monotonic()
+        locked_wall = time.time()
         if watchdog.fired or (failure and failure.errno in db.INTERRUPTED_ERRORS):
             raise LockTimeout("%s could not lock %s within acquire-timeout=%g s (%s was waiting for "
                               "running statements); nothing stays locked; fix: retry when the server is "
@@ -298,16 +277,26 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
             replica = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server))) or None
         except db.DbError:
             replica = None
+        coordinated = time.monotonic()
         _flush_innodb_log(conn, server, info, warnings, log)
-        if target.is_local:
-            _sync_server_files(info)
+        flushed = time.monotonic()
+        synced = durable.sync(drained, settings.acquire_timeout) if drained is not None else None
+        if synced is not None and (not synced.complete or synced.problems):
+            warnings.append(_sync_warning(synced, settings))
+            log.warning("%s: %s", target.name, warnings[-1])
+        done = time.monotonic()
+        timings = {"drain": drained.ms if drained is not None else 0.0, "acquire": (locked - started) * 1000.0,
+                   "coordinates": (coordinated - locked) * 1000.0, "flush": (flushed - coordinated) * 1000.0,
+                   "sync": (done - flushed) * 1000.0, "under_lock": (done - locked) * 1000.0}
+        timings = {k: round(v, 1) for k, v in timings.items()}
         position = dict(coordinates)
         position.update({
             "instance": target.name,
             "server_version": server.version_string,
             "flavour": server.flavour,
             "lock": strategy.name,
-            "locked_at": state.utc_now(),
+            "locked_at": state.utc_at(locked_wall),
+            "timings_ms": timings,
             "replica": replica,
             "replica_stopped": bool(stopped),
             "durability": {"innodb_flush_log_at_trx_commit": _int(info.get("innodb_flush_log_at_trx_commit")),
@@ -315,13 +304,21 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
             "datadir": info.get("datadir"),
         })
         return Locked(target, conn, server, strategy, position, stopped, (locked - started) * 1000.0,
-                      locked, warnings)
+                      locked, warnings, timings_ms=timings)
     except BaseException:
         _abandon(conn, target, settings, server, stopped, log)
         raise
     finally:
         if helper is not None:
             helper.close()
+
+
+def _sync_warning(synced: durable.Synced, settings: Settings) -> str:
+    if not synced.complete:
+        return ("the server's files were not all durable within %g s under the lock (slow storage); a snapshot "
+                "taken without a filesystem freeze may miss the last commits; fix: raise acquire-timeout or "
+                "use an agent that freezes the filesystems" % settings.acquire_timeout)
+    return "could not sync some of the server's files: %s" % "; ".join(synced.problems)
 
 
 def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],
