@@ -43,7 +43,7 @@ from bench.activity import LongStatement, Mix  # noqa: E402
 from bench.common import (MariaDB, QuiesceEnv, Writers, ack_times, byte_compile_product, driver_available,  # noqa: E402
                           first_ack_after, gap_spanning, install_signal_handlers, iso_to_mono,
                           longest_stall, machine_line, median, p90, product_revision, read_json,
-                          render_markdown, render_table, run_quiesce, server_version_short)
+                          render_markdown, render_table, run_quiesce, server_version_short, wait_result)
 
 DRIVERS = ("mysql-connector", "pymysql")
 METHODS = ("ftwrl", "backup-stage")
@@ -115,7 +115,7 @@ def lock_cycle(env: QuiesceEnv, hold: float, settle: float,
     else:
         time.sleep(hold)
     thaw = run_quiesce(env, "thaw")
-    result = read_json(os.path.join(env.runtime_dir, "result.json")) or {}
+    result = wait_result(env, state.get("holder_pid"), timeout=2.0)
     cycle.update(thaw_rc=thaw.rc, thaw_began=thaw.began, thaw_ended=thaw.ended,
                  held_ms=result.get("held_ms"), outcome=result.get("outcome"),
                  probe_fired=any(p.get("fired") for p in result.get("fs_probes") or []))
