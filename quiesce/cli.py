@@ -19,14 +19,14 @@ def _log():
     return log.get()
 
 
-def _dispatch(action: str, settings: config.Settings) -> int:
+def _dispatch(action: str, settings: config.Settings, early_thaw=None) -> int:
     # Imports stay inside the branches: thaw must not load the database driver.
     if action == "freeze":
         from . import freeze
         return freeze.run(settings)
     if action in ("thaw", "freezeFail"):
         from . import thaw
-        return thaw.run(settings)
+        return thaw.run(settings, early_thaw)
     if action == "status":
         from . import status
         return status.run(settings)
@@ -36,15 +36,18 @@ def _dispatch(action: str, settings: config.Settings) -> int:
     raise ConfigError("unknown command %r" % action)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, early_thaw=None) -> int:
+    """early_thaw: the holder's answer to a hook's thaw sent before this (fastthaw.Answer)."""
     try:
         settings = config.parse(argv)
     except QuiesceError as exc:
         print("quiesce: error: %s" % exc, file=sys.stderr)
+        if early_thaw is not None:
+            print("quiesce: %s" % early_thaw.describe(), file=sys.stderr)
         return int(exc.exit_code)
     action = settings.hook_action or settings.command
     try:
-        return _dispatch(action, settings)
+        return _dispatch(action, settings, early_thaw)
     except QuiesceError as exc:
         log = _log()
         if action == "freezeFail":

@@ -11,8 +11,8 @@ import signal
 from . import protocol, recovery, state
 from .config import Settings
 from .errors import LockLost, StateError
+from .fastthaw import REPLY_TIMEOUT as THAW_TIMEOUT, Answer
 
-THAW_TIMEOUT = 30.0
 LOCK_WAIT = 60.0
 
 
@@ -47,7 +47,20 @@ def _kill_holder(current: dict[str, object]) -> None:
         os.kill(int(current["holder_pid"]), signal.SIGKILL)
 
 
-def run(settings: Settings) -> int:
+def _early_reply(answer: Answer) -> int:
+    try:
+        reply = protocol.decode(answer.reply or b"")
+    except ValueError:
+        reply = {}
+    if "outcome" not in reply:
+        raise StateError("holder pid %s answered %r" % (answer.holder_pid, answer.reply))
+    return _report_result(reply, fresh=True)
+
+
+def run(settings: Settings, early: Answer | None = None) -> int:
+    """early: what the holder answered to the hook's fast path (fastthaw), if it asked."""
+    if early is not None and early.reply is not None:
+        return _early_reply(early)
     files = state.RuntimeFiles(settings.runtime_dir)
     if not state.ensure_runtime_dir(settings.runtime_dir, create=False):
         _log().info("nothing is frozen (no %s)", settings.runtime_dir)
@@ -57,6 +70,9 @@ def run(settings: Settings) -> int:
         if current is not None:
             if state.holder_alive(current):
                 try:
+                    if early is not None and early.holder_pid == current.get("holder_pid"):
+                        # It already had its THAW_TIMEOUT: asking again would double the wait.
+                        raise StateError(early.problem)
                     reply = protocol.request(files.socket, {"cmd": protocol.THAW}, THAW_TIMEOUT)
                 except (OSError, ValueError, StateError) as exc:
                     _kill_holder(current)
