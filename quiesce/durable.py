@@ -204,21 +204,27 @@ def _syncfs(path: str) -> None:
         os.close(fd)
 
 
-def _bounded(work, limit: float, name: str) -> bool:
+def _bounded(work, limit: float, name: str, problems: List[str]) -> bool:
     """Run work() in a daemon thread; True if it finished within limit seconds.
 
     A sync cannot be interrupted: one that overruns goes on by itself and is reported.
+    An unexpected error is added to problems (and the work counts as not done).
     """
     done = threading.Event()
+    failed: List[str] = []
 
     def run() -> None:
         try:
             work()
+        except Exception as exc:  # reported by the caller; a thread has nobody else to tell
+            failed.append("%s: %s" % (type(exc).__name__, exc))
         finally:
             done.set()
 
     threading.Thread(target=run, name=name, daemon=True).start()
-    return done.wait(limit)
+    finished = done.wait(limit)
+    problems.extend(failed)
+    return finished and not failed
 
 
 def drain(files: ServerFiles, limit: float = DRAIN_LIMIT) -> Drained:
@@ -241,7 +247,7 @@ def drain(files: ServerFiles, limit: float = DRAIN_LIMIT) -> Drained:
                 continue        # that filesystem's files are all synced under the lock
             synced.append(device)
 
-    complete = _bounded(work, limit, "quiesce-drain") if by_device else True
+    complete = _bounded(work, limit, "quiesce-drain", []) if by_device else True
     devices = frozenset(synced) if complete else frozenset()
     return Drained(files, began + offset - STAMP_MARGIN if complete else None, offset, devices,
                    (time.monotonic() - began) * 1000.0)
@@ -339,6 +345,6 @@ def sync(drained: Drained, limit: float) -> Synced:
         for directory in changed_dirs:
             attempt(directory, directory=True)
 
-    complete = _bounded(work, limit, "quiesce-sync") if files.directories else True
+    complete = _bounded(work, limit, "quiesce-sync", problems) if files.directories else True
     return Synced(len(done["files"]), len(done["directories"]), len(done["scanned"]), complete, tuple(problems[:5]),
                   (time.monotonic() - began) * 1000.0)

@@ -314,11 +314,12 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
 
 
 def _sync_warning(synced: durable.Synced, settings: Settings) -> str:
-    if not synced.complete:
+    if not synced.complete and not synced.problems:
         return ("the server's files were not all durable within %g s under the lock (slow storage); a snapshot "
                 "taken without a filesystem freeze may miss the last commits; fix: raise acquire-timeout or "
                 "use an agent that freezes the filesystems" % settings.acquire_timeout)
-    return "could not sync some of the server's files: %s" % "; ".join(synced.problems)
+    return ("could not sync some of the server's files (%s); a snapshot taken without a filesystem freeze may "
+            "miss the last commits written to them" % "; ".join(synced.problems))
 
 
 def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],

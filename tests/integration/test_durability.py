@@ -28,6 +28,8 @@ import time
 import pymysql
 import pytest
 
+from quiesce import durable, serverinfo
+
 from .load import table_rows
 from .mariadb import MariaDB
 from .prodhelpers import (PowerCutDisk, ProbeWriters, check_tables, gtid_seq, innodb_lsns, unclean,
@@ -221,6 +223,19 @@ def test_lock_does_not_wait_for_unrelated_dirty_data(request):
     under_lock = device.between(locked, locked + timings["under_lock"] / 1000.0)
     assert under_lock < unrelated // 8, \
         "%d MB written while locked (timings %s)" % (under_lock >> 20, timings)
+
+
+def test_server_files_of_a_running_server(mariadb):
+    """The server's own files: its directories from its variables, its open files from /proc."""
+    info = mariadb.query(serverinfo.DURABILITY_STATEMENT, as_dict=True)[0]
+    found = durable.server_files(info)
+    datadir = os.path.realpath(mariadb.datadir)
+    assert found.directories[0] == datadir and found.datadir == datadir
+    assert found.pids == (mariadb.pid,)
+    names = {os.path.relpath(f, datadir) for f in found.open_files}
+    assert {"ib_logfile0", "ibdata1", "binlog.000001", "binlog.index", "aria_log_control"} <= names, names
+    # Temporary files (tmpdir, deleted) never count; the error log, open too, is synced when written.
+    assert not [f for f in found.open_files if f.startswith(str(info["tmpdir"]))], found.open_files
 
 
 def test_relaxed_settings_are_warned_about(mariadb, quiesce_env):
