@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from . import config, log as logsetup, paths, protocol, state
+from . import config, durable, log as logsetup, paths, protocol, state
 from .config import Settings
 from .errors import Exit, QuiesceError, ServerNotRunning, StateError, exit_code_for
 
@@ -26,7 +26,9 @@ SPAWN_MARGIN = 15.0
 
 
 def spawn_timeout(settings: Settings) -> float:
-    per_target = 2 * settings.connect_timeout + settings.long_query_wait + settings.acquire_timeout + 30
+    # acquire-timeout twice: the lock attempt, then syncing the server's files under the lock.
+    per_target = (2 * settings.connect_timeout + settings.long_query_wait + 2 * settings.acquire_timeout
+                  + durable.DRAIN_LIMIT + 30)
     return per_target * len(settings.targets) + SPAWN_MARGIN
 
 
