@@ -1,9 +1,17 @@
 """durable: which of the server's files are synced under the lock, on real files in tmp_path."""
 
 import os
+import re
 import time
 
-from quiesce import durable
+from quiesce import durable, serverinfo
+
+# System variables that MySQL 5.7, 8.0 and 8.4 and MariaDB 10.4 and later all have (their
+# manuals' variable lists). MariaDB's aria_log_dir_path or MySQL-only names must not go
+# into DURABILITY_STATEMENT: an unknown variable fails the statement, and with it freeze.
+EVERY_SERVER_HAS = {"innodb_flush_log_at_trx_commit", "sync_binlog", "log_bin", "datadir", "log_bin_basename",
+                    "log_bin_index", "relay_log_index", "innodb_data_home_dir", "innodb_log_group_home_dir",
+                    "innodb_undo_directory", "tmpdir"}
 
 
 def _tree(tmp_path):
@@ -99,3 +107,8 @@ def test_bounded_work_reports_overruns_and_errors():
     assert durable._bounded(broken, 5.0, "test-broken", problems) is False
     assert problems == ["ValueError: boom"]
     assert durable._bounded(lambda: None, 5.0, "test-fine", problems) is True
+
+
+def test_durability_statement_names_only_variables_every_server_has():
+    names = set(re.findall(r"@@GLOBAL\.(\w+)", serverinfo.DURABILITY_STATEMENT))
+    assert names and names <= EVERY_SERVER_HAS, names - EVERY_SERVER_HAS
