@@ -706,8 +706,8 @@ def section_e(plan: Plan) -> Dict[str, Any]:
             d.update({k + "_ms": t.get(k) for k in ("drain", "acquire", "under_lock", "sync", "flush")})
             d["dirty_mb"] = c["dirty_kb"] / 1024.0 if c.get("dirty_kb") is not None else None
             derived.append(d)
-        keys = ("freeze_ms", "drain_ms", "acquire_ms", "under_lock_ms", "sync_ms", "flush_ms", "extra_blocked_ms",
-                "thaw_ms", "dirty_mb")
+        keys = ("freeze_ms", "drain_ms", "acquire_ms", "under_lock_ms", "sync_ms", "flush_ms", "lock_to_return_ms",
+                "extra_blocked_ms", "thaw_ms", "dirty_mb")
         rows.append({"variant": label, "size_mb": size // MIB, "cycles": len(cycles),
                      "errors": [c["error"] for c in cycles if c.get("error")],
                      "median": {k: median(d.get(k) for d in derived) for k in keys},
@@ -717,7 +717,7 @@ def section_e(plan: Plan) -> Dict[str, Any]:
 
 
 HEAD_E = ["unrelated dirty data", "cycles", "Dirty at freeze (MB)", "freeze", "drain (before lock)",
-          "lock wait", "under the lock", "of which sync", "extra blocked", "targets"]
+          "lock wait", "under the lock", "of which sync", "lock->freeze returns", "extra blocked", "targets"]
 
 
 def targets_e(row: Dict[str, Any]) -> Dict[str, Optional[bool]]:
@@ -733,7 +733,8 @@ def table_e(data: Dict[str, Any]) -> List[List[str]]:
         m = lambda key: [d.get(key) for d in row["raw"]]  # noqa: E731
         rows.append(["%d MB, %s" % (row["size_mb"], row["variant"]), str(row["cycles"]), fmt(row["median"]["dirty_mb"]),
                      med_p90(m("freeze_ms")), med_p90(m("drain_ms")), med_p90(m("acquire_ms"), 1),
-                     med_p90(m("under_lock_ms"), 1), med_p90(m("sync_ms"), 1), med_p90(m("extra_blocked_ms")),
+                     med_p90(m("under_lock_ms"), 1), med_p90(m("sync_ms"), 1), med_p90(m("lock_to_return_ms")),
+                     med_p90(m("extra_blocked_ms")),
                      ", ".join("%s %s" % (k, mark(v)) for k, v in targets_e(row).items())])
     return rows
 
@@ -963,7 +964,8 @@ def render(results: Dict[str, Any], markdown: bool = False) -> str:
                          "installed; slow disk: %s on the loop device. Median (p90) in ms." % (e["writers"], e["hold_ms"], e["throttle"])))
             if not markdown:
                 out.append("   'drain' = syncfs() before the lock (writers not blocked); 'under the lock' = from the lock")
-                out.append("   to the holder's position being ready (coordinates, InnoDB log flush, syncing the server's files).")
+                out.append("   to the holder's position being ready (coordinates, InnoDB log flush, syncing the server's files);")
+                out.append("   'lock->freeze returns' adds writing the position and state files and reporting to freeze.")
             out.append("")
             out.append(table(HEAD_E, table_e(e)))
             out.extend(problems_lines([x for r in e["rows"] for x in r["errors"]]))
