@@ -20,14 +20,14 @@ def _log():
     return log.get()
 
 
-def _dispatch(action: str, settings: config.Settings) -> int:
+def _dispatch(action: str, settings: config.Settings, early_thaw=None) -> int:
     # Imports stay inside the branches: thaw must not load the database driver.
     if action == "freeze":
         from . import freeze
         return freeze.run(settings)
     if action in ("thaw", "freezeFail"):
         from . import thaw
-        return thaw.run(settings)
+        return thaw.run(settings, early_thaw)
     if action == "status":
         from . import status
         return status.run(settings)
@@ -49,10 +49,13 @@ def _check_access(settings: config.Settings) -> None:
         raise ConfigError(_not_root_message(settings, settings.runtime_dir))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, early_thaw=None) -> int:
+    """early_thaw: the holder's answer to a hook's thaw sent before this (fastthaw.Answer)."""
     try:
         settings = config.parse(argv)
     except QuiesceError as exc:
+        if early_thaw is not None:
+            _log().error("%s", early_thaw.describe())
         if config.requested_action(argv) == "freezeFail":
             _log().error("error: %s (freezeFail always succeeds)", exc)
             return int(Exit.OK)
@@ -61,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     action = settings.hook_action or settings.command
     try:
         _check_access(settings)
-        return _dispatch(action, settings)
+        return _dispatch(action, settings, early_thaw)
     except QuiesceError as exc:
         log = _log()
         if action == "freezeFail":

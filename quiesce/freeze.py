@@ -1,6 +1,6 @@
 """quiesce freeze: start a holder and return once it holds every lock."""
 
-from . import holder, log as logsetup, recovery, state
+from . import holder, log as logsetup, protocol, recovery, state
 from .config import Settings
 from .errors import Busy, error_for_code
 
@@ -32,7 +32,7 @@ def run(settings: Settings) -> int:
             log.warning("%s: %s", item["instance"], warning)
         position = item.get("binlog_file")
         where = "%s:%s" % (position, item.get("binlog_position")) if position else "binary log off"
-        log.info("frozen %s (%s, %s) in %.1f ms; %s%s; holder pid %s", item["instance"], item["server_version"],
+        log.info("frozen %s (%s, %s) in %.1f ms; %s%s; holder pid %s; %s", item["instance"], item["server_version"],
                  item["lock"], item["wait_ms"], where, ", gtid " + item["gtid"] if item.get("gtid") else "",
-                 reply["pid"])
+                 reply["pid"], protocol.describe_timings(item.get("timings_ms") or {}))
     return 0

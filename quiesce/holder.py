@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from . import config, log as logsetup, outcome, protocol, state
+from . import config, durable, log as logsetup, outcome, protocol, state
 from .config import Settings
 from .control import ControlSocket, reply
 from .thawwatch import ThawWatch
@@ -28,7 +28,9 @@ SPAWN_MARGIN = 15.0
 
 
 def spawn_timeout(settings: Settings) -> float:
-    per_target = 2 * settings.connect_timeout + settings.long_query_wait + settings.acquire_timeout + 30
+    # acquire-timeout twice: the lock attempt, then syncing the server's files under the lock.
+    per_target = (2 * settings.connect_timeout + settings.long_query_wait + 2 * settings.acquire_timeout
+                  + durable.DRAIN_LIMIT + 30)
     return per_target * len(settings.targets) + SPAWN_MARGIN
 
 
@@ -346,9 +348,9 @@ def main(settings_fd: int, ready_fd: int) -> None:
         os._exit(int(exit_code_for(exc)))
     summary = [dict(i.position, wait_ms=round(i.wait_ms, 1), warnings=i.warnings) for i in holder.locked]
     for item in holder.locked:
-        log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s", item.target.name, item.server.label,
+        log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s; %s", item.target.name, item.server.label,
                  item.strategy.name, item.wait_ms, item.position["binlog_file"], item.position["binlog_position"],
-                 item.position["gtid"])
+                 item.position["gtid"], protocol.describe_timings(item.timings_ms))
     gate.hold()
     if not _report(ready_fd, {"status": "locked", "instances": summary}):
         # The freeze command is gone (killed by its caller's timeout): nobody will thaw us.

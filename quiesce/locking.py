@@ -5,7 +5,6 @@ and by a watchdog that KILLs the pending lock statement from a second connection
 writer waits behind it longer than acquire-timeout.
 """
 
-import ctypes
 import dataclasses
 import logging
 import math
@@ -15,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import db, serverinfo, state
+from . import db, durable, serverinfo, state
 from .config import Settings, Target
 from .errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning
 from .serverinfo import BACKUP_STAGE, FTWRL, Server
@@ -55,6 +54,8 @@ class Locked:
     locked_monotonic: float
     warnings: List[str] = dataclasses.field(default_factory=list)
     lost: Optional[str] = None
+    # drain (before the lock), acquire, then under the lock: coordinates, flush, sync, under_lock.
+    timings_ms: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def connect(target: Target, settings: Settings) -> db.Connection:
@@ -220,30 +221,6 @@ def start_replica(conn: db.Connection, server: Server, channels: Sequence[str], 
         log.info("restarted replica SQL thread(s): %s", ", ".join(repr(c) for c in channels))
 
 
-def _syncfs(path: str) -> None:
-    """Make everything the server wrote to this filesystem durable (not only our own files)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
-            os.sync()
-    except (AttributeError, OSError):
-        os.sync()
-    finally:
-        os.close(fd)
-
-
-def _sync_server_files(info: Dict[str, Any]) -> List[str]:
-    synced = []
-    for path in (info.get("datadir"), os.path.dirname(str(info.get("log_bin_basename") or ""))):
-        if path and os.path.isdir(path):
-            key = os.stat(path).st_dev
-            if key not in synced:
-                _syncfs(path)
-                synced.append(key)
-    return [str(x) for x in synced]
-
-
 @dataclasses.dataclass
 class Prepared:
     """A server made ready for locking: connected, checked, long statements gone, appliers stopped."""
@@ -256,6 +233,7 @@ class Prepared:
     info: Dict[str, Any]
     warnings: List[str]
     stopped: List[str]
+    drained: Optional[durable.Drained]
 
 
 def prepare(target: Target, settings: Settings, log: logging.Logger,
@@ -286,7 +264,9 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
         wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server, strategy.name, log)
         stopped = _stop_replica(conn, server, settings, log,
                                 lambda channels: on_stopping(target, channels) if on_stopping else None)
-        return Prepared(target, conn, helper, server, strategy, info, warnings, stopped)
+        # Last: what is written meanwhile goes to disk now, not under the lock.
+        drained = durable.prepare(info) if target.is_local else None
+        return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained)
     except BaseException:
         if helper is not None:
             helper.close()
@@ -310,6 +290,7 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
             else:
                 failure = None
         locked = time.monotonic()
+        locked_wall = time.time()
         if watchdog.fired or (failure and failure.errno in db.INTERRUPTED_ERRORS):
             raise LockTimeout("%s could not lock %s within acquire-timeout=%g s (%s was waiting for "
                               "running statements); nothing stays locked; fix: retry when the server is "
@@ -327,17 +308,27 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
             replica = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server))) or None
         except db.DbError:
             replica = None
-        info = prepared.info
-        _flush_innodb_log(conn, server, info, prepared.warnings, log)
-        if target.is_local:
-            _sync_server_files(info)
+        info, warnings, drained = prepared.info, prepared.warnings, prepared.drained
+        coordinated = time.monotonic()
+        _flush_innodb_log(conn, server, info, warnings, log)
+        flushed = time.monotonic()
+        synced = durable.sync(drained, settings.acquire_timeout) if drained is not None else None
+        if synced is not None and (not synced.complete or synced.problems):
+            warnings.append(_sync_warning(synced, settings))
+            log.warning("%s: %s", target.name, warnings[-1])
+        done = time.monotonic()
+        timings = {"drain": drained.ms if drained is not None else 0.0, "acquire": (locked - started) * 1000.0,
+                   "coordinates": (coordinated - locked) * 1000.0, "flush": (flushed - coordinated) * 1000.0,
+                   "sync": (done - flushed) * 1000.0, "under_lock": (done - locked) * 1000.0}
+        timings = {k: round(v, 1) for k, v in timings.items()}
         position = dict(coordinates)
         position.update({
             "instance": target.name,
             "server_version": server.version_string,
             "flavour": server.flavour,
             "lock": strategy.name,
-            "locked_at": state.utc_now(),
+            "locked_at": state.utc_at(locked_wall),
+            "timings_ms": timings,
             "replica": replica,
             "replica_stopped": bool(prepared.stopped),
             "durability": {"innodb_flush_log_at_trx_commit": _int(info.get("innodb_flush_log_at_trx_commit")),
@@ -345,7 +336,7 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
             "datadir": info.get("datadir"),
         })
         return Locked(target, conn, server, strategy, position, prepared.stopped, (locked - started) * 1000.0,
-                      locked, prepared.warnings)
+                      locked, warnings, timings_ms=timings)
     except BaseException:
         _abandon(conn, target, settings, server, prepared.stopped, log)
         raise
@@ -357,6 +348,15 @@ def abandon(prepared: Prepared, settings: Settings, log: logging.Logger) -> None
     """Give up a prepared server that will not be locked (another instance failed)."""
     prepared.helper.close()
     _abandon(prepared.conn, prepared.target, settings, prepared.server, prepared.stopped, log)
+
+
+def _sync_warning(synced: durable.Synced, settings: Settings) -> str:
+    if not synced.complete and not synced.problems:
+        return ("the server's files were not all durable within %g s under the lock (slow storage); a snapshot "
+                "taken without a filesystem freeze may miss the last commits; fix: raise acquire-timeout or "
+                "use an agent that freezes the filesystems" % settings.acquire_timeout)
+    return ("could not sync some of the server's files (%s); a snapshot taken without a filesystem freeze may "
+            "miss the last commits written to them" % "; ".join(synced.problems))
 
 
 def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],

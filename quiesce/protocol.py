@@ -99,3 +99,13 @@ def request(socket_path: str, message: dict[str, object], timeout: float) -> dic
     if line is None:
         raise StateError("the holder closed the connection without answering")
     return decode(line)
+
+
+def describe_timings(timings: dict[str, object]) -> str:
+    """The holder's timings_ms for a log line: where the time before and under the lock went."""
+    def ms(key: str) -> str:
+        value = timings.get(key)
+        return "%.1f" % value if isinstance(value, (int, float)) else "?"
+    return ("drain %s ms before the lock; lock taken in %s ms; %s ms under the lock before freeze returned "
+            "(coordinates %s, flush %s, sync %s)" % (ms("drain"), ms("acquire"), ms("under_lock"),
+                                                      ms("coordinates"), ms("flush"), ms("sync")))

@@ -164,9 +164,17 @@ def parallel_applier_needs_stop(server: Server, row: Dict[str, Any]) -> bool:
     return workers > threshold and preserve
 
 
+# Also where the server keeps its files (durable.server_files); only variables that both
+# MySQL 5.7+ and MariaDB 10.2+ have: an unknown one fails the whole statement (hence
+# relay_log_index, not relay_log_basename; the relay logs themselves are open files).
 DURABILITY_STATEMENT = ("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit AS innodb_flush_log_at_trx_commit, "
                         "@@GLOBAL.sync_binlog AS sync_binlog, @@GLOBAL.log_bin AS log_bin, "
-                        "@@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename AS log_bin_basename")
+                        "@@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename AS log_bin_basename, "
+                        "@@GLOBAL.log_bin_index AS log_bin_index, "
+                        "@@GLOBAL.relay_log_index AS relay_log_index, "
+                        "@@GLOBAL.innodb_data_home_dir AS innodb_data_home_dir, "
+                        "@@GLOBAL.innodb_log_group_home_dir AS innodb_log_group_home_dir, "
+                        "@@GLOBAL.innodb_undo_directory AS innodb_undo_directory, @@GLOBAL.tmpdir AS tmpdir")
 
 
 def durability_warnings(row: Dict[str, Any]) -> List[str]:

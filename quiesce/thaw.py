@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import signal
 
-from . import protocol, recovery, state
+from . import fastthaw, protocol, recovery, state
 from .config import Settings
 from .errors import LockLost, StateError
+from .fastthaw import Answer
 
 LOCK_WAIT = 60.0
 
@@ -60,7 +61,14 @@ def _kill_holder(settings: Settings, files: state.RuntimeFiles, current: dict[st
                      "lock lasted until now is unknown" % (current.get("holder_pid"), why))
 
 
-def _ask_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str, object]) -> int:
+def _ask_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str, object],
+                early: Answer | None) -> int:
+    if early is not None and early.holder_pid == current.get("holder_pid"):
+        # The fast path's request reached this holder but its answer did not reach us: give it
+        # the rest of its time to end, then report what it recorded (this thaw caused it).
+        if state.wait_holder_gone(current, max(0.0, thaw_timeout(settings) - fastthaw.REPLY_TIMEOUT)):
+            return _report_unacknowledged(files, ours=True)
+        return _kill_holder(settings, files, current, str(early.problem))
     try:
         reply = protocol.request(files.socket, {"cmd": protocol.THAW}, thaw_timeout(settings))
     except (ConnectionRefusedError, FileNotFoundError):
@@ -78,9 +86,10 @@ def _ask_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str
     return _report_result(reply, fresh=True)
 
 
-def _report_unacknowledged(files: state.RuntimeFiles) -> int:
+def _report_unacknowledged(files: state.RuntimeFiles, ours: bool = False) -> int:
+    """Report a result nobody has reported yet (or, ours: the one our own request caused)."""
     result = files.read_result()
-    if result is None or result.get("acknowledged"):
+    if result is None or (result.get("acknowledged") and not ours):
         _log().info("nothing is frozen; thaw has nothing to do")
         return 0
     result["acknowledged"] = True
@@ -88,7 +97,20 @@ def _report_unacknowledged(files: state.RuntimeFiles) -> int:
     return _report_result(result, fresh=False)
 
 
-def run(settings: Settings) -> int:
+def _early_reply(answer: Answer) -> int:
+    try:
+        reply = protocol.decode(answer.reply or b"")
+    except ValueError:
+        reply = {}
+    if "outcome" not in reply:
+        raise StateError("holder pid %s answered %r" % (answer.holder_pid, answer.reply))
+    return _report_result(reply, fresh=True)
+
+
+def run(settings: Settings, early: Answer | None = None) -> int:
+    """early: what the holder answered to the hook's fast path (fastthaw), if it asked."""
+    if early is not None and early.reply is not None:
+        return _early_reply(early)
     files = state.RuntimeFiles(settings.runtime_dir)
     if not state.ensure_runtime_dir(settings.runtime_dir, create=False):
         _log().info("nothing is frozen (no %s)", settings.runtime_dir)
@@ -98,7 +120,7 @@ def run(settings: Settings) -> int:
         if current is None:
             return _report_unacknowledged(files)
         if state.holder_alive(current):
-            return _ask_holder(settings, files, current)
+            return _ask_holder(settings, files, current, early)
         # Re-read: a holder that just ended on its own has removed state.json after its result.
         if files.read_state() is None:
             return _report_unacknowledged(files)
