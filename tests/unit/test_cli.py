@@ -75,7 +75,7 @@ def test_freezefail_succeeds_even_on_a_config_error(tmp_path, syslog, argv):
 
 
 def test_internal_error_traceback_is_recorded_at_error(tmp_path, syslog, capsys, monkeypatch):
-    def broken(action, settings):
+    def broken(action, settings, early_thaw=None):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(cli, "_dispatch", broken)
