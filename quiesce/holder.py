@@ -9,6 +9,7 @@ data directory thaw, or on SIGTERM; a lost connection is remembered for thaw to 
 
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -19,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from . import config, log as logsetup, paths, protocol, state
 from .config import Settings
-from .errors import Exit, QuiesceError, ServerNotRunning, StateError, exit_code_for
+from .errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
 
 # How much longer than its own worst case the freeze command waits for the holder.
 SPAWN_MARGIN = 15.0
@@ -76,8 +77,9 @@ def spawn(settings: Settings) -> Dict[str, Any]:
 
 
 class Holder:
-    def __init__(self, settings: Settings, gate: logsetup.GatedHandler):
+    def __init__(self, settings: Settings, gate: logsetup.GatedHandler, ready_fd: Optional[int] = None):
         self.settings = settings
+        self.ready_fd = ready_fd
         self.gate = gate
         self.log = logsetup.get()
         self.files = state.RuntimeFiles(settings.runtime_dir)
@@ -87,6 +89,7 @@ class Holder:
         self.started_wall = time.time()
         self.deadline = 0.0
         self.probes: List[Any] = []
+        self.joins = 0
 
     # -- acquisition ------------------------------------------------------------------
 
@@ -142,6 +145,7 @@ class Holder:
         Called by locking.acquire just before the lock statement: starting a probe takes
         tens of milliseconds that would otherwise be spent with writers blocked.
         """
+        self._check_still_wanted(target)
         if not self.settings.release_on_fs_thaw or not target.is_local or not datadir:
             return
         try:
@@ -160,6 +164,20 @@ class Holder:
                              "the lock", target.name, type(exc).__name__, exc)
             return
         self.probes.append(probe)
+
+    def _check_still_wanted(self, target: config.Target) -> None:
+        """Last look before locking: a lock nobody will use must not be taken."""
+        if os.path.exists(self.files.cancel):
+            raise LockTimeout("%s: a thaw came while this freeze was still waiting, so the snapshot was taken "
+                              "without the lock; not locking now; fix: make freeze fit the agent's timeout "
+                              "(see quiesce(8), SNAPSHOT AGENTS)" % target.name)
+        if self.ready_fd is not None:
+            poller = select.poll()
+            poller.register(self.ready_fd, select.POLLERR)
+            if poller.poll(0):
+                # The read end is closed: the freeze command was killed (its caller's timeout).
+                raise StateError("%s: the freeze command went away (killed by its caller's timeout?) before "
+                                 "the lock was taken; not locking" % target.name)
 
     def _stop_probes(self) -> None:
         for probe in self.probes:
@@ -240,6 +258,9 @@ class Holder:
             if command == protocol.THAW:
                 self.finish("released", None, client)
                 return True
+            if command == protocol.JOIN:
+                self._reply(client, self.join())
+                return False
             self._reply(client, {"error": "unknown command %r" % command})
             return False
 
@@ -249,6 +270,18 @@ class Holder:
             client.sendall(protocol.encode(message))
         except OSError:
             pass
+
+    def join(self) -> Dict[str, Any]:
+        """Another freeze of the same backup: share this lock, and give it a full lock-timeout."""
+        lost = [i for i in self.locked if i.lost]
+        if lost:
+            return {"joined": False, "reason": "; ".join("%s: %s" % (i.target.name, i.lost) for i in lost)}
+        self.joins += 1
+        self.deadline = max(self.deadline, time.monotonic() + self.settings.lock_timeout)
+        # Memory only: the filesystems may be frozen now.
+        self.log.info("a second freeze joined the held lock (%d so far); it now lasts at most %.0f s more",
+                      self.joins, self.deadline - time.monotonic())
+        return {"joined": True, "joins": self.joins, "seconds_left": round(self.deadline - time.monotonic(), 1)}
 
     def live_status(self) -> Dict[str, Any]:
         return {"instances": [{"name": i.target.name, "lost": i.lost} for i in self.locked],
@@ -292,6 +325,8 @@ class Holder:
                            "frozen_at": p.frozen_at and state.utc_at(p.frozen_at.wall),
                            "thawed_at": p.thawed_at and state.utc_at(p.thawed_at.wall)} for p in self.probes],
             "acknowledged": client is not None,
+            # Each freeze that joined this lock has a thaw of its own still to come.
+            "thaws_pending": self.joins,
             "instances": [{"name": i.target.name, "lock": i.strategy.name, "lost": i.lost,
                            "wait_ms": round(i.wait_ms, 1),
                            "held_ms": round((released - i.locked_monotonic) * 1000.0, 1)} for i in self.locked],
@@ -302,18 +337,24 @@ class Holder:
         self._restart_replicas()
         state.remove(self.files.state)
         state.remove(self.files.socket)
+        if self.joins:
+            # A thaw still to come for a joined freeze must find the result: record it first.
+            self._record_result(result)
         if client is not None:
-            # Answer first: recording the result costs two fsyncs that thaw need not wait
-            # for. A status or thaw in between sees "not frozen", which is already true.
+            # Otherwise answer first: recording the result costs two fsyncs that thaw need not
+            # wait for. A status or thaw in between sees "not frozen", which is already true.
             self._reply(client, result)
         # Stopping a probe waits for its writer process to end: after the answer, not before.
         self._stop_probes()
-        result["log"] = list(self.gate.recent)
+        if not self.joins:
+            self._record_result(result)
+        self.gate.release()
+
+    def _record_result(self, result: Dict[str, Any]) -> None:
         try:
-            state.write_json_atomic(self.files.result, result)
+            state.write_json_atomic(self.files.result, dict(result, log=list(self.gate.recent)))
         except OSError as exc:
             self.log.error("cannot record the result in %s: %s", self.files.result, exc.strerror)
-        self.gate.release()
 
 
 def _report(ready_fd: int, message: Dict[str, Any]) -> bool:
@@ -341,7 +382,7 @@ def main(settings_fd: int, ready_fd: int) -> None:
     holder: Optional[Holder] = None
     try:
         settings = _read_settings(settings_fd)
-        holder = Holder(settings, gate)
+        holder = Holder(settings, gate, ready_fd)
         wake_w = holder.wake_w
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: os.write(wake_w, b"S"))

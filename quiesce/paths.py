@@ -16,6 +16,8 @@ LOCK_NAME = "lock"
 SOCKET_NAME = "holder.sock"
 STATE_NAME = "state.json"
 RESULT_NAME = "result.json"
+# Left by a thaw that found a freeze still running: that freeze must not lock any more.
+CANCEL_NAME = "cancel"
 
 # What the packages' register-hooks script created ("link PATH" / "dir PATH" lines).
 HOOK_RECORD = STATE_DIR + "/hooks"
