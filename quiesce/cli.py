@@ -33,6 +33,9 @@ def _dispatch(action: str, settings: config.Settings) -> int:
     if action == "check":
         from . import check
         return check.run(settings)
+    if action in ("register", "unregister"):
+        from . import register
+        return register.run(settings)
     raise ConfigError("unknown command %r" % action)
 
 

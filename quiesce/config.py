@@ -22,7 +22,9 @@ import configargparse
 from . import __version__, paths
 from .errors import ConfigError
 
-COMMANDS = ("freeze", "thaw", "hook", "status", "check")
+COMMANDS = ("freeze", "thaw", "hook", "status", "check", "register", "unregister")
+# Commands that take words after them (an action, agent names).
+_WORD_COMMANDS = ("hook", "register", "unregister")
 HOOK_ACTIONS = {"freeze": "freeze", "thaw": "thaw", "freezefail": "freezeFail"}
 CONNECTION_KEYS = ("socket", "host", "port", "user", "password", "defaults-file", "position-file")
 _INSTANCE_RE = re.compile(r"^\[\s*instance\s*[: ]\s*([A-Za-z0-9_.-]+)\s*\]$")
@@ -33,7 +35,7 @@ _TARGET_FIELDS = ("name", "socket", "host", "port", "user", "password", "positio
 _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "driver", "lock_method",
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
-                    "stop_replica", "release_on_fs_thaw", "targets")
+                    "stop_replica", "release_on_fs_thaw", "targets", "words", "all_agents", "root")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -114,7 +116,7 @@ class _Parser(configargparse.ArgParser):
         # argparse prints usage and exits; we want one line and our own exit-code table.
         message = str(message)
         if message.startswith("the following arguments are required: command"):
-            message = "no command given: use freeze, thaw, hook ACTION, status or check"
+            message = "no command given: use freeze, thaw, hook ACTION, status, check, register or unregister"
         raise ConfigError("%s (see 'quiesce --help')" % message)
 
 
@@ -196,6 +198,8 @@ def build_parser(config_files: Sequence[str]) -> _Parser:
         help="config file (default %s)" % paths.CONFIG_FILE)
     add("--json", action="store_true", help="status: print JSON")
     add("--cycle", action="store_true", help="check: do one real short freeze and thaw")
+    add("--all", dest="all_agents", action="store_true", help="unregister: every agent")
+    add("--root", default="/", help=argparse.SUPPRESS)
     add("--defaults-file", metavar="FILE", help="MySQL option file with [client] credentials")
     add("--socket", metavar="PATH", help="server socket (default: the distribution's)")
     add("--host", help="server host for TCP (default: use the socket)")
@@ -354,7 +358,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         hook_action = HOOK_ACTIONS.get(ns.words[0].lower())
         if hook_action is None:
             raise ConfigError("unknown hook action %r: expected freeze, thaw or freezeFail" % ns.words[0])
-    elif ns.words:
+    elif ns.words and ns.command not in _WORD_COMMANDS:
         raise ConfigError("unexpected argument %r after %s" % (ns.words[0], ns.command))
 
     if not os.path.isabs(ns.runtime_dir):
@@ -388,7 +392,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         long_query_time=ns.long_query_time, long_query_wait=ns.long_query_wait,
         long_query_type=ns.long_query_type, kill_long_selects=ns.kill_long_selects,
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
-        targets=targets)
+        targets=targets, words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root)
 
 
 def _file_sets_password(path: str) -> bool:
