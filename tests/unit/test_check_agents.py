@@ -7,21 +7,6 @@ import pytest
 from quiesce import agents, check, config, register
 
 
-@pytest.fixture
-def conf(tmp_path):
-    path = tmp_path / "quiesce.conf"
-    path.write_text("")
-    path.chmod(0o600)
-    return str(path)
-
-
-@pytest.fixture
-def root(tmp_path):
-    path = tmp_path / "root"
-    path.mkdir()
-    return str(path)
-
-
 def _settings(conf, *options):
     return config.parse(["--config", conf, *options, "check"])
 

@@ -15,21 +15,6 @@ REGISTER_HOOKS = os.path.join(REPO, "libexec", "register-hooks")
 
 
 @pytest.fixture
-def conf(tmp_path):
-    path = tmp_path / "quiesce.conf"
-    path.write_text("")
-    path.chmod(0o600)
-    return str(path)
-
-
-@pytest.fixture
-def root(tmp_path):
-    path = tmp_path / "root"
-    path.mkdir()
-    return str(path)
-
-
-@pytest.fixture
 def layout(root):
     return register.Layout(root=root, libdir="/usr/lib/quiesce")
 
