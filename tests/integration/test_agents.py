@@ -30,6 +30,18 @@ def _snapshot(mariadb, env):
     assert os.path.exists(env.position_file)
 
 
+def _backup(mariadb, env, pre, post):
+    """pre, the snapshot, post: each hook exits 0 and says little; nothing is left behind."""
+    for phase, call in (("pre", pre), ("post", post)):
+        outcome = call()
+        assert outcome.rc == 0, (phase, outcome)
+        assert len(outcome.output) < SMALL_OUTPUT, (phase, outcome)
+        if phase == "pre":
+            assert env.holder_pids()
+            _snapshot(mariadb, env)
+    assert_clean(env, mariadb)
+
+
 def _long_statement(mariadb, env, seconds):
     """A statement the freeze must wait for (long-query-type=all), running for `seconds`."""
     env.write_config(long_query_time=0.3, long_query_type="all", long_query_wait=20)
@@ -41,17 +53,11 @@ def _long_statement(mariadb, env, seconds):
 # ------------------------------------------------------------------ Google Compute Engine
 
 def test_gce_guest_flush(mariadb, quiesce_env, install):
-    env = quiesce_env
     install.register(agents.GCE)
-    pre = callers.gce(install.path("/etc/google/snapshots/pre.sh"), "1/2,3/4")
-    # stderr reached EOF when freeze returned, although the holder lives on.
-    assert pre.rc == 0, pre
-    assert len(pre.output) < SMALL_OUTPUT
-    assert env.holder_pids()
-    _snapshot(mariadb, env)
-    post = callers.gce(install.path("/etc/google/snapshots/post.sh"), "/dev/nvme0n1,/dev/nvme0n2")
-    assert post.rc == 0, post
-    assert_clean(env, mariadb)
+    # gce() reads stderr to EOF: it must come when freeze returns, though the holder lives on.
+    _backup(mariadb, quiesce_env,
+            lambda: callers.gce(install.path("/etc/google/snapshots/pre.sh"), "1/2,3/4"),
+            lambda: callers.gce(install.path("/etc/google/snapshots/post.sh"), "/dev/nvme0n1,/dev/nvme0n2"))
 
 
 @pytest.mark.parametrize("caller", ["gce", "aws"])
@@ -79,19 +85,12 @@ def test_caller_timeout_kills_freeze_and_nothing_is_locked_after(mariadb, quiesc
 # ------------------------------------------------------------------ Azure
 
 def test_azure_backup(mariadb, quiesce_env, install):
-    env = quiesce_env
     install.register(agents.AZURE)
     plugin = callers.AzurePlugin(install)
     try:
-        pre = plugin.run("pre")
-        assert pre.rc == 0, pre
-        _snapshot(mariadb, env)           # Azure's safefreeze, then the snapshot
-        post = plugin.run("post")
-        assert post.rc == 0, post
-        assert_writable(mariadb)
+        _backup(mariadb, quiesce_env, lambda: plugin.run("pre"), lambda: plugin.run("post"))
     finally:
         plugin.finish()
-    assert_clean(env, mariadb)
 
 
 def test_azure_post_after_failed_pre_succeeds_and_nothing_is_locked(mariadb, quiesce_env, install):
@@ -135,12 +134,7 @@ def test_aws_dlm_pre_post_and_dry_run(mariadb, quiesce_env, install):
     env = quiesce_env
     dry = callers.aws(install, "dry-run", timeout=30)
     assert dry.rc == 0, dry
-    pre = callers.aws(install, "pre-script")
-    assert pre.rc == 0, pre
-    _snapshot(mariadb, env)
-    post = callers.aws(install, "post-script")
-    assert post.rc == 0, post
-    assert_clean(env, mariadb)
+    _backup(mariadb, env, lambda: callers.aws(install, "pre-script"), lambda: callers.aws(install, "post-script"))
 
 
 def test_aws_dlm_failed_pre_leaves_nothing_locked_without_post(mariadb, quiesce_env, install):
@@ -155,14 +149,9 @@ def test_aws_dlm_failed_pre_leaves_nothing_locked_without_post(mariadb, quiesce_
 # ------------------------------------------------------------------ Nutanix
 
 def test_nutanix_guest_tools(mariadb, quiesce_env, install):
-    env = quiesce_env
     install.register(agents.NUTANIX)
-    pre = callers.exec_direct(install.path("/usr/local/sbin/pre_freeze"))
-    assert pre.rc == 0, pre
-    _snapshot(mariadb, env)
-    post = callers.exec_direct(install.path("/usr/local/sbin/post_thaw"))
-    assert post.rc == 0, post
-    assert_clean(env, mariadb)
+    _backup(mariadb, quiesce_env, lambda: callers.exec_direct(install.path("/usr/local/sbin/pre_freeze")),
+            lambda: callers.exec_direct(install.path("/usr/local/sbin/post_thaw")))
 
 
 # ------------------------------------------------------------------ two agents in one backup
