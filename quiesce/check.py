@@ -4,6 +4,7 @@ import configparser
 import glob
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -125,6 +126,19 @@ def _runs_quiesce(path: str) -> bool:
         return False
 
 
+def qemu_ga_runs_hooks(root: str = "") -> bool:
+    """Whether qemu-ga is configured to run its fsfreeze hook (-F) anywhere we know of."""
+    for pattern, switch in agents.QEMU_GA_HOOK_SWITCHES:
+        for path in glob.glob(root + pattern):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    if re.search(switch, handle.read()):
+                        return True
+            except OSError:
+                continue
+    return False
+
+
 def _private_root_file(path: str) -> bool:
     try:
         st = os.stat(path)
@@ -146,6 +160,10 @@ def agent_wiring(agent: agents.Agent, root: str = "") -> Tuple[bool, List[str]]:
         directories = {os.path.dirname(h.path) for h in files}
         wired = any(_runs_quiesce(os.path.join(root + d, name)) for d in directories
                     if os.path.isdir(root + d) for name in os.listdir(root + d))
+        if agent is agents.QEMU_GA and wired and not qemu_ga_runs_hooks(root):
+            problems.append("qemu-ga runs hook scripts only when started with -F; fix: put '[general]' and "
+                            "'fsfreeze-hook = /etc/qemu/fsfreeze-hook' in /etc/qemu/qemu-ga.conf (Fedora, RHEL: "
+                            "FSFREEZE_HOOK_PATHNAME in /etc/sysconfig/qemu-ga), then restart it")
         return wired, problems
     present = [h for h in files if os.path.lexists(root + h.path)]
     wired = bool(files) and all(_runs_quiesce(root + h.path) for h in files)

@@ -97,3 +97,21 @@ def test_budget_warns_when_the_waits_cannot_fit_the_agents_timeout(conf, root):
     assert check.budget_warnings(_settings(conf), [agents.AZURE], root)
     register.register(agents.AZURE, register.Layout(root, "/usr/lib/quiesce"), _settings(conf))
     assert check.budget_warnings(_settings(conf), [agents.AZURE], root) == []
+
+
+@pytest.mark.parametrize("path, text", [
+    ("/etc/qemu/qemu-ga.conf", "[general]\nfsfreeze-hook = /etc/qemu/fsfreeze-hook\n"),
+    ("/etc/sysconfig/qemu-ga", "FSFREEZE_HOOK_PATHNAME=/etc/qemu-ga/fsfreeze-hook\n"),
+    ("/etc/systemd/system/qemu-guest-agent.service.d/override.conf",
+     "[Service]\nExecStart=\nExecStart=-/usr/sbin/qemu-ga -F\n"),
+    ("/etc/default/qemu-guest-agent", 'DAEMON_ARGS="-F"\n'),
+])
+def test_qemu_ga_hook_switch_is_found_wherever_it_is_set(root, path, text):
+    os.makedirs(root + "/etc/qemu/fsfreeze-hook.d")
+    os.symlink("/usr/lib/quiesce/hook", root + "/etc/qemu/fsfreeze-hook.d/zz-quiesce")
+    wired, problems = check.agent_wiring(agents.QEMU_GA, root)
+    assert wired and "only when started with -F" in problems[0], problems
+    _write(root + path, "#FSFREEZE_HOOK_PATHNAME=/x\n# DAEMON_ARGS=-F\n")
+    assert check.agent_wiring(agents.QEMU_GA, root)[1], "a commented-out switch counted"
+    _write(root + path, text)
+    assert check.agent_wiring(agents.QEMU_GA, root) == (True, [])
