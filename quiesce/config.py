@@ -191,7 +191,7 @@ def build_parser(config_files: Sequence[str]) -> _Parser:
         add_help=True,
     )
     add = parser.add_argument
-    add("command", choices=COMMANDS, help="freeze, thaw, hook ACTION, status or check")
+    add("command", choices=COMMANDS, help="freeze, thaw, hook ACTION, status, check, register AGENT or unregister AGENT")
     add("words", nargs="*", help=argparse.SUPPRESS)
     add("--version", action="version", version="quiesce " + __version__)
     add("-c", "--config", metavar="FILE", env_var="QUIESCE_CONFIG",
