@@ -34,6 +34,9 @@ def _dispatch(action: str, settings: config.Settings, early_thaw=None) -> int:
     if action == "check":
         from . import check
         return check.run(settings)
+    if action in ("register", "unregister"):
+        from . import register
+        return register.run(settings)
     raise ConfigError("unknown command %r" % action)
 
 

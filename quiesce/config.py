@@ -26,11 +26,13 @@ import configargparse
 from . import __version__, optionfile, paths, safefile
 from .errors import ConfigError
 
-COMMANDS = ("freeze", "thaw", "hook", "status", "check")
+COMMANDS = ("freeze", "thaw", "hook", "status", "check", "register", "unregister")
+# Commands that take words after them (an action, agent names).
+_WORD_COMMANDS = ("hook", "register", "unregister")
 HOOK_ACTIONS = {"freeze": "freeze", "thaw": "thaw", "freezefail": "freezeFail"}
 CONNECTION_KEYS = ("socket", "host", "port", "user", "password", "defaults-file", "position-file")
 # Per-invocation switches and the sources of other settings: not settable in the config file.
-_COMMAND_LINE_ONLY = ("help", "version", "config", "json", "cycle", "instance")
+_COMMAND_LINE_ONLY = ("help", "version", "config", "json", "cycle", "instance", "all", "root")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NUMBER_RE = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 
@@ -50,7 +52,8 @@ _TARGET_FIELDS = ("name", "socket", "host", "port", "user", "password", "positio
 _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "driver", "lock_method",
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
-                    "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets")
+                    "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets", "words", "all_agents",
+                    "root")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -303,7 +306,7 @@ def _usage_error(message: object) -> ConfigError:
     """argparse's message as one line, without the value it may quote."""
     message = str(message)
     if message.startswith(_REQUIRED_COMMAND):
-        message = "no command given: use freeze, thaw, hook ACTION, status or check"
+        message = "no command given: use freeze, thaw, hook ACTION, status, check, register or unregister"
     else:
         match = _ARGUMENT_RE.match(message)
         flag = _ENV_FLAG_RE.match(message)
@@ -344,13 +347,16 @@ def build_parser() -> _Parser:
         add_config_file_help=False,
     )
     add = parser.add_argument
-    add("command", metavar="command", help="freeze, thaw, hook ACTION, status or check")
+    add("command", metavar="command",
+        help="freeze, thaw, hook ACTION, status, check, register AGENT or unregister AGENT")
     add("words", nargs="*", help=argparse.SUPPRESS)
     add("--version", action="version", version="quiesce " + __version__)
     add("-c", "--config", metavar="FILE", env_var="QUIESCE_CONFIG",
         help="config file (default %s)" % paths.CONFIG_FILE)
     add("--json", action="store_true", help="status: print JSON")
     add("--cycle", action="store_true", help="check: do one real short freeze and thaw")
+    add("--all", dest="all_agents", action="store_true", help="unregister: every agent")
+    add("--root", default="/", type=_absolute_path, help=argparse.SUPPRESS)
     add("--defaults-file", metavar="FILE", type=_absolute_path, help="MySQL option file with [client] credentials")
     add("--socket", metavar="PATH", type=_absolute_path, help="server socket (default: the distribution's)")
     add("--host", type=_text, help="server host for TCP (default: use the socket)")
@@ -538,7 +544,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     file_password = file_defaults.pop("password", None)
     parser.set_defaults(**file_defaults)
     # QUIESCE_INSTANCE is read below, with the same checks as --instance.
-    env_vars = {k: v for k, v in env.items() if k != "QUIESCE_INSTANCE"}
+    env_vars = {k: v for k, v in env.items()
+                if k not in ("QUIESCE_INSTANCE", "QUIESCE_ALL", "QUIESCE_ROOT")}
     ns, unknown = parser.parse_known_args(argv, env_vars=env_vars)
     if (ns.config or None) != (config_path if explicit else None):
         raise ConfigError("give the config file once, as --config FILE (see 'quiesce --help')")
@@ -546,7 +553,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     if options:
         raise ConfigError("unknown option %s (see 'quiesce --help')" % _unknown_option_name(options[0]))
     if ns.command not in COMMANDS:
-        raise ConfigError("unknown command: use freeze, thaw, hook ACTION, status or check (see 'quiesce --help')")
+        raise ConfigError("unknown command: use freeze, thaw, hook ACTION, status, check, register or unregister "
+                          "(see 'quiesce --help')")
     if unknown:
         raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
 
@@ -559,7 +567,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         hook_action = HOOK_ACTIONS.get(ns.words[0].lower())
         if hook_action is None:
             raise ConfigError("unknown hook action: expected freeze, thaw or freezeFail")
-    elif ns.words:
+    elif ns.words and ns.command not in _WORD_COMMANDS:
         raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
 
     if ns.acquire_timeout >= ns.lock_timeout:
@@ -598,7 +606,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         long_query_time=ns.long_query_time, long_query_wait=ns.long_query_wait,
         long_query_type=ns.long_query_type, kill_long_selects=ns.kill_long_selects,
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
-        allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets)
+        allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets,
+        words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root)
 
 
 def settings_to_dict(settings: Settings) -> dict[str, object]:

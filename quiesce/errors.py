@@ -27,7 +27,7 @@ EXIT_MEANINGS = {
     Exit.PRIVILEGE: "the account lacks a privilege the chosen lock needs",
     Exit.LOCK_TIMEOUT: "lock not acquired in time (acquire-timeout or long-running statements)",
     Exit.LOCK_LOST: "lock lost or expired before thaw: the snapshot may be inconsistent",
-    Exit.BUSY: "busy: already frozen, or another quiesce operation is in progress",
+    Exit.BUSY: "busy: another quiesce command did not finish in time",
     Exit.STATE: "the holder or its runtime state failed (no answer, unreadable state)",
 }
 

@@ -9,6 +9,7 @@ data directory thaw, or on SIGTERM; a lost connection is remembered for thaw to 
 
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -20,8 +21,8 @@ from typing import Any, Dict, List, Optional
 from . import config, durable, log as logsetup, outcome, protocol, state
 from .config import Settings
 from .control import ControlSocket, reply
+from .errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
 from .thawwatch import ThawWatch
-from .errors import Exit, QuiesceError, ServerNotRunning, StateError, exit_code_for
 
 # How much longer than its own worst case the freeze command waits for the holder.
 SPAWN_MARGIN = 15.0
@@ -90,8 +91,9 @@ def _clean_up_after(settings: Settings, files: state.RuntimeFiles) -> None:
 class Holder:
     """Locks every instance, holds until thaw / fs thaw / deadline / signal, then releases."""
 
-    def __init__(self, settings: Settings, gate: logsetup.GatedHandler):
+    def __init__(self, settings: Settings, gate: logsetup.GatedHandler, ready_fd: Optional[int] = None):
         self.settings = settings
+        self.ready_fd = ready_fd
         self.gate = gate
         self.log = logsetup.get()
         self.files = state.RuntimeFiles(settings.runtime_dir)
@@ -102,6 +104,7 @@ class Holder:
         self.started_wall = time.time()
         self.deadline = 0.0
         self.thaw_watch = ThawWatch(settings.release_on_fs_thaw, self._probe_fired, self.log)
+        self.joins = 0
 
     # -- acquisition ------------------------------------------------------------------
 
@@ -120,6 +123,7 @@ class Holder:
             for item in prepared:
                 self.thaw_watch.watch(item.target, item.info.get("datadir"))
             while prepared:
+                self._check_still_wanted(prepared[0].target)
                 self.locked.append(locking.lock(prepared.pop(0), self.settings, self.log))
                 if len(self.locked) == 1:
                     # The deadline counts from the first lock: that is when writers start waiting.
@@ -161,6 +165,20 @@ class Holder:
                         "position_file": i.target.position_file, "wait_ms": round(i.wait_ms, 1),
                         "replica_stopped": list(i.stopped_channels)}
                        for i in self.locked])
+
+    def _check_still_wanted(self, target: config.Target) -> None:
+        """Last look before locking: a lock nobody will use must not be taken."""
+        if os.path.exists(self.files.cancel):
+            raise LockTimeout("%s: a thaw came while this freeze was still waiting, so the snapshot was taken "
+                              "without the lock; not locking now; fix: make freeze fit the agent's timeout "
+                              "(see quiesce(8), SNAPSHOT AGENTS)" % target.name)
+        if self.ready_fd is not None:
+            poller = select.poll()
+            poller.register(self.ready_fd, select.POLLERR)
+            if poller.poll(0):
+                # The read end is closed: the freeze command was killed (its caller's timeout).
+                raise StateError("%s: the freeze command went away (killed by its caller's timeout?) before "
+                                 "the lock was taken; not locking" % target.name)
 
     def _probe_fired(self) -> None:
         # Runs in the probe's thread: only wake the main loop, which does the release.
@@ -226,9 +244,23 @@ class Holder:
                 return True
             if command == protocol.STATUS:
                 reply(client, self.live_status())
+            elif command == protocol.JOIN:
+                reply(client, self.join())
             else:
                 reply(client, {"error": "unknown command %r" % command})
         return False
+
+    def join(self) -> Dict[str, Any]:
+        """Another freeze of the same backup: share this lock, and give it a full lock-timeout."""
+        lost = [i for i in self.locked if i.lost]
+        if lost:
+            return {"joined": False, "reason": "; ".join("%s: %s" % (i.target.name, i.lost) for i in lost)}
+        self.joins += 1
+        self.deadline = max(self.deadline, time.monotonic() + self.settings.lock_timeout)
+        # Memory only: the filesystems may be frozen now.
+        self.log.info("a second freeze joined the held lock (%d so far); it now lasts at most %.0f s more",
+                      self.joins, self.deadline - time.monotonic())
+        return {"joined": True, "joins": self.joins, "seconds_left": round(self.deadline - time.monotonic(), 1)}
 
     def live_status(self) -> Dict[str, Any]:
         return {"instances": [{"name": i.target.name, "lost": i.lost} for i in self.locked],
@@ -280,6 +312,8 @@ class Holder:
             "problems": problems,
             "fs_probes": self.thaw_watch.describe(),
             "acknowledged": client is not None,
+            # Each freeze that joined this lock has a thaw of its own still to come.
+            "thaws_pending": self.joins,
             "instances": [{"name": i.target.name, "lock": i.strategy.name, "lost": i.lost,
                            "wait_ms": round(i.wait_ms, 1),
                            "held_ms": round((released - i.locked_monotonic) * 1000.0, 1)} for i in self.locked],
@@ -291,9 +325,8 @@ class Holder:
         if client is not None:
             # Answer first: recording the result costs two fsyncs that thaw need not wait for.
             reply(client, result)
-        result["log"] = list(self.gate.recent)
         try:
-            state.write_json_atomic(self.files.result, result)
+            state.write_json_atomic(self.files.result, dict(result, log=list(self.gate.recent)))
         except OSError as exc:
             self.log.error("cannot record the result in %s: %s", self.files.result, exc.strerror)
         state.remove(self.files.state)
@@ -327,7 +360,7 @@ def main(settings_fd: int, ready_fd: int) -> None:
     holder: Optional[Holder] = None
     try:
         settings = _read_settings(settings_fd)
-        holder = Holder(settings, gate)
+        holder = Holder(settings, gate, ready_fd)
         wake_w = holder.wake_w
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: os.write(wake_w, b"S"))

@@ -18,6 +18,8 @@ STATE_NAME = "state.json"
 RESULT_NAME = "result.json"
 # Replica SQL threads a holder stopped, written before it stops them.
 REPLICAS_NAME = "replicas.json"
+# Left by a thaw that found a freeze still running: that freeze must not lock any more.
+CANCEL_NAME = "cancel"
 
 # What the packages' register-hooks script created ("link PATH" / "dir PATH" lines).
 HOOK_RECORD = STATE_DIR + "/hooks"

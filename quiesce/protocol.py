@@ -23,6 +23,9 @@ MAX_MESSAGE = 1 << 20
 
 THAW = "thaw"
 STATUS = "status"
+# A second freeze while the lock is held (two agents in one backup): the holder extends
+# its deadline and the freeze succeeds without a second lock.
+JOIN = "join"
 
 
 def encode(message: dict[str, object]) -> bytes:

@@ -6,7 +6,7 @@ result.json keeps the outcome of the last freeze until a thaw has reported it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import contextlib
 import datetime
@@ -118,6 +118,7 @@ class RuntimeFiles:
         self.state = os.path.join(runtime_dir, paths.STATE_NAME)
         self.result = os.path.join(runtime_dir, paths.RESULT_NAME)
         self.replicas = os.path.join(runtime_dir, paths.REPLICAS_NAME)
+        self.cancel = os.path.join(runtime_dir, paths.CANCEL_NAME)
 
     def read_state(self) -> dict[str, object] | None:
         return read_json(self.state)
@@ -129,8 +130,12 @@ class RuntimeFiles:
         return read_json(self.replicas)
 
     @contextlib.contextmanager
-    def exclusive(self, timeout: float, what: str) -> Iterator[None]:
-        """Serialise quiesce invocations. The wait is bounded; a stuck peer means exit BUSY."""
+    def exclusive(self, timeout: float, what: str,
+                  on_busy: Callable[[], None] | None = None) -> Iterator[None]:
+        """Serialise quiesce invocations. The wait is bounded; a stuck peer means exit BUSY.
+
+        on_busy runs once if another command holds the lock when we first try.
+        """
         fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             deadline = time.monotonic() + timeout
@@ -141,6 +146,9 @@ class RuntimeFiles:
                 except OSError as exc:
                     if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                         raise
+                if on_busy is not None:
+                    on_busy()
+                    on_busy = None
                 if time.monotonic() >= deadline:
                     raise Busy("another quiesce command is still running (waited %.0f s for %s); "
                                "fix: wait for it, or check 'quiesce status'" % (timeout, what))
@@ -149,6 +157,12 @@ class RuntimeFiles:
             yield
         finally:
             os.close(fd)
+
+
+def touch(path: str) -> None:
+    """Create an empty marker file (0600), if missing."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
 
 def process_start_ticks(pid: int) -> int | None:

@@ -89,22 +89,18 @@ def _ask_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str
 def _report_unacknowledged(files: state.RuntimeFiles, ours: bool = False) -> int:
     """Report a result nobody has reported yet (or, ours: the one our own request caused)."""
     result = files.read_result()
-    if result is None or (result.get("acknowledged") and not ours):
-        _log().info("nothing is frozen; thaw has nothing to do")
-        return 0
-    result["acknowledged"] = True
-    state.write_json_atomic(files.result, result)
-    return _report_result(result, fresh=False)
-
-
-def _early_reply(answer: Answer) -> int:
-    try:
-        reply = protocol.decode(answer.reply or b"")
-    except ValueError:
-        reply = {}
-    if "outcome" not in reply:
-        raise StateError("holder pid %s answered %r" % (answer.holder_pid, answer.reply))
-    return _report_result(reply, fresh=True)
+    if result is not None and (ours or not result.get("acknowledged")):
+        result["acknowledged"] = True
+        state.write_json_atomic(files.result, result)
+        return _report_result(result, fresh=False)
+    if result is not None and int(result.get("thaws_pending") or 0) > 0:
+        # The thaw of a freeze that joined the lock: same outcome, same exit status.
+        result["thaws_pending"] = int(result["thaws_pending"]) - 1
+        state.write_json_atomic(files.result, result)
+        _log().info("the lock this freeze joined was released at %s (%s)", result.get("at"), result.get("outcome"))
+        return _report_result(result, fresh=False)
+    _log().info("nothing is frozen; thaw has nothing to do")
+    return 0
 
 
 def run(settings: Settings, early: Answer | None = None) -> int:
@@ -115,7 +111,10 @@ def run(settings: Settings, early: Answer | None = None) -> int:
     if not state.ensure_runtime_dir(settings.runtime_dir, create=False):
         _log().info("nothing is frozen (no %s)", settings.runtime_dir)
         return 0
-    with files.exclusive(LOCK_WAIT, "thaw"):
+    # A freeze still running (Azure runs post beside a pre it timed out on) is told not to
+    # lock any more: the snapshot has been taken by now.
+    with files.exclusive(LOCK_WAIT, "thaw", on_busy=lambda: state.touch(files.cancel)):
+        state.remove(files.cancel)
         current = files.read_state()
         if current is None:
             return _report_unacknowledged(files)

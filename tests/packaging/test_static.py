@@ -34,7 +34,8 @@ LAUNCHERS = {
     "libexec/freeze": ("quiesce.hooks", "freeze_main"),
     "libexec/thaw": ("quiesce.hooks", "thaw_main"),
 }
-SHELL_SCRIPTS = ("libexec/register-hooks", "debian/postinst", "debian/prerm", "debian/postrm")
+SHELL_SCRIPTS = ("libexec/register-hooks", "debian/postinst", "debian/prerm", "debian/postrm",
+                 "examples/veeam-pre-freeze.sh", "examples/veeam-post-thaw.sh")
 
 
 def read(relpath):
@@ -101,7 +102,7 @@ def test_man_pages_document_every_option():
 
 def test_config_options_match_the_parser():
     config = pytest.importorskip("quiesce.config")
-    hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance"}
+    hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance", "--all", "--root"}
     options = {opt for action in config.build_parser()._actions for opt in action.option_strings
                if opt.startswith("--") and opt not in hidden}
     # The password has no option: it comes only from a file.
