@@ -103,6 +103,16 @@ def _report_unacknowledged(files: state.RuntimeFiles, ours: bool = False) -> int
     return 0
 
 
+def _early_reply(answer: Answer) -> int:
+    try:
+        reply = protocol.decode(answer.reply or b"")
+    except ValueError:
+        reply = {}
+    if "outcome" not in reply:
+        raise StateError("holder pid %s answered %r" % (answer.holder_pid, answer.reply))
+    return _report_result(reply, fresh=True)
+
+
 def run(settings: Settings, early: Answer | None = None) -> int:
     """early: what the holder answered to the hook's fast path (fastthaw), if it asked."""
     if early is not None and early.reply is not None:
