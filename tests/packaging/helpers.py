@@ -104,11 +104,9 @@ def apt_install(*args):
     return apt_get("install", *args)
 
 
-def ensure_apt_packages(packages):
-    """Install the Debian packages that are missing."""
-    missing = [p for p in packages if dpkg_status(p) != "installed"]
-    if missing:
-        apt_install("--no-install-recommends", *missing)
+def missing_apt_packages(packages):
+    """The Debian packages of `packages` that are not installed."""
+    return [p for p in packages if dpkg_status(p) != "installed"]
 
 
 def apt_mirrors():

@@ -144,9 +144,7 @@ def test_tmpfiles_entry():
 @pytest.mark.parametrize("page", ["man/quiesce.8", "man/quiesce.conf.5"])
 def test_man_page_renders_without_warnings(page):
     if not helpers.have("man") or not helpers.have("groff"):
-        if not helpers.is_root():
-            pytest.skip("man-db and groff are not installed")
-        helpers.ensure_apt_packages(["man-db", "groff-base"])
+        pytest.fail("man and groff are missing: run 'make deps' (man-db, groff-base)", pytrace=False)
     proc = subprocess.run(["man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z",
                            os.path.join(REPO, page)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env=helpers.clean_env(MANWIDTH="80"))
@@ -157,10 +155,29 @@ def test_man_page_renders_without_warnings(page):
 def test_shell_scripts_are_posix(script):
     path = os.path.join(REPO, script)
     subprocess.run(["sh", "-n", path], check=True)
-    if helpers.have("checkbashisms"):
-        proc = subprocess.run(["checkbashisms", path], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        assert proc.returncode == 0, proc.stdout
+    if not helpers.have("checkbashisms"):
+        pytest.fail("checkbashisms is missing: run 'make deps' (devscripts)", pytrace=False)
+    proc = subprocess.run(["checkbashisms", path], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_make_deps_installs_every_tool_the_tests_use():
+    """A tool the tests need and `make deps` does not install would fail on a fresh machine."""
+    from tests.integration import loopfs
+
+    from .conftest import BUILD_TOOLS
+    proc = subprocess.run(["make", "-s", "-C", REPO, "--no-print-directory", "print-deb-packages"],
+                          stdout=subprocess.PIPE, text=True, check=True, env=helpers.clean_env())
+    deps = set(proc.stdout.split())
+    assert set(BUILD_TOOLS) - deps == set()
+    # The loop-filesystem tools (chattr: the power-cut tests): the packages shipping them.
+    for tool in loopfs.TOOLS + ("chattr",):
+        path = shutil.which(tool, path=helpers.SYSTEM_PATH)
+        assert path, "%s is missing: run 'make deps'" % tool
+        # By pattern: with merged /usr, dpkg knows /sbin/losetup, not /usr/sbin/losetup.
+        owners = helpers.run(["dpkg-query", "-S", "bin/" + tool]).stdout
+        assert any(line.split(":")[0] in deps for line in owners.splitlines()), (tool, owners)
 
 
 # ---------------------------------------------------------------------------
