@@ -27,7 +27,8 @@ class _Report:
 
 
 def hook_registrations(hook_dirs=paths.HOOK_DIRS, legacy=paths.LEGACY_HOOKS,
-                       targets=(paths.HOOK, paths.FREEZE, paths.THAW)) -> List[Tuple[str, str]]:
+                       targets=(paths.HOOK, paths.QEMU_GA_HOOK, paths.VMWARE_HOOK, paths.FREEZE, paths.THAW)
+                       ) -> List[Tuple[str, str]]:
     """(runner, path) of every hook entry that leads to our hook or scripts."""
     ours = {os.path.realpath(p) for p in targets}
     found = []
