@@ -58,10 +58,13 @@ def hook_warnings(registrations: List[Tuple[str, str]], record: str = paths.HOOK
     except OSError:
         pass
     registered = {entry for _runner, entry in registrations}
+    entry_files = {"vmware-tools": paths.VMWARE_HOOK, "qemu-guest-agent": paths.QEMU_GA_HOOK}
     for link in sorted(created - registered):
         if not os.path.lexists(link):
+            target = next((entry_files.get(runner, paths.HOOK) for runner, directory in hook_dirs
+                           if os.path.dirname(link) == directory), paths.HOOK)
             warnings.append("hook link %s was removed by the administrator; the package will not re-create it "
-                            "(to register again: ln -s %s %s)" % (link, paths.HOOK, link))
+                            "(to register again: ln -s %s %s)" % (link, target, link))
     for runner, directory in hook_dirs:
         if runner != "vmware-tools" or not os.path.isdir(directory):
             continue
