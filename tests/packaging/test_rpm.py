@@ -38,6 +38,23 @@ def test_rpmlint_clean(rpms, tmp_path):
     assert re.search(r"\b0 errors, 0 warnings\b", proc.stdout), proc.stdout
 
 
+def test_rpmlint_filters_each_have_a_reason():
+    """Every finding accepted on purpose says why, right above it."""
+    with open(os.path.join(REPO, "rpm", "rpmlint.toml")) as handle:
+        lines = handle.read().split("Filters = [", 1)[1].splitlines()
+    previous = ""
+    for line in lines:
+        if line.strip().startswith("'"):
+            assert previous.startswith(("#", "'")), line
+        previous = line.strip() or previous
+
+
+def test_check_runs_the_unit_tests(rpms):
+    log = rpms["current"]["log"]
+    assert re.search(r"(?m)^\+ .*-m pytest tests/unit$|^\+ .*pytest.* tests/unit$", log), log[-3000:]
+    assert re.search(r"=+ \d+ passed", log), log[-3000:]
+
+
 def rpm_files(db, rpm):
     """{path: (flags, perms, owner)} of the package's payload and ghosts."""
     files = {}
