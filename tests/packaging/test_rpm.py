@@ -282,10 +282,11 @@ def test_erase_of_unmodified_install_leaves_nothing(rpms, tmp_path):
     os.makedirs(root("/etc/vmware-tools"))  # VMware Tools not from a package (its own installer)
     root.install(rpms["current"]["rpm"])
     assert root.is_our_link(VMWARE_LINK)
-    # What a freeze and thaw leave behind: position file, runtime state.
+    # What a freeze and thaw leave behind: position file, runtime state (and the probe
+    # file of a freeze that was killed).
     os.makedirs(root("/run/quiesce"), mode=0o700, exist_ok=True)
     for path in ("/run/quiesce/lock", "/run/quiesce/result.json", helpers.POSITION_FILE,
-                 helpers.STATE_DIR + "/position-reports.json"):
+                 helpers.STATE_DIR + "/position-reports.json", helpers.STATE_DIR + "/.quiesce-fsprobe-1081-25d3"):
         with open(root(path), "w") as handle:
             handle.write("{}")
     root.erase("quiesce")
