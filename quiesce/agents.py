@@ -44,14 +44,14 @@ QEMU_GA_HOOK_SWITCHES = (
 
 VMWARE = Agent(
     name="vmware", title="VMware Tools (backupScripts.d)", registerable=True,
-    files=(HookFile(paths.HOOK_DIRS[0][1] + "/" + paths.HOOK_LINK_NAME, "link", "hook", None, 0o755),),
+    files=(HookFile(paths.HOOK_DIRS[0][1] + "/" + paths.HOOK_LINK_NAME, "link", "vmware-hook", None, 0o755),),
     packages=("open-vm-tools",), services=("vmtoolsd", "open-vm-tools"),
     markers=("/usr/bin/vmtoolsd",), timeout=900,
     on_failure="a failed freeze fails the quiesced snapshot; earlier hooks get freezeFail")
 
 QEMU_GA = Agent(
     name="qemu-ga", title="QEMU guest agent (fsfreeze-hook.d)", registerable=True,
-    files=tuple(HookFile(directory + "/" + paths.HOOK_LINK_NAME, "link", "hook", None, None)
+    files=tuple(HookFile(directory + "/" + paths.HOOK_LINK_NAME, "link", "qemu-ga-hook", None, None)
                 for runner, directory in paths.HOOK_DIRS if runner == "qemu-guest-agent"),
     packages=("qemu-guest-agent",), services=("qemu-guest-agent",),
     markers=("/usr/bin/qemu-ga", "/usr/sbin/qemu-ga"), timeout=600,

@@ -33,7 +33,8 @@ class _Report:
 
 
 def hook_registrations(hook_dirs=paths.HOOK_DIRS, legacy=paths.LEGACY_HOOKS,
-                       targets=(paths.HOOK, paths.FREEZE, paths.THAW)) -> List[Tuple[str, str]]:
+                       targets=(paths.HOOK, paths.QEMU_GA_HOOK, paths.VMWARE_HOOK, paths.FREEZE, paths.THAW)
+                       ) -> List[Tuple[str, str]]:
     """(runner, path) of every hook entry that leads to our hook or scripts."""
     ours = {os.path.realpath(p) for p in targets}
     found = []
@@ -63,10 +64,13 @@ def hook_warnings(registrations: List[Tuple[str, str]], record: str = paths.HOOK
     except OSError:
         pass
     registered = {entry for _runner, entry in registrations}
+    entry_files = {"vmware-tools": paths.VMWARE_HOOK, "qemu-guest-agent": paths.QEMU_GA_HOOK}
     for link in sorted(created - registered):
         if not os.path.lexists(link):
+            target = next((entry_files.get(runner, paths.HOOK) for runner, directory in hook_dirs
+                           if os.path.dirname(link) == directory), paths.HOOK)
             warnings.append("hook link %s was removed by the administrator; the package will not re-create it "
-                            "(to register again: ln -s %s %s)" % (link, paths.HOOK, link))
+                            "(to register again: ln -s %s %s)" % (link, target, link))
     for runner, directory in hook_dirs:
         if runner != "vmware-tools" or not os.path.isdir(directory):
             continue

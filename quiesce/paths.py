@@ -8,6 +8,10 @@ INSTANCE_POSITION_FILE = STATE_DIR + "/position-{name}.json"
 
 LIB_DIR = "/usr/lib/quiesce"
 HOOK = LIB_DIR + "/hook"
+# Copies of HOOK, one per agent, which the packages' registration links point at: the
+# file an agent executes carries the SELinux label that lets it run unconfined.
+QEMU_GA_HOOK = LIB_DIR + "/qemu-ga-hook"
+VMWARE_HOOK = LIB_DIR + "/vmware-hook"
 FREEZE = LIB_DIR + "/freeze"
 THAW = LIB_DIR + "/thaw"
 
