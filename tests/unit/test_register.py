@@ -153,7 +153,7 @@ def _register_hooks(root, action):
 def test_vmware_link_shares_the_packages_record(layout, settings, root):
     link = root + "/etc/vmware-tools/backupScripts.d/zz-quiesce"
     register.register(agents.VMWARE, layout, settings)
-    assert os.readlink(link) == "/usr/lib/quiesce/hook"
+    assert os.readlink(link) == "/usr/lib/quiesce/vmware-hook"
     register.unregister(agents.VMWARE, layout)
     assert not os.path.lexists(link)
     # The package's trigger must not bring back what the administrator unregistered.
@@ -170,7 +170,7 @@ def test_qemu_ga_needs_the_agents_own_directory(layout, settings, root):
         register.register(agents.QEMU_GA, layout, settings)
     os.makedirs(root + "/etc/qemu-ga/fsfreeze-hook.d")
     register.register(agents.QEMU_GA, layout, settings)
-    assert os.readlink(root + "/etc/qemu-ga/fsfreeze-hook.d/zz-quiesce") == "/usr/lib/quiesce/hook"
+    assert os.readlink(root + "/etc/qemu-ga/fsfreeze-hook.d/zz-quiesce") == "/usr/lib/quiesce/qemu-ga-hook"
     assert not os.path.exists(root + "/etc/qemu")
 
 
