@@ -33,6 +33,12 @@ def _dispatch(action: str, settings: config.Settings) -> int:
     if action == "check":
         from . import check
         return check.run(settings)
+    if action == "verify":
+        from . import verify
+        return verify.run(settings)
+    if action == "restore-plan":
+        from . import restoreplan
+        return restoreplan.run(settings)
     raise ConfigError("unknown command %r" % action)
 
 

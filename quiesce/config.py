@@ -22,7 +22,7 @@ import configargparse
 from . import __version__, paths
 from .errors import ConfigError
 
-COMMANDS = ("freeze", "thaw", "hook", "status", "check")
+COMMANDS = ("freeze", "thaw", "hook", "status", "check", "verify", "restore-plan")
 HOOK_ACTIONS = {"freeze": "freeze", "thaw": "thaw", "freezefail": "freezeFail"}
 CONNECTION_KEYS = ("socket", "host", "port", "user", "password", "defaults-file", "position-file")
 _INSTANCE_RE = re.compile(r"^\[\s*instance\s*[: ]\s*([A-Za-z0-9_.-]+)\s*\]$")
@@ -33,7 +33,7 @@ _TARGET_FIELDS = ("name", "socket", "host", "port", "user", "password", "positio
 _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "driver", "lock_method",
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
-                    "stop_replica", "release_on_fs_thaw", "targets")
+                    "stop_replica", "release_on_fs_thaw", "targets", "metrics_file", "restore")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -114,7 +114,7 @@ class _Parser(configargparse.ArgParser):
         # argparse prints usage and exits; we want one line and our own exit-code table.
         message = str(message)
         if message.startswith("the following arguments are required: command"):
-            message = "no command given: use freeze, thaw, hook ACTION, status or check"
+            message = "no command given: use freeze, thaw, hook ACTION, status, check, verify or restore-plan"
         raise ConfigError("%s (see 'quiesce --help')" % message)
 
 
@@ -189,7 +189,7 @@ def build_parser(config_files: Sequence[str]) -> _Parser:
         add_help=True,
     )
     add = parser.add_argument
-    add("command", choices=COMMANDS, help="freeze, thaw, hook ACTION, status or check")
+    add("command", choices=COMMANDS, help="freeze, thaw, hook ACTION, status, check, verify or restore-plan")
     add("words", nargs="*", help=argparse.SUPPRESS)
     add("--version", action="version", version="quiesce " + __version__)
     add("-c", "--config", metavar="FILE", env_var="QUIESCE_CONFIG",
@@ -219,7 +219,42 @@ def build_parser(config_files: Sequence[str]) -> _Parser:
     add("--kill-long-selects", type=_non_negative, default=0.0, metavar="SECONDS")
     add("--stop-replica", choices=("auto", "always", "never"), default="auto")
     add("--release-on-fs-thaw", type=_boolean, default=True, metavar="BOOL")
+    add("--metrics-file", default="auto", metavar="FILE",
+        help="node_exporter textfile (default auto: quiesce.prom in its textfile directory if that exists; "
+             "none: off)")
+    _add_restore_options(parser)
     return parser
+
+
+RESTORE_KEYS = ("skip_table_check", "check_timeout", "as_replica_of", "pitr_until", "galera", "apply", "yes",
+                "replication", "server_id", "source_credentials", "binlog_dir")
+
+
+def _add_restore_options(parser: _Parser) -> None:
+    group = parser.add_argument_group("verify and restore-plan (command line only)")
+    add = group.add_argument
+    add("--skip-table-check", action="store_true", help="verify: no CHECK TABLE on MyISAM/Aria tables")
+    add("--check-timeout", type=_positive, default=300.0, metavar="SECONDS",
+        help="verify: time allowed for all CHECK TABLEs (default 300)")
+    add("--as-replica-of", metavar="HOST[:PORT]", help="restore-plan: make this server a replica of HOST")
+    add("--pitr-until", metavar="DATETIME|GTID|FILE:POS", help="restore-plan: replay the binlogs up to here")
+    add("--galera", action="store_true", help="restore-plan: grastate.dat to rejoin a Galera cluster by IST")
+    add("--apply", action="store_true", help="restore-plan: run the replica plan on this server")
+    add("--yes", action="store_true", help="restore-plan: --apply without asking")
+    add("--replication", choices=("auto", "gtid", "position"), default="auto",
+        help="restore-plan: GTID or binlog file/position (default auto: GTID when recorded)")
+    add("--server-id", type=int, metavar="N", help="restore-plan: the new server_id of a clone")
+    add("--source-credentials", metavar="FILE",
+        help="restore-plan: option file (mode 0600) with [client] user and password for the source")
+    add("--binlog-dir", metavar="DIR", help="restore-plan: where the original's binary logs are (PITR)")
+
+
+def _restore_options(ns: argparse.Namespace, argv: Sequence[str]) -> dict[str, object]:
+    options = {key: getattr(ns, key) for key in RESTORE_KEYS}
+    # Changing a server is asked for on the command line itself, never by a file or the environment.
+    for key in ("apply", "yes"):
+        options[key] = bool(options[key]) and "--" + key in argv
+    return options
 
 
 def _explicit_config(argv: Sequence[str]) -> str | None:
@@ -388,7 +423,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         long_query_time=ns.long_query_time, long_query_wait=ns.long_query_wait,
         long_query_type=ns.long_query_type, kill_long_selects=ns.kill_long_selects,
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
-        targets=targets)
+        targets=targets, metrics_file=ns.metrics_file, restore=_restore_options(ns, argv))
 
 
 def _file_sets_password(path: str) -> bool:
