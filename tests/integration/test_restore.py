@@ -109,3 +109,107 @@ def test_verify_says_when_the_position_file_is_missing_or_foreign(request, maria
     assert _lines(result, "FAIL") == ["FAIL  position file %s does not exist, so there is nothing to compare with: "
                                       "was this server restored from a snapshot taken by quiesce? fix: pass the "
                                       "file with --position-file" % missing], result
+
+
+def _user_tables(server):
+    return [(db, name) for db, name in server.query(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
+        "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') "
+        "ORDER BY 1, 2")]
+
+
+def _checksums(server, tables):
+    return {t: server.query("CHECKSUM TABLE `%s`.`%s`" % t)[0][1] for t in tables}
+
+
+def _credentials_file(tmp_path, user, password):
+    path = tmp_path / "source.cnf"
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("[client]\nuser = %s\npassword = %s\n" % (user, password))
+    return str(path)
+
+
+@pytest.mark.parametrize("replication", ["gtid", "position"])
+def test_restored_copy_becomes_a_replica_of_the_original(request, mariadb, quiesce_env, writers, tmp_path,
+                                                          replication):
+    mariadb.create_user("repl", "repl-Secret-1", grants=("REPLICATION SLAVE",), host="127.0.0.1")
+    load = writers(engines=ENGINES)
+    (dest,) = _frozen_copies(mariadb, quiesce_env, load, tmp_path)
+    copy = _boot(request, mariadb, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    assert env.run("verify").rc == 0
+    credentials = _credentials_file(tmp_path, "repl", "repl-Secret-1")
+
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port, "--replication",
+                     replication, "--server-id", "2", "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 0, result
+    assert "repl-Secret-1" not in result.output
+    assert "replicating from 127.0.0.1:%d" % mariadb.port in result.stdout
+    position = quiesce_env.position()
+    if replication == "gtid":
+        assert "SET GLOBAL gtid_slave_pos = '%s';" % position["gtid"] in result.stdout
+    else:
+        assert ("MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d, MASTER_USE_GTID=no;"
+                % (position["binlog_file"], position["binlog_position"])) in result.stdout
+    assert copy.value("SELECT @@GLOBAL.server_id") == 2
+
+    load.wait_for_progress(20)   # the original goes on; the replica follows
+    load.stop()
+    copy.wait_caught_up(mariadb, timeout=60)
+    tables = _user_tables(mariadb)
+    assert ("load", "t_myisam") in tables and ("load", "t_aria") in tables
+    assert _checksums(copy, tables) == _checksums(mariadb, tables)
+    assert table_rows(copy, load.database, load.tables) == table_rows(mariadb, load.database, load.tables)
+
+
+def test_apply_refuses_a_clone_with_the_original_server_id(request, mariadb, quiesce_env, tmp_path):
+    assert quiesce_env.run("freeze").rc == 0
+    dest = str(tmp_path / "copy")
+    mariadb.copy_datadir(dest)
+    assert quiesce_env.run("thaw").rc == 0
+    copy = _boot(request, mariadb, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    credentials = _credentials_file(tmp_path, "repl", "x")
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port,
+                     "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 9, result
+    assert "still has the original's server_id 1" in result.stderr
+    assert copy.replica_status() is None, "nothing may be changed when the plan is refused"
+
+
+def _replay(plan_output):
+    commands = [line for line in plan_output.splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 1, plan_output
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", commands[0]], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    assert proc.returncode == 0, proc.stdout.decode(errors="replace")
+    return commands[0]
+
+
+@pytest.mark.parametrize("until", ["gtid", "position"])
+def test_pitr_command_brings_a_copy_to_exactly_the_target(request, mariadb, quiesce_env, writers, tmp_path, until):
+    load = writers(engines=("InnoDB", "MyISAM"))
+    (dest,) = _frozen_copies(mariadb, quiesce_env, load, tmp_path)
+    position = quiesce_env.position()
+    load.wait_for_progress(30)
+    mariadb.sql("FLUSH BINARY LOGS")   # the replay spans two binlog files
+    load.wait_for_progress(30)
+    load.stop()
+    # A target in the middle of what was committed after the snapshot, in the second file.
+    events = mariadb.query("SHOW BINLOG EVENTS IN %s", (mariadb.binlog_files()[-1][0],), as_dict=True)
+    commits = [e for e in events if e["Event_type"] in ("Xid", "Query") and e["Info"] != "BEGIN"
+               and not e["Info"].startswith("FLUSH")]
+    middle = commits[len(commits) // 2]
+    target_pos = "%s:%s" % (middle["Log_name"], middle["End_log_pos"])
+    target_gtid = mariadb.value("SELECT BINLOG_GTID_POS(%s, %s)", (middle["Log_name"], int(middle["End_log_pos"])))
+    assert target_gtid and target_gtid != position["gtid"]
+
+    copy = _boot(request, mariadb, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    result = env.run("restore-plan", "--pitr-until", target_gtid if until == "gtid" else target_pos)
+    assert result.rc == 0, result
+    command = _replay(result.stdout)
+    assert "--socket=%s" % copy.socket in command
+    assert copy.value("SELECT @@GLOBAL.gtid_binlog_pos") == target_gtid
