@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from . import config, log as logsetup, paths, protocol, state
+from . import config, history, log as logsetup, paths, protocol, state
 from .config import Settings
 from .errors import Exit, QuiesceError, ServerNotRunning, StateError, exit_code_for
 
@@ -87,6 +87,7 @@ class Holder:
         self.started_wall = time.time()
         self.deadline = 0.0
         self.probes: List[Any] = []
+        self.agent = history.calling_agent(os.getppid())  # the freeze command's caller, while it waits
 
     # -- acquisition ------------------------------------------------------------------
 
@@ -313,6 +314,7 @@ class Holder:
             state.write_json_atomic(self.files.result, result)
         except OSError as exc:
             self.log.error("cannot record the result in %s: %s", self.files.result, exc.strerror)
+        history.after_release(self.settings, result, self.agent, self.log)
         self.gate.release()
 
 
@@ -358,6 +360,9 @@ def main(settings_fd: int, ready_fd: int) -> None:
                        "message": "internal error in the holder: %s: %s" % (type(exc).__name__, exc)}
         if holder is not None:
             state.remove(holder.files.socket)
+            if message["status"] == "error":  # before reporting: nothing is frozen until freeze returns
+                history.after_failed_freeze(holder.settings, message["message"], holder.agent,
+                                            state.utc_at(holder.started_wall), log)
         _report(ready_fd, message)
         os._exit(int(exit_code_for(exc)))
     summary = [dict(i.position, wait_ms=round(i.wait_ms, 1), warnings=i.warnings) for i in holder.locked]

@@ -32,7 +32,6 @@ from .verify import load_position
 
 PASSWORD_TOKEN = "\x00source-password\x00"
 REPLICA_START_WAIT = 30.0
-GALERA_NULL_UUID = "00000000-0000-0000-0000-000000000000"
 
 Plan = collections.namedtuple("Plan", "title steps statements check")
 

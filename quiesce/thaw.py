@@ -73,6 +73,8 @@ def run(settings: Settings) -> int:
         if result is not None and not result.get("acknowledged"):
             result["acknowledged"] = True
             state.write_json_atomic(files.result, result)
+            from . import history
+            history.after_thaw(settings, result)
             return _report_result(result, fresh=False)
     _log().info("nothing is frozen; thaw has nothing to do")
     return 0

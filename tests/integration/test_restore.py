@@ -47,6 +47,11 @@ def _env_for(request, server, position_file, **settings):
     return env
 
 
+def _commit_ends(events):
+    """Events that end a transaction: Xid (InnoDB) or a COMMIT query (MyISAM: BEGIN, INSERT, COMMIT)."""
+    return [e for e in events if e["Event_type"] == "Xid" or (e["Event_type"] == "Query" and e["Info"] == "COMMIT")]
+
+
 def _lines(result, word):
     return [line for line in result.stdout.splitlines() if line.startswith(word)]
 
@@ -67,8 +72,8 @@ def test_verify_passes_on_a_frozen_copy_and_fails_on_unlocked_and_truncated_ones
 
     # Cut the last three transactions off the truncated copy's binlog, at an event boundary.
     events = mariadb.query("SHOW BINLOG EVENTS IN %s", (position["binlog_file"],), as_dict=True)
-    boundaries = [int(e["End_log_pos"]) for e in events
-                  if e["Event_type"] in ("Xid", "Query") and int(e["End_log_pos"]) < position["binlog_position"]]
+    boundaries = [int(e["End_log_pos"]) for e in _commit_ends(events)
+                  if int(e["End_log_pos"]) < position["binlog_position"]]
     os.truncate(os.path.join(truncated, position["binlog_file"]), boundaries[-3])
 
     results = {}
@@ -199,8 +204,7 @@ def test_pitr_command_brings_a_copy_to_exactly_the_target(request, mariadb, quie
     load.stop()
     # A target in the middle of what was committed after the snapshot, in the second file.
     events = mariadb.query("SHOW BINLOG EVENTS IN %s", (mariadb.binlog_files()[-1][0],), as_dict=True)
-    commits = [e for e in events if e["Event_type"] in ("Xid", "Query") and e["Info"] != "BEGIN"
-               and not e["Info"].startswith("FLUSH")]
+    commits = _commit_ends(events)
     middle = commits[len(commits) // 2]
     target_pos = "%s:%s" % (middle["Log_name"], middle["End_log_pos"])
     target_gtid = mariadb.value("SELECT BINLOG_GTID_POS(%s, %s)", (middle["Log_name"], int(middle["End_log_pos"])))

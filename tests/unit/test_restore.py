@@ -273,3 +273,18 @@ def test_galera_grastate_for_ist():
                                "safe_to_bootstrap: 0\nEOF"]
     with pytest.raises(RestoreError, match="no Galera state"):
         rp.galera_plan(_position())
+
+
+def test_apply_and_yes_count_only_on_the_command_line(tmp_path, monkeypatch):
+    from quiesce import config
+    conf = tmp_path / "quiesce.conf"
+    conf.write_text("yes = true\nmetrics-file = none\n")
+    conf.chmod(0o600)
+    monkeypatch.setenv("QUIESCE_APPLY", "true")
+    settings = config.parse(["--config", str(conf), "restore-plan", "--galera"])
+    assert settings.restore["apply"] is False and settings.restore["yes"] is False
+    assert settings.restore["galera"] is True and settings.metrics_file == "none"
+    settings = config.parse(["--config", str(conf), "restore-plan", "--as-replica-of", "db1", "--apply", "--yes",
+                             "--server-id", "5"])
+    assert settings.restore["apply"] and settings.restore["yes"] and settings.restore["server_id"] == 5
+    assert settings.restore["as_replica_of"] == "db1"
