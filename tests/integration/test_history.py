@@ -11,6 +11,7 @@ import time
 
 from .checks import assert_clean, wait_writable
 from .runner import wait_for
+from .test_fsprobe_loop import _process_gone, db_on_loop, lab  # noqa: F401 (fixtures: a datadir on a loop ext4)
 
 
 def _history(env):
@@ -135,3 +136,33 @@ def test_holder_that_died_is_recorded_once(mariadb, quiesce_env, tmp_path):
     assert env.run("thaw").rc == 6
     assert [e["outcome"] for e in _history(env)] == ["lost", "failed"]
     assert _history(env)[-1]["consecutive_failures"] == 2
+
+
+def test_nothing_written_while_the_filesystem_is_really_frozen(db_on_loop):
+    """History and metrics on the filesystem that is frozen, like /var/lib/quiesce next to
+    /var/lib/mysql: the holder records the release once the filesystem has thawed, and
+    leaves an expiry during the freeze to thaw, instead of blocking on the frozen disk."""
+    fs, server, make = db_on_loop
+    state = os.path.join(fs.mnt, "state")
+    os.makedirs(state, mode=0o700)
+    env = make(position_file=os.path.join(state, "position.json"), metrics_file=os.path.join(state, "q.prom"))
+    env.history_file, env.metrics_file = os.path.join(state, "history.jsonl"), os.path.join(state, "q.prom")
+    assert env.run("freeze").rc == 0
+    fs.freeze()
+    time.sleep(0.5)
+    assert _files(env) == (None, None)
+    fs.thaw()
+    (entry,) = _wait_history(env, 1)
+    assert entry["outcome"] == "released-at-fs-thaw" and _metrics(env)["quiesce_last_success"] == 1
+    assert env.run("thaw").rc == 0
+
+    env.write_config(lock_timeout=2, acquire_timeout=1)
+    assert env.run("freeze").rc == 0
+    holder = env.state()["holder_pid"]
+    before = _files(env)
+    fs.freeze()
+    wait_for(lambda: _process_gone(holder), 8, what="the holder to expire and exit while frozen")
+    fs.thaw()
+    assert _files(env) == before, "the holder recorded an outcome while the filesystem could be frozen"
+    assert env.run("thaw").rc == 6
+    assert [e["outcome"] for e in _history(env)] == ["released-at-fs-thaw", "expired"]
