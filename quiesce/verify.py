@@ -109,11 +109,14 @@ def uses_error_log_table(server: serverinfo.Server) -> bool:
     return server.flavour != serverinfo.MARIADB and server.version >= (8, 0, 22)
 
 
-# Errors logged since the server last started (Uptime seconds ago).
-ERROR_LOG_TABLE_STATEMENT = (
-    "SELECT LOGGED, ERROR_CODE, SUBSYSTEM, DATA FROM performance_schema.error_log "
-    "WHERE PRIO = 'Error' AND LOGGED >= NOW(6) - INTERVAL (SELECT VARIABLE_VALUE FROM "
-    "performance_schema.global_status WHERE VARIABLE_NAME = 'Uptime') + 1 SECOND ORDER BY LOGGED")
+UPTIME_STATEMENT = "SHOW GLOBAL STATUS LIKE 'Uptime'"
+
+
+def error_log_table_statement(uptime_rows: Sequence[Dict[str, Any]]) -> str:
+    """Errors the server logged since it last started (Uptime seconds ago, and a second more)."""
+    uptime = int(uptime_rows[0]["Value"]) if uptime_rows else 0
+    return ("SELECT LOGGED, ERROR_CODE, SUBSYSTEM, DATA FROM performance_schema.error_log "
+            "WHERE PRIO = 'Error' AND LOGGED >= NOW(6) - INTERVAL %d SECOND ORDER BY LOGGED" % (uptime + 1))
 ERROR_LOG_FILE_STATEMENT = "SELECT @@GLOBAL.log_error AS log_error, @@GLOBAL.datadir AS datadir"
 
 
@@ -227,7 +230,7 @@ def _check_gtid(report: _Report, name: str, conn: db.Connection, server: serveri
 def _check_recovery(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server) -> None:
     if uses_error_log_table(server):
         try:
-            rows = conn.query(ERROR_LOG_TABLE_STATEMENT)
+            rows = conn.query(error_log_table_statement(conn.query(UPTIME_STATEMENT)))
         except db.DbError as exc:
             report.warn("%scannot read performance_schema.error_log (%s): start-up errors not checked"
                         % (name, exc.message))

@@ -180,7 +180,12 @@ def test_apply_refuses_a_clone_with_the_original_server_id(request, mariadb, qui
                      "--source-credentials", credentials, "--apply", "--yes")
     assert result.rc == 9, result
     assert "still has the original's server_id 1" in result.stderr
+    # Without --yes it asks, and without a terminal to ask on it refuses.
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port, "--server-id", "2",
+                     "--source-credentials", credentials, "--apply")
+    assert result.rc == 2 and "there is no terminal; fix: add --yes" in result.stderr, result
     assert copy.replica_status() is None, "nothing may be changed when the plan is refused"
+    assert copy.value("SELECT @@GLOBAL.server_id") == 1
 
 
 def _replay(plan_output):
@@ -217,3 +222,22 @@ def test_pitr_command_brings_a_copy_to_exactly_the_target(request, mariadb, quie
     command = _replay(result.stdout)
     assert "--socket=%s" % copy.socket in command
     assert copy.value("SELECT @@GLOBAL.gtid_binlog_pos") == target_gtid
+
+
+def test_table_check_is_bounded_by_check_timeout(mariadb, quiesce_env):
+    """A table CHECK TABLE cannot get (held by LOCK TABLES ... WRITE) fails verify after
+    --check-timeout instead of hanging; the other checks pass on the unchanged server."""
+    mariadb.sql("CREATE TABLE quiesce_probe.held (a INT) ENGINE=MyISAM")
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    holder = mariadb.connect()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLES quiesce_probe.held WRITE")
+        result = quiesce_env.run("verify", "--check-timeout", "1", timeout=60)
+    finally:
+        holder.close()
+    assert result.rc == 9, result
+    assert result.elapsed < 20, result
+    assert "ok    binlog ends exactly at the recorded" in result.stdout
+    assert "CHECK TABLE did not finish within --check-timeout=1 s" in result.stdout, result

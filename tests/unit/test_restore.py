@@ -112,6 +112,10 @@ def test_error_log_source_by_flavour_and_version():
     assert vf.error_log_path({"log_error": "./db1.err", "datadir": "/var/lib/mysql/"}) == "/var/lib/mysql/./db1.err"
     assert vf.error_log_path({"log_error": "/var/log/mysql/error.log"}) == "/var/log/mysql/error.log"
     assert vf.error_log_path({"log_error": ""}) is None and vf.error_log_path({"log_error": "stderr"}) is None
+    # SHOW GLOBAL STATUS LIKE 'Uptime' on MySQL 8.4.
+    statement = vf.error_log_table_statement([{"Variable_name": "Uptime", "Value": "7"}])
+    assert statement == ("SELECT LOGGED, ERROR_CODE, SUBSYSTEM, DATA FROM performance_schema.error_log WHERE "
+                         "PRIO = 'Error' AND LOGGED >= NOW(6) - INTERVAL 8 SECOND ORDER BY LOGGED")
 
 
 def test_only_errors_since_the_last_start_count():
