@@ -112,13 +112,16 @@ def replica_statements(server: Server, host: str, port: int, user: Optional[str]
     noun = "REPLICA" if server.version >= (8, 0, 22) else "SLAVE"
     statements += ["STOP %s" % noun, "RESET %s ALL" % noun]
     word = "SOURCE" if new_names else "MASTER"
+    # MySQL 8's default caching_sha2_password authenticates a replica only over TLS (or with
+    # the source's public key): ask for TLS, which the server sets up by itself.
+    where = "%s_SSL=1, " % word
     if gtid:
         statements.append("RESET BINARY LOGS AND GTIDS" if server.version >= (8, 4, 0) else "RESET MASTER")
         statements.append("SET GLOBAL gtid_purged = %s" % sql_string(re.sub(r"\s+", "", coordinates["gtid"])))
-        where = "%s_AUTO_POSITION=1" % word
+        where += "%s_AUTO_POSITION=1" % word
     else:
-        where = "%s_LOG_FILE=%s, %s_LOG_POS=%d" % (word, sql_string(coordinates["binlog_file"]), word,
-                                                   int(coordinates["binlog_position"]))
+        where += "%s_LOG_FILE=%s, %s_LOG_POS=%d" % (word, sql_string(coordinates["binlog_file"]), word,
+                                                    int(coordinates["binlog_position"]))
     change = "CHANGE REPLICATION SOURCE TO" if new_names else "CHANGE MASTER TO"
     statements.append("%s %s_HOST=%s, %s_PORT=%d, %s_USER=%s, %s_PASSWORD=%s, %s"
                       % (change, word, sql_string(host), word, port, word, user_sql, word, password_sql, where))
@@ -296,8 +299,7 @@ def render(plan: Plan, sql: bool, password_shown: str) -> str:
 def _credentials(path: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
     if not path:
         return None, None
-    values = config.read_option_file(path)
-    config.check_secret_file(path, "source-credentials file")
+    values = config.read_option_file(path)  # refuses a file with a password others can read
     if not values.get("user") or not values.get("password"):
         raise ConfigError("source-credentials file %s needs user and password under [client]" % path)
     return values["user"], values["password"]

@@ -179,7 +179,7 @@ def test_mysql_84_replica_by_gtid_removes_auto_cnf_and_sets_gtid_purged():
         "SET GLOBAL server_id = 12", "STOP REPLICA", "RESET REPLICA ALL", "RESET BINARY LOGS AND GTIDS",
         "SET GLOBAL gtid_purged = '%s:1-57'" % UUID,
         "CHANGE REPLICATION SOURCE TO SOURCE_HOST='db1', SOURCE_PORT=3306, SOURCE_USER='repl', "
-        "SOURCE_PASSWORD=%s, SOURCE_AUTO_POSITION=1" % rp.PASSWORD_TOKEN, "START REPLICA"]
+        "SOURCE_PASSWORD=%s, SOURCE_SSL=1, SOURCE_AUTO_POSITION=1" % rp.PASSWORD_TOKEN, "START REPLICA"]
     text = rp.render(plan, True, "'***'")
     assert "delete auto.cnf in its data directory (/var/lib/mysql/)" in text and UUID in text
     assert "equal MySQL server UUIDs" in text and "SHOW REPLICA STATUS" in text
@@ -191,7 +191,8 @@ def test_mysql_80_before_new_names_uses_master_statements():
     assert plan.statements == [
         "STOP SLAVE", "RESET SLAVE ALL",
         "CHANGE MASTER TO MASTER_HOST='db1', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD=%s, "
-        "MASTER_LOG_FILE='mysql-bin.000012', MASTER_LOG_POS=1422" % rp.PASSWORD_TOKEN, "START SLAVE"]
+        "MASTER_SSL=1, MASTER_LOG_FILE='mysql-bin.000012', MASTER_LOG_POS=1422" % rp.PASSWORD_TOKEN,
+        "START SLAVE"]
     plan = rp.replica_plan(position, "db1", 3306, "gtid", "repl", None, None)
     assert "RESET MASTER" in plan.statements and plan.statements[-2].endswith("MASTER_AUTO_POSITION=1")
 
