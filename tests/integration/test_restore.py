@@ -41,8 +41,10 @@ def _boot(request, server, dest):
     return copy
 
 
-def _env_for(request, server, position_file, **settings):
-    env = QuiesceEnv(server, driver=None, position_file=position_file, **settings)
+def _env_for(request, server, position_file=None, **settings):
+    if position_file:
+        settings["position_file"] = position_file
+    env = QuiesceEnv(server, driver=None, **settings)
     request.addfinalizer(env.cleanup)
     return env
 
@@ -241,3 +243,37 @@ def test_table_check_is_bounded_by_check_timeout(mariadb, quiesce_env):
     assert result.elapsed < 20, result
     assert "ok    binlog ends exactly at the recorded" in result.stdout
     assert "CHECK TABLE did not finish within --check-timeout=1 s" in result.stdout, result
+
+
+@pytest.mark.parametrize("replication", ["gtid", "position"])
+def test_snapshot_of_a_replica_follows_its_source_from_the_recorded_coordinates(
+        request, mariadb, replica_of, writers, tmp_path, replication):
+    primary = mariadb
+    replica = replica_of(primary)
+    env = _env_for(request, replica)
+    load = writers(engines=("InnoDB", "MyISAM"))
+    load.wait_for_progress(20)
+    replica.wait_caught_up(primary)
+    assert env.run("freeze").rc == 0
+    dest = str(tmp_path / "replica-snapshot")
+    replica.copy_datadir(dest)
+    assert env.run("thaw").rc == 0
+    (channel,) = env.position()["replica"]
+
+    copy = _boot(request, replica, dest)
+    copy_env = _env_for(request, copy, env.position_file)
+    credentials = _credentials_file(tmp_path, "repl", "repl-secret")   # made by make_replica
+    result = copy_env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % primary.port, "--replication",
+                          replication, "--server-id", "3", "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 0, result
+    assert "the snapshot's replication coordinates from 127.0.0.1:%d" % primary.port in result.stdout
+    if replication == "gtid":
+        assert "SET GLOBAL gtid_slave_pos = '%s';" % channel["gtid"] in result.stdout
+    else:
+        assert ("MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d" % (channel["source_log_file"],
+                                                            channel["source_log_position"])) in result.stdout
+    load.wait_for_progress(10)
+    load.stop()
+    copy.wait_caught_up(primary, timeout=60)
+    tables = _user_tables(primary)
+    assert _checksums(copy, tables) == _checksums(primary, tables)
