@@ -91,9 +91,8 @@ def use_gtid(mode: str, coordinates: Dict[str, Any]) -> bool:
 def replica_statements(server: Server, host: str, port: int, user: Optional[str], coordinates: Dict[str, Any],
                        gtid: bool, new_server_id: Optional[int]) -> List[str]:
     """SQL, in order, for this server to replicate from host:port (password as PASSWORD_TOKEN)."""
-    statements = []
-    if new_server_id is not None:
-        statements.append("SET GLOBAL server_id = %d" % new_server_id)
+    # Without a chosen id the plan shows where it goes: a clone must not keep the original's.
+    statements = ["SET GLOBAL server_id = %s" % (new_server_id if new_server_id is not None else "<new-server-id>")]
     user_sql = sql_string(user) if user else "'<replication-user>'"
     password_sql = PASSWORD_TOKEN
     if server.flavour == MARIADB:

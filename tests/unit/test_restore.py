@@ -189,7 +189,7 @@ def test_mysql_80_before_new_names_uses_master_statements():
     position = dict(MYSQL_POSITION, server_version="8.0.20")
     plan = rp.replica_plan(position, "db1", 3306, "position", "repl", None, None)
     assert plan.statements == [
-        "STOP SLAVE", "RESET SLAVE ALL",
+        "SET GLOBAL server_id = <new-server-id>", "STOP SLAVE", "RESET SLAVE ALL",
         "CHANGE MASTER TO MASTER_HOST='db1', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD=%s, "
         "MASTER_SSL=1, MASTER_LOG_FILE='mysql-bin.000012', MASTER_LOG_POS=1422" % rp.PASSWORD_TOKEN,
         "START SLAVE"]
