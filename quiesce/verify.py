@@ -227,7 +227,8 @@ def _check_gtid(report: _Report, name: str, conn: db.Connection, server: serveri
                                                                                      recorded or "")))
 
 
-def _check_recovery(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server) -> None:
+def _check_recovery(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server,
+                    local: bool) -> None:
     if uses_error_log_table(server):
         try:
             rows = conn.query(error_log_table_statement(conn.query(UPTIME_STATEMENT)))
@@ -239,6 +240,10 @@ def _check_recovery(report: _Report, name: str, conn: db.Connection, server: ser
         where = "performance_schema.error_log"
     else:
         path = error_log_path(conn.query(ERROR_LOG_FILE_STATEMENT)[0])
+        if not local:
+            report.warn("%sthe server's error log is a file on its own host: start-up errors not checked; run "
+                        "verify there" % name)
+            return
         if path is None:
             report.warn("%sthe server logs to stderr (the journal): start-up errors not checked; look with "
                         "journalctl" % name)
@@ -331,7 +336,7 @@ def verify_target(report: _Report, target: Target, settings: Settings, many: boo
         _check_identity(report, name, target.position_file, position, server, _identity(conn, server))
         _check_binlog(report, name, conn, position)
         _check_gtid(report, name, conn, server, position)
-        _check_recovery(report, name, conn, server)
+        _check_recovery(report, name, conn, server, target.is_local)
         if settings.restore["skip_table_check"]:
             report.warn("%sMyISAM/Aria tables not checked (--skip-table-check)" % name)
         else:

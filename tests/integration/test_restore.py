@@ -5,16 +5,16 @@ Copies are made as in test_snapshot_consistency.py (the server paused while its 
 copied, between freeze and thaw) and booted with crash recovery, like a restored VM.
 """
 
+import datetime
 import os
 import re
-import shlex
 import socket
 import subprocess
 
 import pytest
 
 from .load import table_rows
-from .runner import QuiesceEnv, wait_for
+from .runner import QuiesceEnv
 
 ENGINES = ("InnoDB", "MyISAM", "Aria")
 
@@ -200,7 +200,7 @@ def _replay(plan_output):
     return commands[0]
 
 
-@pytest.mark.parametrize("until", ["gtid", "position"])
+@pytest.mark.parametrize("until", ["gtid", "position", "datetime"])
 def test_pitr_command_brings_a_copy_to_exactly_the_target(request, mariadb, quiesce_env, writers, tmp_path, until):
     load = writers(engines=("InnoDB", "MyISAM"))
     (dest,) = _frozen_copies(mariadb, quiesce_env, load, tmp_path)
@@ -219,7 +219,13 @@ def test_pitr_command_brings_a_copy_to_exactly_the_target(request, mariadb, quie
 
     copy = _boot(request, mariadb, dest)
     env = _env_for(request, copy, quiesce_env.position_file)
-    result = env.run("restore-plan", "--pitr-until", target_gtid if until == "gtid" else target_pos)
+    if until == "datetime":
+        # A moment after every commit (a day ahead: mariadb-binlog reads it in local time).
+        target = (datetime.datetime.now() + datetime.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+        target_gtid = mariadb.value("SELECT @@GLOBAL.gtid_binlog_pos")
+    else:
+        target = target_gtid if until == "gtid" else target_pos
+    result = env.run("restore-plan", "--pitr-until", target)
     assert result.rc == 0, result
     command = _replay(result.stdout)
     assert "--socket=%s" % copy.socket in command
