@@ -110,6 +110,12 @@ class _Formatter(argparse.HelpFormatter):
 
 
 class _Parser(configargparse.ArgParser):
+    def get_possible_config_keys(self, action):
+        # No config key and no environment variable: such options count on the command line only.
+        if getattr(action, "command_line_only", False):
+            return []
+        return super().get_possible_config_keys(action)
+
     def error(self, message):
         # argparse prints usage and exits; we want one line and our own exit-code table.
         message = str(message)
@@ -247,14 +253,12 @@ def _add_restore_options(parser: _Parser) -> None:
     add("--source-credentials", metavar="FILE",
         help="restore-plan: option file (mode 0600) with [client] user and password for the source")
     add("--binlog-dir", metavar="DIR", help="restore-plan: where the original's binary logs are (PITR)")
+    for action in group._group_actions:
+        action.command_line_only = True
 
 
-def _restore_options(ns: argparse.Namespace, argv: Sequence[str]) -> dict[str, object]:
-    options = {key: getattr(ns, key) for key in RESTORE_KEYS}
-    # Changing a server is asked for on the command line itself, never by a file or the environment.
-    for key in ("apply", "yes"):
-        options[key] = bool(options[key]) and "--" + key in argv
-    return options
+def _restore_options(ns: argparse.Namespace) -> dict[str, object]:
+    return {key: getattr(ns, key) for key in RESTORE_KEYS}
 
 
 def _explicit_config(argv: Sequence[str]) -> str | None:
@@ -423,7 +427,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         long_query_time=ns.long_query_time, long_query_wait=ns.long_query_wait,
         long_query_type=ns.long_query_type, kill_long_selects=ns.kill_long_selects,
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
-        targets=targets, metrics_file=ns.metrics_file, restore=_restore_options(ns, argv))
+        targets=targets, metrics_file=ns.metrics_file, restore=_restore_options(ns))
 
 
 def _file_sets_password(path: str) -> bool:

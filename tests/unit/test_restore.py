@@ -280,12 +280,13 @@ def test_galera_grastate_for_ist():
         rp.galera_plan(_position())
 
 
-def test_apply_and_yes_count_only_on_the_command_line(tmp_path, monkeypatch):
+def test_restore_options_count_only_on_the_command_line(tmp_path, monkeypatch):
     from quiesce import config
     conf = tmp_path / "quiesce.conf"
-    conf.write_text("yes = true\nmetrics-file = none\n")
+    conf.write_text("metrics-file = none\n")
     conf.chmod(0o600)
     monkeypatch.setenv("QUIESCE_APPLY", "true")
+    monkeypatch.setenv("QUIESCE_YES", "true")
     settings = config.parse(["--config", str(conf), "restore-plan", "--galera"])
     assert settings.restore["apply"] is False and settings.restore["yes"] is False
     assert settings.restore["galera"] is True and settings.metrics_file == "none"
@@ -293,3 +294,6 @@ def test_apply_and_yes_count_only_on_the_command_line(tmp_path, monkeypatch):
                              "--server-id", "5"])
     assert settings.restore["apply"] and settings.restore["yes"] and settings.restore["server_id"] == 5
     assert settings.restore["as_replica_of"] == "db1"
+    conf.write_text("apply = true\n")
+    with pytest.raises(ConfigError):
+        config.parse(["--config", str(conf), "restore-plan", "--galera"])
