@@ -34,6 +34,12 @@ def _dispatch(action: str, settings: config.Settings, early_thaw=None) -> int:
     if action == "check":
         from . import check
         return check.run(settings)
+    if action == "verify":
+        from . import verify
+        return verify.run(settings)
+    if action == "restore-plan":
+        from . import restoreplan
+        return restoreplan.run(settings)
     if action in ("register", "unregister"):
         from . import register
         return register.run(settings)

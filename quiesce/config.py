@@ -26,13 +26,16 @@ import configargparse
 from . import __version__, optionfile, paths, safefile
 from .errors import ConfigError
 
-COMMANDS = ("freeze", "thaw", "hook", "status", "check", "register", "unregister")
+COMMANDS = ("freeze", "thaw", "hook", "status", "check", "register", "unregister", "verify", "restore-plan")
 # Commands that take words after them (an action, agent names).
 _WORD_COMMANDS = ("hook", "register", "unregister")
 HOOK_ACTIONS = {"freeze": "freeze", "thaw": "thaw", "freezefail": "freezeFail"}
 CONNECTION_KEYS = ("socket", "host", "port", "user", "password", "defaults-file", "position-file")
 # Per-invocation switches and the sources of other settings: not settable in the config file.
-_COMMAND_LINE_ONLY = ("help", "version", "config", "json", "cycle", "instance", "all", "root")
+_COMMAND_LINE_ONLY = ("help", "version", "config", "json", "cycle", "instance", "all", "root",
+                      # verify and restore-plan: what to check or do this once, never a standing setting.
+                      "skip-table-check", "check-timeout", "as-replica-of", "pitr-until", "galera", "apply",
+                      "yes", "replication", "server-id", "source-credentials", "binlog-dir")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NUMBER_RE = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 
@@ -53,7 +56,7 @@ _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "d
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
                     "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets", "words", "all_agents",
-                    "root")
+                    "root", "metrics_file", "restore")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -129,6 +132,10 @@ def _absolute_path(text: str) -> str:
             "must be an absolute path: a relative one depends on the working directory, "
             "which differs when a hook runner starts quiesce")
     return text
+
+
+def _auto_none_or_path(text: str) -> str:
+    return text if text in ("auto", "none") else _absolute_path(text)
 
 
 def _text(text: str) -> str:
@@ -306,7 +313,7 @@ def _usage_error(message: object) -> ConfigError:
     """argparse's message as one line, without the value it may quote."""
     message = str(message)
     if message.startswith(_REQUIRED_COMMAND):
-        message = "no command given: use freeze, thaw, hook ACTION, status, check, register or unregister"
+        message = "no command given: use freeze, thaw, hook ACTION, status, check, register, unregister, verify or restore-plan"
     else:
         match = _ARGUMENT_RE.match(message)
         flag = _ENV_FLAG_RE.match(message)
@@ -348,7 +355,7 @@ def build_parser() -> _Parser:
     )
     add = parser.add_argument
     add("command", metavar="command",
-        help="freeze, thaw, hook ACTION, status, check, register AGENT or unregister AGENT")
+        help="freeze, thaw, hook ACTION, status, check, register AGENT, unregister AGENT, verify or restore-plan")
     add("words", nargs="*", help=argparse.SUPPRESS)
     add("--version", action="version", version="quiesce " + __version__)
     add("-c", "--config", metavar="FILE", env_var="QUIESCE_CONFIG",
@@ -385,7 +392,40 @@ def build_parser() -> _Parser:
     add("--release-on-fs-thaw", type=_boolean, default=True, metavar="BOOL")
     add("--allow-cleartext-auth", type=_boolean, default=False, metavar="BOOL",
         help="send the password in clear text over a non-TLS connection if the server asks (default false)")
+    add("--metrics-file", default="auto", metavar="FILE", type=_auto_none_or_path,
+        help="node_exporter textfile (default auto: quiesce.prom in its textfile directory if that exists; "
+             "none: off)")
+    _add_restore_options(parser)
     return parser
+
+
+RESTORE_KEYS = ("skip_table_check", "check_timeout", "as_replica_of", "pitr_until", "galera", "apply", "yes",
+                "replication", "server_id", "source_credentials", "binlog_dir")
+
+
+def _add_restore_options(parser: _Parser) -> None:
+    group = parser.add_argument_group("verify and restore-plan (command line only)")
+    add = group.add_argument
+    add("--skip-table-check", action="store_true", help="verify: no CHECK TABLE on MyISAM/Aria tables")
+    add("--check-timeout", type=_seconds(True, MAX_WAIT), default=300.0, metavar="SECONDS",
+        help="verify: time allowed for all CHECK TABLEs (default 300)")
+    add("--as-replica-of", metavar="HOST[:PORT]", type=_text, help="restore-plan: make this server a replica of HOST")
+    add("--pitr-until", metavar="DATETIME|GTID|FILE:POS", type=_text,
+        help="restore-plan: replay the binlogs up to here")
+    add("--galera", action="store_true", help="restore-plan: grastate.dat to rejoin a Galera cluster by IST")
+    add("--apply", action="store_true", help="restore-plan: run the replica plan on this server")
+    add("--yes", action="store_true", help="restore-plan: --apply without asking")
+    add("--replication", type=_choice("auto", "gtid", "position"), default="auto",
+        help="restore-plan: GTID or binlog file/position (default auto: GTID when recorded)")
+    add("--server-id", type=int, metavar="N", help="restore-plan: the new server_id of a clone")
+    add("--source-credentials", metavar="FILE", type=_absolute_path,
+        help="restore-plan: option file (mode 0600) with [client] user and password for the source")
+    add("--binlog-dir", metavar="DIR", type=_absolute_path,
+        help="restore-plan: where the original's binary logs are (PITR)")
+
+
+def _restore_options(ns: argparse.Namespace) -> dict[str, object]:
+    return {key: getattr(ns, key) for key in RESTORE_KEYS}
 
 
 def _file_keys(parser: _Parser) -> dict[str, argparse.Action]:
@@ -544,8 +584,9 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     file_password = file_defaults.pop("password", None)
     parser.set_defaults(**file_defaults)
     # QUIESCE_INSTANCE is read below, with the same checks as --instance.
-    env_vars = {k: v for k, v in env.items()
-                if k not in ("QUIESCE_INSTANCE", "QUIESCE_ALL", "QUIESCE_ROOT")}
+    # Command-line-only options have no environment variable either (QUIESCE_APPLY must not apply).
+    env_only = {"QUIESCE_" + key.upper().replace("-", "_") for key in _COMMAND_LINE_ONLY if key != "config"}
+    env_vars = {k: v for k, v in env.items() if k not in env_only}
     ns, unknown = parser.parse_known_args(argv, env_vars=env_vars)
     if (ns.config or None) != (config_path if explicit else None):
         raise ConfigError("give the config file once, as --config FILE (see 'quiesce --help')")
@@ -553,7 +594,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     if options:
         raise ConfigError("unknown option %s (see 'quiesce --help')" % _unknown_option_name(options[0]))
     if ns.command not in COMMANDS:
-        raise ConfigError("unknown command: use freeze, thaw, hook ACTION, status, check, register or unregister "
+        raise ConfigError("unknown command: use freeze, thaw, hook ACTION, status, check, register, unregister, verify or restore-plan "
                           "(see 'quiesce --help')")
     if unknown:
         raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
@@ -607,7 +648,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         long_query_type=ns.long_query_type, kill_long_selects=ns.kill_long_selects,
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
         allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets,
-        words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root)
+        words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root, metrics_file=ns.metrics_file,
+        restore=_restore_options(ns))
 
 
 def settings_to_dict(settings: Settings) -> dict[str, object]:

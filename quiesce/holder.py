@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from . import config, durable, log as logsetup, outcome, protocol, state
+from . import config, durable, history, log as logsetup, outcome, protocol, state
 from .config import Settings
 from .control import ControlSocket, reply
 from .errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
@@ -105,6 +105,7 @@ class Holder:
         self.deadline = 0.0
         self.thaw_watch = ThawWatch(settings.release_on_fs_thaw, self._probe_fired, self.log)
         self.joins = 0
+        self.agent = history.calling_agent(os.getppid())  # the freeze command's caller, while it waits
 
     # -- acquisition ------------------------------------------------------------------
 
@@ -329,6 +330,7 @@ class Holder:
             state.write_json_atomic(self.files.result, dict(result, log=list(self.gate.recent)))
         except OSError as exc:
             self.log.error("cannot record the result in %s: %s", self.files.result, exc.strerror)
+        history.after_release(self.settings, result, self.agent, self.log)
         state.remove(self.files.state)
         # Stopping a probe waits for its writer process to end: after the answer, not before.
         self.thaw_watch.stop()
@@ -377,6 +379,9 @@ def main(settings_fd: int, ready_fd: int) -> None:
                        "message": "internal error in the holder: %s: %s" % (type(exc).__name__, exc)}
         if holder is not None:
             holder.control.close()
+            if message["status"] == "error":  # before reporting: nothing is frozen until freeze returns
+                history.after_failed_freeze(holder.settings, message["message"], holder.agent,
+                                            state.utc_at(holder.started_wall), log)
         _report(ready_fd, message)
         os._exit(int(exit_code_for(exc)))
     summary = [dict(i.position, wait_ms=round(i.wait_ms, 1), warnings=i.warnings) for i in holder.locked]

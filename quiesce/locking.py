@@ -69,6 +69,11 @@ def connect(target: Target, settings: Settings) -> db.Connection:
         raise error from None
 
 
+def identify_server(conn: db.Connection) -> Server:
+    row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
+    return serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
+
+
 def _connect_error(target: Target, exc: db.DbError) -> QuiesceError:
     if exc.errno in db.AUTH_ERRORS:
         return ConnectError("server at %s refused user %r: %s; fix: check user/password in the config file "
@@ -234,6 +239,7 @@ class Prepared:
     warnings: List[str]
     stopped: List[str]
     drained: Optional[durable.Drained]
+    identity: Dict[str, Any]
 
 
 def prepare(target: Target, settings: Settings, log: logging.Logger,
@@ -258,6 +264,7 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
         conn.execute("SET SESSION lock_wait_timeout = %d" % max(1, math.ceil(settings.acquire_timeout)))
         info = conn.query(serverinfo.DURABILITY_STATEMENT)[0]
         warnings = serverinfo.durability_warnings(info)
+        identity = _identity(conn, server)
         for warning in warnings:
             log.warning("%s: %s", target.name, warning)
         helper = connect(target, settings)
@@ -266,7 +273,7 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
                                 lambda channels: on_stopping(target, channels) if on_stopping else None)
         # Last: what is written meanwhile goes to disk now, not under the lock.
         drained = durable.prepare(info) if target.is_local else None
-        return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained)
+        return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained, identity)
     except BaseException:
         if helper is not None:
             helper.close()
@@ -304,6 +311,9 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
         # The lock is held from here; the statements below prove the session still stands.
         conn.set_timeout(settings.connect_timeout + 30)
         coordinates = _coordinates(conn, server)
+        identity = prepared.identity
+        if identity["galera"]:
+            identity = _identity(conn, server)  # the seqno as of the lock: the node is paused now
         try:
             replica = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server))) or None
         except db.DbError:
@@ -335,6 +345,7 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
                            "sync_binlog": _int(info.get("sync_binlog"))},
             "datadir": info.get("datadir"),
         })
+        position.update(identity)
         return Locked(target, conn, server, strategy, position, prepared.stopped, (locked - started) * 1000.0,
                       locked, warnings, timings_ms=timings)
     except BaseException:
@@ -403,6 +414,12 @@ def _coordinates(conn: db.Connection, server: Server) -> Dict[str, Any]:
     statement = serverinfo.gtid_statement(server)
     gtid_rows = conn.query(statement) if statement else []
     return serverinfo.binlog_coordinates(rows, gtid_rows)
+
+
+def _identity(conn: db.Connection, server: Server) -> Dict[str, Any]:
+    found = serverinfo.identity(conn.query(serverinfo.identity_statement(server))[0])
+    found["galera"] = serverinfo.galera_state(conn.query(serverinfo.GALERA_STATEMENT))
+    return found
 
 
 def _abandon(conn: db.Connection, target: Target, settings: Settings, server: Optional[Server],

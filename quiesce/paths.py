@@ -5,6 +5,14 @@ RUNTIME_DIR = "/run/quiesce"
 STATE_DIR = "/var/lib/quiesce"
 POSITION_FILE = STATE_DIR + "/position.json"
 INSTANCE_POSITION_FILE = STATE_DIR + "/position-{name}.json"
+# Next to the (first) position file: /var/lib/quiesce/history.jsonl by default.
+HISTORY_NAME = "history.jsonl"
+HISTORY_KEEP = 100
+
+# node_exporter's textfile collector directories (metrics-file = auto): Debian's and
+# Fedora's packages, then the layout of the upstream documentation.
+METRICS_DIRS = ("/var/lib/prometheus/node-exporter", "/var/lib/node_exporter/textfile_collector")
+METRICS_NAME = "quiesce.prom"
 
 LIB_DIR = "/usr/lib/quiesce"
 HOOK = LIB_DIR + "/hook"

@@ -42,6 +42,8 @@ def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: di
               "reason": "holder pid %s died while frozen (killed?), so the lock ended early"
                         % current.get("holder_pid")}
     state.write_json_atomic(files.result, result)
+    from . import history  # freeze and thaw run while no filesystem is frozen
+    history.after_thaw(settings, result)
     state.remove(files.state)
     state.remove(files.socket)
     return result

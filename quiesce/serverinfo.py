@@ -321,3 +321,36 @@ def missing_privileges(server: Server, granted: set, method: str, binlog_on: boo
         return privilege not in granted and not (aliases.get(privilege, set()) & granted)
 
     return [p for p in required if lacks(p)], [p for p in recommended if lacks(p)]
+
+
+def identity_statement(server: Server) -> str:
+    """Which server this is: recorded with the coordinates, compared again by verify.
+
+    Only MySQL and Percona Server have server_uuid (in auto.cnf, copied with the data
+    directory); MariaDB has none.
+    """
+    columns = "@@GLOBAL.server_id AS server_id, @@hostname AS hostname"
+    if server.flavour != MARIADB:
+        columns += ", @@GLOBAL.server_uuid AS server_uuid"
+    return "SELECT " + columns
+
+
+def identity(row: Dict[str, Any]) -> Dict[str, Any]:
+    return {"server_id": _int_or_none(row.get("server_id")), "server_uuid": row.get("server_uuid") or None,
+            "hostname": row.get("hostname") or None}
+
+
+# Works on every flavour: a server without Galera returns no wsrep_local_state_uuid row
+# (MariaDB built with wsrep but not in a cluster shows only wsrep_cluster_status).
+GALERA_STATEMENT = ("SHOW GLOBAL STATUS WHERE Variable_name IN "
+                    "('wsrep_local_state_uuid', 'wsrep_last_committed', 'wsrep_cluster_status')")
+
+
+def galera_state(rows: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """{"uuid", "seqno", "cluster_status"} of a Galera node, or None when it is not one."""
+    values = {str(r.get("Variable_name", "")).lower(): r.get("Value") for r in rows}
+    uuid = values.get("wsrep_local_state_uuid")
+    if not uuid or uuid == "00000000-0000-0000-0000-000000000000":
+        return None
+    return {"uuid": uuid, "seqno": _int_or_none(values.get("wsrep_last_committed")),
+            "cluster_status": values.get("wsrep_cluster_status")}

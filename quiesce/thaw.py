@@ -52,7 +52,7 @@ def _kill_holder(settings: Settings, files: state.RuntimeFiles, current: dict[st
     try:
         os.kill(int(current["holder_pid"]), signal.SIGKILL)
     except ProcessLookupError:
-        return _report_unacknowledged(files)  # it ended on its own meanwhile: nothing was killed
+        return _report_unacknowledged(settings, files)  # it ended on its own meanwhile: nothing was killed
     state.wait_holder_gone(current, 10.0)
     recovery.restart_orphaned_replicas(settings, files)
     state.remove(files.state)
@@ -67,7 +67,7 @@ def _ask_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str
         # The fast path's request reached this holder but its answer did not reach us: give it
         # the rest of its time to end, then report what it recorded (this thaw caused it).
         if state.wait_holder_gone(current, max(0.0, thaw_timeout(settings) - fastthaw.REPLY_TIMEOUT)):
-            return _report_unacknowledged(files, ours=True)
+            return _report_unacknowledged(settings, files, ours=True)
         return _kill_holder(settings, files, current, str(early.problem))
     try:
         reply = protocol.request(files.socket, {"cmd": protocol.THAW}, thaw_timeout(settings))
@@ -75,23 +75,25 @@ def _ask_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str
         # It closed its socket: it is finishing on its own (deadline, filesystem thaw, signal)
         # and records its result before it drops state.json.
         if state.wait_holder_gone(current, thaw_timeout(settings)):
-            return _report_unacknowledged(files)
+            return _report_unacknowledged(settings, files)
         return _kill_holder(settings, files, current, "it closed its socket but did not end")
     except (OSError, ValueError, StateError) as exc:
         if not state.holder_alive(current):
-            return _report_unacknowledged(files)
+            return _report_unacknowledged(settings, files)
         return _kill_holder(settings, files, current, str(exc))
     if "outcome" not in reply:
         raise StateError("holder answered %r" % reply)
     return _report_result(reply, fresh=True)
 
 
-def _report_unacknowledged(files: state.RuntimeFiles, ours: bool = False) -> int:
+def _report_unacknowledged(settings: Settings, files: state.RuntimeFiles, ours: bool = False) -> int:
     """Report a result nobody has reported yet (or, ours: the one our own request caused)."""
     result = files.read_result()
     if result is not None and (ours or not result.get("acknowledged")):
         result["acknowledged"] = True
         state.write_json_atomic(files.result, result)
+        from . import history  # not on the common path: the holder records what it released itself
+        history.after_thaw(settings, result)
         return _report_result(result, fresh=False)
     if result is not None and int(result.get("thaws_pending") or 0) > 0:
         # The thaw of a freeze that joined the lock: same outcome, same exit status.
@@ -127,11 +129,11 @@ def run(settings: Settings, early: Answer | None = None) -> int:
         state.remove(files.cancel)
         current = files.read_state()
         if current is None:
-            return _report_unacknowledged(files)
+            return _report_unacknowledged(settings, files)
         if state.holder_alive(current):
             return _ask_holder(settings, files, current, early)
         # Re-read: a holder that just ended on its own has removed state.json after its result.
         if files.read_state() is None:
-            return _report_unacknowledged(files)
+            return _report_unacknowledged(settings, files)
         return _report_result(recovery.adopt_dead_holder(settings, files, current, acknowledged=True),
                               fresh=True)

@@ -24,7 +24,7 @@ CONTRACT_KEYS = (
     "defaults-file", "socket", "host", "port", "user", "password", "driver", "lock-method",
     "lock-timeout", "acquire-timeout", "connect-timeout", "on-failure", "runtime-dir",
     "position-file", "long-query-time", "long-query-wait", "long-query-type",
-    "kill-long-selects", "stop-replica", "release-on-fs-thaw", "allow-cleartext-auth",
+    "kill-long-selects", "stop-replica", "release-on-fs-thaw", "allow-cleartext-auth", "metrics-file",
 )
 # Set (uncommented) in the shipped file: the defaults admins tune most.
 SET_IN_SHIPPED_CONFIG = {"lock-timeout": "300", "acquire-timeout": "5", "on-failure": "fail"}
@@ -103,6 +103,7 @@ def test_man_pages_document_every_option():
 def test_config_options_match_the_parser():
     config = pytest.importorskip("quiesce.config")
     hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance", "--all", "--root"}
+    hidden |= {"--" + key.replace("_", "-") for key in config.RESTORE_KEYS}  # verify, restore-plan
     options = {opt for action in config.build_parser()._actions for opt in action.option_strings
                if opt.startswith("--") and opt not in hidden}
     # The password has no option: it comes only from a file.
