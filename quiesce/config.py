@@ -585,8 +585,12 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     parser.set_defaults(**file_defaults)
     # QUIESCE_INSTANCE is read below, with the same checks as --instance.
     # Command-line-only options have no environment variable either (QUIESCE_APPLY must not apply).
-    env_only = {"QUIESCE_" + key.upper().replace("-", "_") for key in _COMMAND_LINE_ONLY if key != "config"}
-    env_vars = {k: v for k, v in env.items() if k not in env_only}
+    for key in _COMMAND_LINE_ONLY:
+        name = "QUIESCE_" + key.upper().replace("-", "_")
+        if key not in ("config", "instance") and name in env:
+            raise ConfigError("%s is not read from the environment; fix: give --%s on the command line, or unset "
+                              "it" % (name, key))
+    env_vars = {k: v for k, v in env.items() if k != "QUIESCE_INSTANCE"}
     ns, unknown = parser.parse_known_args(argv, env_vars=env_vars)
     if (ns.config or None) != (config_path if explicit else None):
         raise ConfigError("give the config file once, as --config FILE (see 'quiesce --help')")

@@ -285,8 +285,12 @@ def test_restore_options_count_only_on_the_command_line(tmp_path, monkeypatch):
     conf = tmp_path / "quiesce.conf"
     conf.write_text("metrics-file = none\n")
     conf.chmod(0o600)
-    monkeypatch.setenv("QUIESCE_APPLY", "true")
-    monkeypatch.setenv("QUIESCE_YES", "true")
+    # Never taken from the environment: QUIESCE_APPLY is refused, not obeyed or ignored.
+    for name in ("QUIESCE_APPLY", "QUIESCE_YES"):
+        monkeypatch.setenv(name, "true")
+        with pytest.raises(ConfigError, match=name):
+            config.parse(["--config", str(conf), "restore-plan", "--galera"])
+        monkeypatch.delenv(name)
     settings = config.parse(["--config", str(conf), "restore-plan", "--galera"])
     assert settings.restore["apply"] is False and settings.restore["yes"] is False
     assert settings.restore["galera"] is True and settings.metrics_file == "none"
