@@ -11,9 +11,9 @@ import sys
 import time
 from typing import Callable, List, Optional, Tuple
 
-from . import agents, db, locking, paths, register, serverinfo, state
+from . import agents, db, locking, paths, register, selinux, serverinfo, state
 from .config import Settings
-from .errors import ConnectError, Exit, PrivilegeError, QuiesceError
+from .errors import ConfigError, ConnectError, Exit, PrivilegeError, QuiesceError
 
 
 class _Report:
@@ -350,6 +350,32 @@ def _cycle(report: _Report, settings: Settings) -> None:
               % ((frozen - started) * 1000, (done - frozen) * 1000, result.get("held_ms")))
 
 
+def _tool_output(argv: List[str]) -> str:
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+                              check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def check_selinux(report: "_Report", registrations: List[Tuple[str, str]]) -> None:
+    """Will the agents' confined domains be allowed to run the entry files our links lead to?"""
+    entries = sorted({os.path.realpath(entry) for _runner, entry in registrations} & set(selinux.ENTRY_TYPES))
+    enforce = _tool_output(["getenforce"]) if entries else ""
+    mode = selinux.parse_getenforce(enforce)
+    if mode in (None, selinux.DISABLED):
+        return
+    found = selinux.report(enforce, _tool_output(["ls", "-Z", "--", *entries]),
+                           _tool_output(["getsebool", selinux.QEMU_GA_BOOLEAN]), entries)
+    for finding in found:
+        if finding.ok:
+            report.ok(finding.text)
+        elif mode == selinux.ENFORCING:
+            report.fail(ConfigError(finding.text))
+        else:
+            report.warn(finding.text)
+
+
 def run(settings: Settings) -> int:
     report = _Report()
     report.ok("config: %s" % (settings.config_file or "no config file, built-in defaults"))
@@ -368,6 +394,7 @@ def run(settings: Settings) -> int:
     for warning in hook_warnings(registrations):
         report.warn(warning)
     check_agents(report, settings, settings.root.rstrip("/"))
+    check_selinux(report, registrations)
     for target in settings.targets:
         _check_target(report, target, settings)
     if settings.cycle and report.failure is None:
