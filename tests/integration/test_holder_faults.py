@@ -2,7 +2,9 @@
 a holder killed or stopped while replica appliers are stopped, a server frozen solid at
 the deadline, a client that dribbles its request. Real servers, faults staged for real."""
 
+import json
 import os
+import re
 import signal
 import socket
 import time
@@ -220,3 +222,17 @@ def test_slow_client_cannot_keep_the_lock_past_its_deadline(mariadb, quiesce_env
     assert longest < 3 + 2.1, "writers waited %.1f s with lock-timeout=3 (resumed %.1f)" % (longest, resumed)
     thaw = env.run("thaw")
     assert thaw.rc == 6 and "expired" in thaw.stderr, thaw
+
+
+# ------------------------------------------------------------------ check --cycle
+
+def test_check_cycle_reports_this_cycles_lock_time(mariadb, quiesce_env):
+    """thaw is answered before the holder records its result; check must wait for it."""
+    for _ in range(2):
+        result = quiesce_env.run("check", "--cycle")
+        line = [l for l in result.stdout.splitlines() if "freeze/thaw cycle" in l]
+        assert line, result
+        match = re.search(r"writes were blocked for ([0-9.]+) ms", line[0])
+        assert match, line[0]
+        recorded = json.load(open(os.path.join(quiesce_env.runtime_dir, "result.json")))
+        assert float(match.group(1)) == recorded["held_ms"], (line[0], recorded)
