@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import config, db, locking, serverinfo
+from . import db, locking, optionfile, serverinfo
 from .config import Settings, Target
 from .errors import ConfigError, RestoreError
 from .serverinfo import MARIADB, Server
@@ -298,7 +298,7 @@ def render(plan: Plan, sql: bool, password_shown: str) -> str:
 def _credentials(path: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
     if not path:
         return None, None
-    values = config.read_option_file(path)  # refuses a file with a password others can read
+    values = optionfile.read_credentials(path)  # refuses a file with a password others can read
     if not values.get("user") or not values.get("password"):
         raise ConfigError("source-credentials file %s needs user and password under [client]" % path)
     return values["user"], values["password"]

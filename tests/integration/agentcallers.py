@@ -26,7 +26,10 @@ from .runner import REPO, SYSTEM_PATH, TAG_VAR, QuiesceEnv, python_path
 EXAMPLES = os.path.join(REPO, "examples")
 # What a hook runner under systemd passes: no HOME, no QUIESCE_*.
 AGENT_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
-HOOK_ENTRY = {"freeze": "freeze_main", "thaw": "thaw_main", "hook": "hook_main"}
+# The packages' entry files; vmware-hook and qemu-ga-hook are copies of hook with their own
+# SELinux labels.
+HOOK_ENTRY = {"freeze": "freeze_main", "thaw": "thaw_main", "hook": "hook_main", "vmware-hook": "hook_main",
+              "qemu-ga-hook": "hook_main"}
 
 
 class Installation:
