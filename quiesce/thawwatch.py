@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, List, Optional
 
-from . import paths, state
+from . import state
 from .config import Target
 
 
@@ -28,7 +28,8 @@ class ThawWatch:
             return
         try:
             from . import fsprobe
-            directory = fsprobe.choose_probe_dir(datadir, (paths.STATE_DIR,))
+            # Preferably beside the position file: quiesce's own directory, not the server's.
+            directory = fsprobe.choose_probe_dir(datadir, (os.path.dirname(target.position_file),))
             if directory is None:
                 self.log.info("%s: data directory %s not visible here; release-on-fs-thaw is off for it",
                               target.name, datadir)

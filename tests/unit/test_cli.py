@@ -102,10 +102,15 @@ def test_bad_instances_are_one_line_exit_2(tmp_path, syslog, capsys, argv):
 
 @pytest.fixture
 def nobody_tree():
-    """A directory nobody can traverse, with a config file nobody owns and a root-only runtime-dir."""
+    """A directory nobody can traverse, with a config file nobody owns, a root-only runtime-dir
+    and a copy of the package (the source tree may sit where nobody cannot read it)."""
+    if os.geteuid() != 0:
+        pytest.skip("acting as another user needs root (unprivileged package builds run these unit tests)")
     top = tempfile.mkdtemp(prefix="quiesce-cli-")
     try:
         os.chmod(top, 0o755)
+        shutil.copytree(os.path.join(REPO, "quiesce"), os.path.join(top, "lib", "quiesce"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
         runtime = os.path.join(top, "run")
         os.mkdir(runtime, 0o700)
         config = os.path.join(top, "quiesce.conf")
@@ -121,10 +126,11 @@ def nobody_tree():
 def run_as_nobody(config, *args):
     setpriv = shutil.which("setpriv")
     assert setpriv, "setpriv is missing: install util-linux (make deps)"
+    lib = os.path.join(os.path.dirname(config), "lib")
     return subprocess.run(
         [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups",
          sys.executable, "-m", "quiesce", "--config", config] + list(args),
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": REPO, "LANG": "C.UTF-8"}, cwd="/",
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": lib, "LANG": "C.UTF-8"}, cwd="/",
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
 
 

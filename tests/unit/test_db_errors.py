@@ -29,14 +29,14 @@ def test_pymysql_closed_connection_is_lost():
     assert db.is_lost(db._as_db_error(pymysql.err.InterfaceError(0, "")))
 
 
-def test_connector_closed_connection_is_lost():
-    from mysql.connector import errors
+def test_connector_closed_connection_is_lost(connector_errors):
+    errors = connector_errors
     assert db.is_lost(db._as_db_error(errors.OperationalError("MySQL Connection not available")))
 
 
 @pytest.mark.parametrize("name", ("ReadTimeoutError", "WriteTimeoutError", "ConnectionTimeoutError"))
-def test_connector_timeouts_are_lost(name):
-    from mysql.connector import errors
+def test_connector_timeouts_are_lost(name, connector_errors):
+    errors = connector_errors
     error = db._as_db_error(getattr(errors, name)(errno=3024))
     assert db.is_lost(error) and "timed out" in error.message
 

@@ -23,7 +23,7 @@ def runtime(tmp_path):
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
     conf = tmp_path / "quiesce.conf"
-    conf.write_text("runtime-dir = %s\n" % run)
+    conf.write_text("runtime-dir = %s\nposition-file = %s\nmetrics-file = none\n" % (run, tmp_path / "position.json"))
     os.chmod(conf, 0o600)
     return run, conf
 
