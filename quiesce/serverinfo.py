@@ -182,12 +182,12 @@ def durability_warnings(row: Dict[str, Any]) -> List[str]:
     flush = int(row.get("innodb_flush_log_at_trx_commit") or 1)
     if flush != 1:
         warnings.append("innodb_flush_log_at_trx_commit=%d: commits are not durable on their own; "
-                        "quiesce flushes the InnoDB log and syncs the data directory while locked" % flush)
+                        "quiesce flushes the InnoDB log and syncs the server's files while locked" % flush)
     log_bin = str(row.get("log_bin") or "0") in ("1", "ON")
     sync_binlog = int(row.get("sync_binlog") or 0)
     if log_bin and sync_binlog != 1:
-        warnings.append("sync_binlog=%d: the binary log is not synced at commit; quiesce syncs its "
-                        "filesystem while locked" % sync_binlog)
+        warnings.append("sync_binlog=%d: the binary log is not synced at commit; quiesce syncs it "
+                        "while locked" % sync_binlog)
     return warnings
 
 
