@@ -235,9 +235,21 @@ def test_install_freeze_upgrade_remove_purge(debs, clean_machine, test_database)
     os.unlink(VMWARE_LINK)
     os.symlink(HOOK, VMWARE_LINK)  # registered again by hand, as quiesce(8) says
 
-    # Remove: our link and the directories we created go, the conffile and the state
-    # (position file, hook record) stay, and dpkg has nothing to complain about.
+    # Opt-in agents, registered by the administrator: the files work as the agents run them
+    # (Nutanix execs them as root) and removing the package takes them away again.
+    nutanix = ("/usr/local/sbin/pre_freeze", "/usr/local/sbin/post_thaw")
+    for agent in ("nutanix", "gce"):
+        run(["/usr/sbin/quiesce", "register", agent], env=clean_env())
+    assert all(mode_of(path) == (0o700, 0, 0) for path in nutanix)
+    assert mode_of("/etc/google/snapshots/pre.sh") == (0o700, 0, 0)
+    freeze_thaw_through(nutanix[0], freeze_args=(), thaw_args=(), thaw_path=nutanix[1])
+
+    # Remove: our link, the files 'register' made and the directories we created go, the
+    # conffile and the state (position file, hook record) stay, and dpkg has nothing to
+    # complain about.
     out = apt_get("remove", "quiesce").stdout
+    assert not any(os.path.lexists(path) for path in nutanix), out
+    assert not os.path.lexists("/etc/google"), out
     assert dpkg_status("quiesce") == "config-files"
     assert "not empty" not in out and "warning" not in out.lower(), out
     assert not os.path.lexists(VMWARE_LINK)
