@@ -20,7 +20,8 @@ MYSQL_CONNECTOR_STAMP := $(DEPS_DIR)/mysql_connector_python-$(MYSQL_CONNECTOR_VE
 # Debian packages the test suite uses. Others may append to DEB_PACKAGES.
 DEB_PACKAGES := mariadb-server mariadb-client \
 	python3-pytest python3-pytest-timeout python3-pymysql python3-configargparse python3-pip \
-	util-linux e2fsprogs procps ca-certificates
+	util-linux e2fsprogs procps ca-certificates \
+	mmdebstrap
 
 TEST_ENV := env PATH=$(SYSTEM_PATH) PYTHONPATH=$(CURDIR):$(DEPS_DIR) PYTHONDONTWRITEBYTECODE=1
 
