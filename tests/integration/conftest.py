@@ -42,12 +42,23 @@ def pytest_generate_tests(metafunc):
     if "driver" in metafunc.fixturenames:
         metafunc.parametrize("driver", DRIVERS, indirect=True)
     marker = metafunc.definition.get_closest_marker("flavours")
-    if marker is not None and "server_flavour" in metafunc.fixturenames:
+    if marker is not None and "server_flavour" in metafunc.fixturenames and not _parametrizes_flavour(metafunc):
         names = marker.args or servers.FLAVOURS
         unknown = set(names) - set(servers.FLAVOURS)
         if unknown:
             raise ValueError("unknown server flavour(s) %s in %s" % (sorted(unknown), metafunc.definition.nodeid))
         metafunc.parametrize("server_flavour", names, indirect=True, scope="function")
+
+
+def _parametrizes_flavour(metafunc) -> bool:
+    """The test parametrizes server_flavour itself (with other arguments, e.g. servers.with_locks())."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "server_flavour" in names:
+            return True
+    return False
 
 
 def pytest_collection_modifyitems(config, items):

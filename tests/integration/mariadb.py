@@ -652,6 +652,8 @@ class MariaDB:
             raise ServerError("replica did not reach %s within %.0f s" % (gtid, timeout))
 
     GTID_WAIT = "SELECT MASTER_GTID_WAIT(%s, %s)"
+    # What a replica channel's recorded GTID position is (MySQL: the replica's whole executed set).
+    REPLICA_GTID = "SELECT @@GLOBAL.gtid_slave_pos"
 
     # ----------------------------------------------------------------- probes
     def try_write(self, timeout: float = 1.0, database: str = "quiesce_probe") -> Optional[float]:

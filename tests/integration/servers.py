@@ -15,7 +15,7 @@ chroot.Root.command; their datadir must lie under /tmp, which the chroot shares.
 """
 
 import os
-from typing import Dict, List, Optional, Sequence, Type
+from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 from . import chroot
 from .mariadb import MariaDB, ServerError
@@ -33,6 +33,15 @@ IMAGES = {
                         aptopts=('Acquire::Check-Valid-Until "false"',)),
 }
 EXPECTED_VERSION = {HOST_MARIADB: "10.11.", MARIADB_LTS: "11.8.", MYSQL: "9.7."}
+
+
+LOCKS = {HOST_MARIADB: ("ftwrl", "backup-stage"), MARIADB_LTS: ("ftwrl", "backup-stage"), MYSQL: ("ftwrl",)}
+
+
+def with_locks(flavours: Sequence[str] = FLAVOURS) -> List[Tuple[str, str]]:
+    """(flavour, lock method) for every lock each server kind offers, to parametrize
+    "server_flavour, lock" with indirect=["server_flavour"]."""
+    return [(flavour, lock) for flavour in flavours for lock in LOCKS[flavour]]
 
 
 class ChrootServer(MariaDB):
@@ -76,6 +85,7 @@ class MySQL(ChrootServer):
     BINLOG_STATUS = "SHOW BINARY LOG STATUS"
     GTID_POSITION = "SELECT @@GLOBAL.gtid_executed"
     GTID_WAIT = "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)"
+    REPLICA_GTID = GTID_POSITION
     TIME_MS = "TIME * 1000"
 
     @classmethod
@@ -150,4 +160,4 @@ def forget_roots() -> None:
 
 
 __all__ = ["FLAVOURS", "ALL_MARIADB", "HOST_MARIADB", "MARIADB_LTS", "MYSQL", "server_class", "forget_roots",
-           "EXPECTED_VERSION", "ServerError"]
+           "EXPECTED_VERSION", "LOCKS", "with_locks", "ServerError"]
