@@ -1,4 +1,5 @@
-"""Freezing a replica, on a real two-server MariaDB replication set-up (GTID, slave_pos).
+"""Freezing a replica, on a real two-server replication set-up with GTIDs (MariaDB:
+slave_pos; MySQL: auto-position), on every server kind.
 
 quiesce records the replica's source coordinates and GTID state in the position file,
 stops the SQL (applier) threads before locking when told to (stop-replica = always, or
@@ -14,6 +15,8 @@ import pytest
 
 from .prodhelpers import Background, instance_section, no_lock_held, sql_thread_running, wait_sql_thread
 from .runner import QuiesceEnv
+
+pytestmark = pytest.mark.flavours()
 
 
 @pytest.fixture
@@ -50,9 +53,9 @@ def test_replica_coordinates_recorded_and_applier_restarted(parallel, stop_repli
     try:
         position = env.position()
         # While frozen the replica applies nothing: its GTID state stays where it was recorded.
-        gtid_now = replica.value("SELECT @@GLOBAL.gtid_slave_pos")
+        gtid_now = replica.value(replica.REPLICA_GTID)
         load.wait_for_progress(20)
-        assert replica.value("SELECT @@GLOBAL.gtid_slave_pos") == gtid_now
+        assert replica.value(replica.REPLICA_GTID) == gtid_now
         sql_state = sql_thread_running(replica)
         io_state = replica.replica_status()["Slave_IO_Running"]
     finally:
