@@ -20,6 +20,7 @@ from .load import Writers
 from .runner import wait_for
 
 BACKUP_LOCK_WAIT = "Waiting for backup lock"
+GLOBAL_READ_LOCK_WAIT = "Waiting for global read lock"     # MySQL's FTWRL
 INTERRUPTED = (1317, 1927, 2013)
 
 
@@ -117,8 +118,8 @@ def wait_state(server, conn_id: int, state: str, timeout: float = 10.0) -> Dict[
 
 def lock_waiters(server) -> List[Dict[str, object]]:
     """Connections waiting for the backup/FTWRL lock right now."""
-    return server.query("SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST WHERE STATE = %s",
-                        (BACKUP_LOCK_WAIT,), as_dict=True)
+    return server.query("SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST WHERE STATE IN (%s, %s)",
+                        (BACKUP_LOCK_WAIT, GLOBAL_READ_LOCK_WAIT), as_dict=True)
 
 
 def no_lock_held(server, timeout: float = 1.0) -> bool:
