@@ -156,11 +156,14 @@ def table_blocked_seconds(load: Writers, table: str, start: float, end: float) -
 
 # --------------------------------------------------------------------------- binlog / gtid
 def gtid_seq(gtid: Optional[str], domain: int = 0) -> int:
-    """Sequence number of `domain` in a MariaDB GTID position such as '0-1-42,1-2-7'."""
+    """Sequence number of `domain` in a MariaDB GTID position such as '0-1-42,1-2-7'; for a
+    MySQL GTID set of one server ('uuid:1-42'), its last transaction number."""
     for part in (gtid or "").split(","):
         part = part.strip()
         if not part:
             continue
+        if ":" in part:
+            return int(part.rsplit(":", 1)[1].rsplit("-", 1)[-1])
         d, _server, seq = part.split("-")
         if int(d) == domain:
             return int(seq)
