@@ -202,9 +202,10 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings,
     except db.DbError as exc:
         start_replica(conn, server, stopped, log)
         if exc.errno in db.PRIVILEGE_ERRORS:
-            raise PrivilegeError("cannot stop the replica SQL thread: %s; fix: GRANT REPLICATION SLAVE ADMIN "
-                                 "(MySQL: REPLICATION_APPLIER or SUPER) ON *.* TO the account, or set "
-                                 "stop-replica = never" % exc.message)
+            raise PrivilegeError("cannot stop the replica SQL thread: %s; fix: GRANT %s ON *.* TO the account, "
+                                 "or set stop-replica = never"
+                                 % (exc.message, "REPLICATION SLAVE ADMIN" if server.flavour == serverinfo.MARIADB
+                                    else "REPLICATION_SLAVE_ADMIN"))
         raise ConnectError("cannot stop the replica SQL thread: %s" % exc.message)
     log.info("stopped replica SQL thread(s): %s", ", ".join(repr(c) for c in stopped))
     return stopped

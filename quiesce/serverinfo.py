@@ -302,12 +302,15 @@ def missing_privileges(server: Server, granted: set, method: str, binlog_on: boo
         recommended.append("REPLICA MONITOR" if server.flavour == MARIADB and server.version >= (10, 5, 9)
                            else "REPLICATION CLIENT")
         if stop_replica:
-            recommended.append("REPLICATION SLAVE ADMIN" if server.flavour == MARIADB else "REPLICATION_APPLIER")
+            # STOP REPLICA: MySQL's REPLICATION_APPLIER is for the applier's own account, not this.
+            recommended.append("REPLICATION SLAVE ADMIN" if server.flavour == MARIADB else "REPLICATION_SLAVE_ADMIN")
     if kill_selects:
         recommended.append("CONNECTION ADMIN" if server.flavour == MARIADB else "CONNECTION_ADMIN")
     aliases = {"REPLICATION CLIENT": {"BINLOG MONITOR", "SUPER"}, "BINLOG MONITOR": {"REPLICATION CLIENT", "SUPER"},
-               "CONNECTION ADMIN": {"SUPER"}, "CONNECTION_ADMIN": {"SUPER"}, "REPLICA MONITOR": {"SUPER"},
-               "REPLICATION SLAVE ADMIN": {"SUPER"}, "REPLICATION_APPLIER": {"SUPER"}}
+               "CONNECTION ADMIN": {"SUPER"}, "CONNECTION_ADMIN": {"SUPER"},
+               # MariaDB's SHOW GRANTS names REPLICA MONITOR by its older name.
+               "REPLICA MONITOR": {"SLAVE MONITOR", "SUPER"},
+               "REPLICATION SLAVE ADMIN": {"SUPER"}, "REPLICATION_SLAVE_ADMIN": {"SUPER"}}
 
     def lacks(privilege: str) -> bool:
         return privilege not in granted and not (aliases.get(privilege, set()) & granted)
