@@ -72,9 +72,12 @@ def replica_status_statement(server: Server) -> str:
     return "SHOW REPLICA STATUS" if server.version >= (8, 0, 22) else "SHOW SLAVE STATUS"
 
 
-def gtid_statement(server: Server) -> Optional[str]:
-    # MySQL reports its GTID set in the binlog status row itself.
-    return "SELECT @@GLOBAL.gtid_binlog_pos AS gtid" if server.flavour == MARIADB else None
+def gtid_statement(server: Server) -> str:
+    # MySQL's binlog status row repeats gtid_executed, but has no row when binary logging
+    # is off, while GTIDs are still kept (mysql.gtid_executed).
+    if server.flavour == MARIADB:
+        return "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
+    return "SELECT @@GLOBAL.gtid_executed AS gtid"
 
 
 def binlog_coordinates(rows: Sequence[Dict[str, Any]], gtid_rows: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
@@ -89,7 +92,7 @@ def binlog_coordinates(rows: Sequence[Dict[str, Any]], gtid_rows: Sequence[Dict[
         if executed:
             coordinates["gtid"] = re.sub(r"\s+", "", str(executed))
     if gtid_rows and gtid_rows[0].get("gtid"):
-        coordinates["gtid"] = str(gtid_rows[0]["gtid"])
+        coordinates["gtid"] = _gtid_text(gtid_rows[0]["gtid"])
     return coordinates
 
 
@@ -111,12 +114,17 @@ def replica_channels(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "source_port": _int_or_none(_first(row, "Source_Port", "Master_Port")),
             "source_log_file": _first(row, "Relay_Source_Log_File", "Relay_Master_Log_File"),
             "source_log_position": _int_or_none(position),
-            "gtid": _first(row, "Gtid_Slave_Pos", "Executed_Gtid_Set"),
+            "gtid": _gtid_text(_first(row, "Gtid_Slave_Pos", "Executed_Gtid_Set")),
             "using_gtid": _first(row, "Using_Gtid", "Auto_Position"),
             "sql_running": _first(row, "Replica_SQL_Running", "Slave_SQL_Running") == "Yes",
             "io_running": _first(row, "Replica_IO_Running", "Slave_IO_Running"),
         })
     return channels
+
+
+def _gtid_text(value: Any) -> Optional[str]:
+    """MySQL breaks a GTID set of several servers over lines ("uuid:1-5,\nuuid:1-3")."""
+    return re.sub(r"\s+", "", str(value)) if value not in (None, "") else None
 
 
 def _int_or_none(value: Any) -> Optional[int]:
