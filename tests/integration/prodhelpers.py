@@ -90,8 +90,8 @@ class Background:
 
 
 def processlist_row(server, conn_id: int) -> Optional[Dict[str, object]]:
-    rows = server.query("SELECT ID, COMMAND, TIME_MS, STATE, INFO FROM information_schema.PROCESSLIST "
-                        "WHERE ID = %s", (conn_id,), as_dict=True)
+    rows = server.query("SELECT ID, COMMAND, %s AS TIME_MS, STATE, INFO FROM information_schema.PROCESSLIST "
+                        "WHERE ID = %%s" % getattr(server, "TIME_MS", "TIME_MS"), (conn_id,), as_dict=True)
     return rows[0] if rows else None
 
 
