@@ -21,7 +21,7 @@ MYSQL_CONNECTOR_STAMP := $(DEPS_DIR)/mysql_connector_python-$(MYSQL_CONNECTOR_VE
 DEB_PACKAGES := mariadb-server mariadb-client \
 	python3-pytest python3-pytest-timeout python3-pymysql python3-configargparse python3-pip \
 	util-linux e2fsprogs procps ca-certificates \
-	mmdebstrap
+	mmdebstrap galera-4 rsync iproute2
 
 TEST_ENV := env PATH=$(SYSTEM_PATH) PYTHONPATH=$(CURDIR):$(DEPS_DIR) PYTHONDONTWRITEBYTECODE=1
 

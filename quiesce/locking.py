@@ -261,6 +261,7 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
         conn.execute("SET SESSION wait_timeout = %d" % (math.ceil(settings.lock_timeout) + 600))
         conn.execute("SET SESSION lock_wait_timeout = %d" % max(1, math.ceil(settings.acquire_timeout)))
         info = conn.query(serverinfo.DURABILITY_STATEMENT)[0]
+        galera = _check_galera(conn, target)
         warnings = serverinfo.durability_warnings(info)
         for warning in warnings:
             log.warning("%s: %s", target.name, warning)
@@ -295,6 +296,7 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
         # The lock is held from here; the statements below prove the session still stands.
         conn.set_timeout(settings.connect_timeout + 30)
         coordinates = _coordinates(conn, server)
+        coordinates["galera"] = _galera_locked(conn, target, strategy) if galera else None
         try:
             replica = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server))) or None
         except db.DbError:
@@ -323,6 +325,32 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
     finally:
         if helper is not None:
             helper.close()
+
+
+def _check_galera(conn: db.Connection, target: Target) -> bool:
+    """Is this a Galera node? Refuse one that is not Synced (before anything is locked)."""
+    if not serverinfo.is_galera_node(conn.query(serverinfo.WSREP_ON_STATEMENT)):
+        return False
+    refusal = serverinfo.galera_refusal(serverinfo.galera_status(conn.query(serverinfo.WSREP_STATUS_STATEMENT)))
+    if refusal:
+        raise LockTimeout("%s: %s; nothing was locked; fix: retry when the node is Synced (SHOW STATUS LIKE "
+                          "'wsrep_local_state_comment')" % (target.name, refusal))
+    return True
+
+
+def _galera_locked(conn: db.Connection, target: Target, strategy: Strategy) -> Dict[str, Any]:
+    """The Galera position under the lock, which must have desynced the node.
+
+    A lock the server does not desync for stalls the whole cluster through flow control;
+    MariaDB desyncs and pauses the node for BACKUP STAGE and FTWRL, and this proves it did.
+    """
+    status = serverinfo.galera_status(conn.query(serverinfo.WSREP_STATUS_STATEMENT))
+    position = serverinfo.galera_position(status)
+    if position["local_state"] != serverinfo.GALERA_DESYNCED:
+        raise LockTimeout("%s: the server did not desync this Galera node for %s (state %s), so the lock would "
+                          "stall the whole cluster; nothing stays locked; fix: use a server that desyncs for it "
+                          "(MariaDB 10.4 or later)" % (target.name, strategy.name, position["local_state"]))
+    return position
 
 
 def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],

@@ -172,6 +172,44 @@ def parallel_applier_needs_stop(server: Server, row: Dict[str, Any]) -> bool:
     return workers > threshold and preserve
 
 
+WSREP_ON_STATEMENT = "SHOW GLOBAL VARIABLES LIKE 'wsrep_on'"     # no row on MySQL
+WSREP_STATUS_STATEMENT = "SHOW GLOBAL STATUS LIKE 'wsrep_%'"
+GALERA_SYNCED, GALERA_DESYNCED = "Synced", "Donor/Desynced"
+
+
+def is_galera_node(variable_rows: Sequence[Dict[str, Any]]) -> bool:
+    return any(str(r.get("Value", "")).upper() == "ON" for r in variable_rows)
+
+
+def galera_status(status_rows: Sequence[Dict[str, Any]]) -> Dict[str, str]:
+    return {str(r["Variable_name"]).lower(): str(r["Value"]) for r in status_rows}
+
+
+def galera_refusal(status: Dict[str, str]) -> Optional[str]:
+    """Why this Galera node must not be frozen now, or None.
+
+    A joiner's data is incomplete and a donor is busy serving a state transfer; a node
+    outside the primary component may be stale. Only a Synced node in the primary
+    component gives a snapshot of the cluster's state.
+    """
+    state = status.get("wsrep_local_state_comment", "?")
+    component = status.get("wsrep_cluster_status", "?")
+    if state != GALERA_SYNCED:
+        return "this Galera node is %s, not %s (a joiner, or a donor serving a state transfer)" % (
+            state, GALERA_SYNCED)
+    if component != "Primary":
+        return "this Galera node is in a %s component, not the primary one" % component
+    return None
+
+
+def galera_position(status: Dict[str, str]) -> Dict[str, Any]:
+    """Where the cluster's history stands in this node (what IST resumes from after a restore)."""
+    seqno = status.get("wsrep_last_committed")
+    return {"cluster_state_uuid": status.get("wsrep_cluster_state_uuid") or None,
+            "seqno": int(seqno) if seqno not in (None, "") else None,
+            "local_state": status.get("wsrep_local_state_comment")}
+
+
 DURABILITY_STATEMENT = ("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit AS innodb_flush_log_at_trx_commit, "
                         "@@GLOBAL.sync_binlog AS sync_binlog, @@GLOBAL.log_bin AS log_bin, "
                         "@@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename AS log_bin_basename")
