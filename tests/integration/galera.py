@@ -13,6 +13,8 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
+import pymysql
+
 from .mariadb import MariaDB, ServerError, free_port
 
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
@@ -62,7 +64,11 @@ class GaleraNode(MariaDB):
     def wait_synced(self, cluster_size: Optional[int] = None, timeout: float = 60.0) -> Dict[str, str]:
         deadline = time.monotonic() + timeout
         while True:
-            status = self.wsrep()
+            try:
+                status = self.wsrep()
+            except pymysql.err.OperationalError as exc:
+                # A joiner may drop connections until its state transfer is done.
+                status = {"wsrep_local_state_comment": str(exc)}
             if status.get("wsrep_local_state_comment") == "Synced" and (
                     cluster_size is None or int(status.get("wsrep_cluster_size") or 0) == cluster_size):
                 return status

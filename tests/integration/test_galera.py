@@ -8,6 +8,9 @@ node that is not Synced and records the cluster position (state UUID and seqno).
 One cluster serves the whole module (it takes ~10 s to form); each test leaves it Synced.
 """
 
+import os
+import re
+import shutil
 import time
 
 import pytest
@@ -122,3 +125,35 @@ def test_node_not_synced_is_refused(frozen_node):
     assert not env.status()["frozen"]
     node.wait_synced(3, timeout=30)
     assert_clean(env, node)
+
+
+def test_node_restored_from_the_snapshot_rejoins_by_ist(frozen_node, tmp_path):
+    """The snapshot's grastate.dat holds the recorded seqno (the server saves it when it
+    pauses the node), so a node restored from it asks for the write-sets after that seqno
+    and gets them by incremental state transfer, not a full copy."""
+    writer, node, env = frozen_node
+    writer.sql("CREATE TABLE IF NOT EXISTS quiesce_probe.g (id INT AUTO_INCREMENT PRIMARY KEY) ENGINE=InnoDB")
+    assert env.run("freeze").rc == 0
+    try:
+        seqno = env.position()["galera"]["seqno"]
+        snapshot = str(tmp_path / "snapshot")
+        node.copy_datadir(snapshot)
+    finally:
+        assert env.run("thaw").rc == 0
+    for _ in range(20):
+        writer.sql("INSERT INTO quiesce_probe.g VALUES ()")
+    rows = writer.value("SELECT COUNT(*) FROM quiesce_probe.g")
+    with open(os.path.join(snapshot, "grastate.dat")) as handle:
+        assert re.search(r"^seqno:\s+%d$" % seqno, handle.read(), flags=re.M)
+
+    node.kill()                                   # the VM is restored from the snapshot
+    shutil.rmtree(node.datadir)
+    shutil.move(snapshot, node.datadir)
+    log_from = os.path.getsize(node.error_log)
+    node.start(timeout=120)
+    node.wait_synced(3, timeout=60)
+    with open(node.error_log, encoding="utf-8", errors="replace") as handle:
+        log = handle.read()[log_from:]
+    assert re.search(r"Receiving IST: \d+ writesets, seqnos %d-" % (seqno + 1), log), log[-3000:]
+    assert "IST received" in log
+    assert node.value("SELECT COUNT(*) FROM quiesce_probe.g") == rows
