@@ -23,9 +23,21 @@ DEB_PACKAGES := mariadb-server mariadb-client \
 	util-linux e2fsprogs procps ca-certificates \
 	mmdebstrap galera-4 rsync iproute2
 
+# Loop-device filesystems (tests/integration/loopfs.py): losetup, mount, umount (mount),
+# mkfs.ext4 and chattr (e2fsprogs), fsfreeze and unshare (util-linux).
+DEB_PACKAGES += mount
+# tests/packaging: build both packages (dpkg-buildpackage checks build-essential), lint
+# them, the RPM scratch root (busybox) and offline dependency resolution (dnf,
+# createrepo-c), the clean-chroot test (piuparts, mmdebstrap), the man-page and shell
+# checks (man-db, groff-base; checkbashisms is in devscripts), copies of the tree (git).
+DEB_PACKAGES += build-essential debhelper dh-python dpkg-dev lintian \
+	rpm rpmlint dnf createrepo-c busybox-static \
+	piuparts mmdebstrap debian-archive-keyring \
+	man-db groff-base devscripts git
+
 TEST_ENV := env PATH=$(SYSTEM_PATH) PYTHONPATH=$(CURDIR):$(DEPS_DIR) PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: deps deps-apt deps-python test check demo clean
+.PHONY: deps deps-apt deps-python print-deb-packages test check demo clean
 
 deps: deps-apt deps-python
 
@@ -45,6 +57,10 @@ deps-apt:
 	  fi; \
 	  rm -f "$$log"; \
 	fi
+
+# For tests/packaging/test_static.py: every tool the tests use is installed by deps.
+print-deb-packages:
+	@echo $(DEB_PACKAGES)
 
 deps-python: $(MYSQL_CONNECTOR_STAMP)
 

@@ -34,7 +34,8 @@ from tests.integration.mariadb import MariaDB, ServerError, mariadb_version  # n
 from tests.integration.runner import QuiesceEnv  # noqa: E402
 
 __all__ = ["REPO", "Commit", "Writers", "table_rows", "MariaDB", "ServerError", "mariadb_version",
-           "QuiesceEnv", "Run", "run_quiesce", "wait_exit", "install_signal_handlers", "read_json", "iso_to_mono",
+           "QuiesceEnv", "Run", "run_quiesce", "run_command", "wait_exit", "install_signal_handlers", "read_json", "wait_result",
+           "iso_to_mono",
            "ack_times", "gap_spanning", "first_ack_after", "longest_stall", "median", "p90",
            "render_table", "render_markdown", "server_version_short", "machine_line", "driver_available",
            "product_revision"]
@@ -137,16 +138,21 @@ def run_quiesce(env: QuiesceEnv, *args: str, timeout: float = 60.0) -> Run:
     The environment and output files are the runner's (env.env, files in env.outdir);
     its wait is not used, see wait_exit.
     """
-    fd_out, out_path = tempfile.mkstemp(prefix="out-", dir=env.outdir)
-    fd_err, err_path = tempfile.mkstemp(prefix="err-", dir=env.outdir)
+    return run_command(quiesce_command(env, *args), env.env(), env.outdir, timeout)
+
+
+def run_command(cmd: Sequence[str], environment: Dict[str, str], outdir: str, timeout: float = 60.0) -> Run:
+    """One process, stdin /dev/null, cwd /, output to files in outdir, timed from start to exit."""
+    fd_out, out_path = tempfile.mkstemp(prefix="out-", dir=outdir)
+    fd_err, err_path = tempfile.mkstemp(prefix="err-", dir=outdir)
     began = time.monotonic()
     try:
-        proc = subprocess.Popen(quiesce_command(env, *args), stdin=subprocess.DEVNULL, stdout=fd_out, stderr=fd_err,
-                                env=env.env(), cwd="/")
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=fd_out, stderr=fd_err,
+                                env=environment, cwd="/")
     finally:
         os.close(fd_out)
         os.close(fd_err)
-    ended = wait_exit(proc, timeout, "quiesce %s" % " ".join(args))
+    ended = wait_exit(proc, timeout, " ".join(cmd[-2:]))
     try:
         return Run(proc.returncode, began, ended, _read(out_path), _read(err_path))
     finally:
@@ -161,6 +167,23 @@ def read_json(path: str) -> Optional[Dict[str, Any]]:
             return json.load(handle)
     except (OSError, ValueError):
         return None
+
+
+def wait_result(env: QuiesceEnv, holder_pid: Optional[int], timeout: float = 5.0) -> Dict[str, Any]:
+    """The holder's result.json for this cycle ({} if it never came).
+
+    The holder answers thaw first and records the result after: right after thaw returns
+    the file may still be missing, or be an earlier cycle's.
+    """
+    path = os.path.join(env.runtime_dir, "result.json")
+    deadline = time.monotonic() + timeout
+    while True:
+        result = read_json(path) or {}
+        if result and (holder_pid is None or result.get("holder_pid") == holder_pid):
+            return result
+        if time.monotonic() >= deadline:
+            return {}
+        time.sleep(0.01)
 
 
 def iso_to_mono(text: Optional[str]) -> Optional[float]:

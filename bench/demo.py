@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import (MariaDB, QuiesceEnv, Writers, ack_times, gap_spanning,  # noqa: E402
-                          first_ack_after, install_signal_handlers, iso_to_mono, read_json,
+                          first_ack_after, install_signal_handlers, iso_to_mono, wait_result,
                           run_quiesce, server_version_short, table_rows)
 
 DATABASE = "shop"
@@ -42,6 +42,11 @@ def say(text: str = "") -> None:
 
 def ms(seconds: float) -> str:
     return "%.0f ms" % (seconds * 1000.0)
+
+
+def given_ms(value, digits: int = 0) -> str:
+    """A figure quiesce reported in milliseconds, or "?" if it did not."""
+    return "%.*f ms" % (digits, value) if isinstance(value, (int, float)) else "?"
 
 
 def du_mb(path: str) -> float:
@@ -125,11 +130,16 @@ def run_demo(checks: Checks, cleanup: list) -> None:
     instance = (state.get("instances") or [{}])[0]
     position = env.position()
     locked_at = iso_to_mono(position.get("locked_at"))
+    timings = position.get("timings_ms") or {}
     say("   returned after %s with exit status 0; the server is now locked (%s)"
         % (ms(freeze.ended - freeze.began), instance.get("lock")))
-    say("   taking the lock itself took %.1f ms; from lock to freeze returning: %s"
-        % (instance.get("wait_ms", float("nan")),
-           ms(freeze.ended - locked_at) if locked_at else "?"))
+    say("   taking the lock itself took %s; from the moment it was held to freeze returning: %s"
+        % (given_ms(timings.get("acquire"), 1), ms(freeze.ended - locked_at) if locked_at else "?"))
+    say("   of which %s under the lock in the holder (coordinates %s, InnoDB log flush %s, syncing the"
+        % (given_ms(timings.get("under_lock"), 1), given_ms(timings.get("coordinates"), 1),
+           given_ms(timings.get("flush"), 1)))
+    say("   server's files %s); before the lock, %s went into writing out the filesystem's dirty data"
+        % (given_ms(timings.get("sync"), 1), given_ms(timings.get("drain"))))
     say("   (the rest is starting the command and its lock holder, connecting, and recording the position)")
     say("   position file %s:" % env.position_file)
     say("      binlog %s at %s, GTID %s" % (position.get("binlog_file"), position.get("binlog_position"),
@@ -148,7 +158,7 @@ def run_demo(checks: Checks, cleanup: list) -> None:
     # -- thaw --------------------------------------------------------------------------------
     say("3. quiesce thaw   (what the thaw hook runs)")
     thaw = run_quiesce(env, "thaw")
-    result = read_json(os.path.join(env.runtime_dir, "result.json")) or {}
+    result = wait_result(env, state.get("holder_pid"))
     if not checks.report(thaw.rc == 0, "quiesce thaw returned after %s with exit status %d%s"
                          % (ms(thaw.ended - thaw.began), thaw.rc,
                             "" if thaw.rc == 0 else ": " + thaw.message)):
@@ -160,7 +170,8 @@ def run_demo(checks: Checks, cleanup: list) -> None:
     window = thaw.began - freeze.ended
     gap = gap_spanning(acks, freeze.ended, thaw.began)
     resumed = first_ack_after(acks, thaw.began)
-    say("   the lock was held %.0f ms in all (%s)" % (result.get("held_ms", float("nan")), result.get("outcome")))
+    say("   the lock was held %s in all (%s)" % (given_ms(result.get("held_ms")),
+                                                 result.get("outcome") or "the holder recorded no result"))
     if resumed is not None:
         say("   the first write committed %s after thaw started" % ms(resumed - thaw.began))
     if gap:
@@ -225,8 +236,8 @@ def run_demo(checks: Checks, cleanup: list) -> None:
                   "GTID of the snapshot's last transaction is %s; position file says %s"
                   % (gtid or "-", position.get("gtid") or "-"))
     say()
-    say("Summary: freeze %s (lock %.1f ms), snapshot %s, thaw %s; writes blocked %s for a %s snapshot;"
-        % (ms(freeze.ended - freeze.began), instance.get("wait_ms", float("nan")), ms(copy_s),
+    say("Summary: freeze %s (lock %s), snapshot %s, thaw %s; writes blocked %s for a %s snapshot;"
+        % (ms(freeze.ended - freeze.began), given_ms(instance.get("wait_ms"), 1), ms(copy_s),
            ms(thaw.ended - thaw.began), ms(gap[1] - gap[0]) if gap else "?", ms(window)))
     say("         %d rows verified in the snapshot; demo ran %.1f s" % (total_rows, time.monotonic() - began))
 

@@ -13,6 +13,13 @@ Sections (all on private servers under /tmp; nothing else on the machine is touc
      transaction when freeze starts: does the lock wait, does freeze fail, do writers stall.
   D  real filesystem freeze (root): the datadir on a loop-mounted ext4, frozen with
      fsfreeze between freeze and thaw as VMware Tools does; release-on-fs-thaw on vs off.
+  E  unrelated dirty data (root): 0, 1 and 4 GB written without sync to the loop-mounted
+     ext4 holding the datadir before each freeze, 8 writers: time under the lock, the
+     drain before it, extra write-blocked time; then the same with the loop device
+     throttled (a slow disk): the drain takes the slow part, the lock stays short.
+  F  thaw start-up: `hook thaw` as installed (python3 -sB, byte-compiled and not) with a
+     lock held, against `quiesce thaw`, which parses the configuration first: wall
+     time and time until the holder released; bare interpreter start-up for comparison.
 
 Medians (and p90) over repeated cycles, one table per section, targets marked. Durations
 are measured with time.monotonic() in this process; quiesce's own stamps (position file,
@@ -21,10 +28,11 @@ benchmark reports.
 
   make deps    (once; as root: the real filesystem freeze needs it, the rest does not)
   PYTHONPATH=.:.deps /usr/bin/python3 bench/lock_window.py [--quick] [--json]
-        [--sections ABCD] [--drivers mysql-connector,pymysql] [--markdown FILE]
+        [--sections ABCDEF] [--drivers mysql-connector,pymysql] [--markdown FILE]
   bench/lock_window.py --render saved.json [--markdown FILE]    (tables of a saved --json run)
 
-The default run takes about 3-4 minutes on 2 cores, --quick under a minute.
+The default run takes about 8-10 minutes on 2 cores (E alone about 4, most of it writing
+and draining dirty data), --quick about two.
 """
 
 import argparse
@@ -32,7 +40,9 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -40,16 +50,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import loopfs  # noqa: E402
 from bench.activity import LongStatement, Mix  # noqa: E402
-from bench.common import (MariaDB, QuiesceEnv, Writers, ack_times, byte_compile_product, driver_available,  # noqa: E402
+from bench.common import (REPO, MariaDB, QuiesceEnv, Writers, ack_times, byte_compile_product, driver_available,  # noqa: E402
                           first_ack_after, gap_spanning, install_signal_handlers, iso_to_mono,
                           longest_stall, machine_line, median, p90, product_revision, read_json,
-                          render_markdown, render_table, run_quiesce, server_version_short)
+                          render_markdown, render_table, run_command, run_quiesce, server_version_short,
+                          wait_result)
 
 DRIVERS = ("mysql-connector", "pymysql")
 METHODS = ("ftwrl", "backup-stage")
 
 TARGETS = {
-    "extra_blocked_ms": 50.0,   # median, under load
+    "extra_blocked_ms": 50.0,   # median, under load (also with unrelated dirty data, section E)
+    "under_lock_ms": 20.0,      # median time the holder works under the lock, whatever is dirty (E)
+    "thaw_release_ms": 20.0,    # median from starting `hook thaw` to the holder's release (F)
     "thaw_ms": 60.0,            # median thaw wall time
     "freeze_idle_ms": 300.0,    # median freeze wall time, idle server
 }
@@ -72,6 +85,11 @@ class Plan:
         self.cycles_d = 2 if quick else 5
         self.fs_hold = 0.5           # the filesystem stays frozen this long (the snapshot)
         self.poll_gap = 1.0          # VMware's state machine runs the thaw hook ~1 s after the fs thaw
+        self.dirty_sizes = [0, 256 << 20] if quick else [0, 1 << 30, 4 << 30]
+        self.cycles_e = 2 if quick else 5
+        self.slow_size = (256 << 20) if quick else (1 << 30)
+        self.slow_bps = (64 << 20) if quick else (100 << 20)   # the throttled loop device, bytes/s
+        self.cycles_f = 3 if quick else 10
 
 
 def log(text: str) -> None:
@@ -98,8 +116,10 @@ def mark(ok: Optional[bool]) -> str:
 # ------------------------------------------------------------------------------- A
 
 def lock_cycle(env: QuiesceEnv, hold: float, settle: float,
-               between: Optional[Callable[[], Dict[str, Any]]] = None, idle_thaw: bool = False) -> Dict[str, Any]:
-    """freeze, wait `hold` (or run `between`), thaw; raw stamps, analysed later."""
+               between: Optional[Callable[[], Dict[str, Any]]] = None, idle_thaw: bool = False,
+               thaw_command: Optional[Callable[[], Any]] = None) -> Dict[str, Any]:
+    """freeze, wait `hold` (or run `between`), thaw (`quiesce thaw`, or thaw_command()); raw
+    stamps, analysed later."""
     freeze = run_quiesce(env, "freeze")
     cycle: Dict[str, Any] = {"freeze_rc": freeze.rc, "freeze_began": freeze.began, "freeze_ended": freeze.ended}
     if freeze.rc != 0:
@@ -108,14 +128,14 @@ def lock_cycle(env: QuiesceEnv, hold: float, settle: float,
     state = env.state() or {}
     position = env.position()
     instance = (state.get("instances") or [{}])[0]
-    cycle.update(wait_ms=instance.get("wait_ms"), lock=instance.get("lock"),
+    cycle.update(wait_ms=instance.get("wait_ms"), lock=instance.get("lock"), timings=position.get("timings_ms") or {},
                  locked=iso_to_mono(position.get("locked_at")), holder_since=iso_to_mono(state.get("since")))
     if between is not None:
         cycle.update(between())
     else:
         time.sleep(hold)
-    thaw = run_quiesce(env, "thaw")
-    result = read_json(os.path.join(env.runtime_dir, "result.json")) or {}
+    thaw = thaw_command() if thaw_command is not None else run_quiesce(env, "thaw")
+    result = wait_result(env, state.get("holder_pid"), timeout=2.0)
     cycle.update(thaw_rc=thaw.rc, thaw_began=thaw.began, thaw_ended=thaw.ended,
                  held_ms=result.get("held_ms"), outcome=result.get("outcome"),
                  probe_fired=any(p.get("fired") for p in result.get("fs_probes") or []))
@@ -579,10 +599,253 @@ def table_d(data: Dict[str, Any]) -> List[List[str]]:
     return rows
 
 
+# ------------------------------------------------------------------------------- E
+
+MIB = 1 << 20
+BLKIO_WRITE_BPS = "/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device"
+
+
+def dirty_kb() -> Optional[int]:
+    """The machine's dirty page cache (/proc/meminfo Dirty), in KiB."""
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("Dirty:"):
+                return int(line.split()[1])
+    return None
+
+
+def make_dirty(path: str, size: int) -> float:
+    """(Re)write size bytes of path without syncing; returns the seconds it took."""
+    began = time.monotonic()
+    chunk = os.urandom(MIB)
+    with open(path, "r+b" if os.path.exists(path) else "wb") as handle:
+        for _ in range(size // MIB):
+            handle.write(chunk)
+    return time.monotonic() - began
+
+
+class WriteThrottle:
+    """A cgroup-v1 blkio write limit on one block device (the loop device), undone on exit."""
+
+    def __init__(self, dev: str, bytes_per_s: int):
+        rdev = os.stat(dev).st_rdev
+        self.majmin = "%d:%d" % (os.major(rdev), os.minor(rdev))
+        self.bps = bytes_per_s
+
+    def _write(self, value: int) -> None:
+        with open(BLKIO_WRITE_BPS, "w") as handle:
+            handle.write("%s %d\n" % (self.majmin, value))
+
+    def __enter__(self) -> "WriteThrottle":
+        self._write(self.bps)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._write(0)
+
+
+def section_e(plan: Plan) -> Dict[str, Any]:
+    reason = loopfs.unavailable_reason()
+    if reason:
+        return {"skipped": reason}
+    # The image is sparse and grows with what is written: the largest dirty file, the datadir, slack.
+    image_mb = max(plan.dirty_sizes + [plan.slow_size]) // MIB + 1536
+    root = "/var/tmp"
+    free = shutil.disk_usage(root).free
+    if free < image_mb * MIB * 1.2:
+        return {"skipped": "needs %d MB free in %s for the loop image, has %d MB" % (image_mb * 1.2, root, free // MIB)}
+    throttle_reason = None if os.path.exists(BLKIO_WRITE_BPS) else "no cgroup-v1 blkio controller"
+    fs = loopfs.LoopFs(size_mb=image_mb, base=tempfile.mkdtemp(prefix="quiesce-bench-dirty-", dir=root))
+    server = None
+    env = None
+    writers = None
+    runs: List[Dict[str, Any]] = []
+    try:
+        fs.setup()
+        server = MariaDB(name="dirtybench", datadir=os.path.join(fs.mnt, "data"))
+        server.start()
+        env = QuiesceEnv(server, driver=None, lock_timeout=120)
+        hook = _installed_hook(fs.base)
+
+        def hook_thaw() -> Any:
+            return run_command([hook, "thaw"], hook_environment(env), env.outdir)
+        writers = Writers(server, database="e_load", engines=("InnoDB", "MyISAM"), threads_per_engine=4,
+                          max_seconds=3600, max_commits=100_000_000)
+        writers.start()
+        writers.wait_for_progress(20)
+        unrelated = os.path.join(fs.mnt, "unrelated.bin")
+        variants = [("page cache", size, None) for size in plan.dirty_sizes]
+        if throttle_reason is None:
+            variants.append(("slow disk %d MB/s" % (plan.slow_bps // MIB), plan.slow_size, plan.slow_bps))
+        for label, size, bps in variants:
+            with (WriteThrottle(fs.dev, bps) if bps else contextlib.nullcontext()):
+                for i in range(plan.cycles_e):
+                    log("E  %-18s %5d MB dirty, cycle %d/%d" % (label, size // MIB, i + 1, plan.cycles_e))
+                    dirtied_s = make_dirty(unrelated, size) if size else 0.0
+                    dirty = dirty_kb()
+                    cycle = lock_cycle(env, plan.hold_a, plan.settle, thaw_command=hook_thaw)
+                    cycle.update(variant=label, size=size, dirty_kb=dirty, dirtied_s=dirtied_s)
+                    runs.append(cycle)
+        writers.wait_for_progress(5)
+    finally:
+        if env is not None:
+            env.cleanup()
+        if writers is not None:
+            writers.stop(timeout=15)
+        if server is not None:
+            server.cleanup()
+        fs.close()
+    acks = ack_times(writers.snapshot()[0])
+    rows = []
+    for label, size in dict.fromkeys((r["variant"], r["size"]) for r in runs):
+        cycles = [r for r in runs if (r["variant"], r["size"]) == (label, size)]
+        derived = []
+        for c in cycles:
+            d = analyse_a(c, acks)
+            t = c.get("timings") or {}
+            d.update({k + "_ms": t.get(k) for k in ("drain", "acquire", "under_lock", "sync", "flush")})
+            d["dirty_mb"] = c["dirty_kb"] / 1024.0 if c.get("dirty_kb") is not None else None
+            derived.append(d)
+        keys = ("freeze_ms", "drain_ms", "acquire_ms", "under_lock_ms", "sync_ms", "flush_ms", "lock_to_return_ms",
+                "extra_blocked_ms", "thaw_ms", "dirty_mb")
+        rows.append({"variant": label, "size_mb": size // MIB, "cycles": len(cycles),
+                     "errors": [c["error"] for c in cycles if c.get("error")],
+                     "median": {k: median(d.get(k) for d in derived) for k in keys},
+                     "p90": {k: p90(d.get(k) for d in derived) for k in keys}, "raw": derived})
+    return {"writers": 8, "hold_ms": plan.hold_a * 1000, "throttle": throttle_reason or "blkio write_bps_device",
+            "rows": rows}
+
+
+HEAD_E = ["unrelated dirty data", "cycles", "Dirty at freeze (MB)", "freeze", "drain (before lock)",
+          "lock wait", "under the lock", "of which sync", "lock->freeze returns", "extra blocked", "targets"]
+
+
+def targets_e(row: Dict[str, Any]) -> Dict[str, Optional[bool]]:
+    m = row["median"]
+    return {"under lock": None if m["under_lock_ms"] is None else m["under_lock_ms"] <= TARGETS["under_lock_ms"],
+            "extra blocked": (None if m["extra_blocked_ms"] is None
+                              else m["extra_blocked_ms"] <= TARGETS["extra_blocked_ms"])}
+
+
+def table_e(data: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    for row in data["rows"]:
+        m = lambda key: [d.get(key) for d in row["raw"]]  # noqa: E731
+        rows.append(["%d MB, %s" % (row["size_mb"], row["variant"]), str(row["cycles"]), fmt(row["median"]["dirty_mb"]),
+                     med_p90(m("freeze_ms")), med_p90(m("drain_ms")), med_p90(m("acquire_ms"), 1),
+                     med_p90(m("under_lock_ms"), 1), med_p90(m("sync_ms"), 1), med_p90(m("lock_to_return_ms")),
+                     med_p90(m("extra_blocked_ms")),
+                     ", ".join("%s %s" % (k, mark(v)) for k, v in targets_e(row).items())])
+    return rows
+
+
+# ------------------------------------------------------------------------------- F
+
+def _installed_hook(directory: str) -> str:
+    """libexec/hook as installed, but importing this repository's code."""
+    with open(os.path.join(REPO, "libexec", "hook")) as src:
+        text = src.read().replace('"/usr/lib/quiesce"', repr(REPO))
+    path = os.path.join(directory, "hook")
+    with open(path, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o755)
+    return path
+
+
+def hook_environment(env: QuiesceEnv) -> Dict[str, str]:
+    """What a hook runner gives: no PYTHONPATH; the config file is named in the environment
+    only because /etc/quiesce/quiesce.conf is not this benchmark's."""
+    plain = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "QUIESCE_CONFIG": env.conf}
+    plain.update({k: v for k, v in env.env().items() if k not in ("PATH", "LANG", "PYTHONPATH")})
+    return plain
+
+
+def section_f(server: MariaDB, plan: Plan) -> Dict[str, Any]:
+    env = QuiesceEnv(server, driver=None, lock_timeout=60)
+    scratch = tempfile.mkdtemp(prefix="quiesce-bench-thaw-", dir="/tmp")
+    try:
+        hook = _installed_hook(scratch)
+        empty_cache = os.path.join(scratch, "no-bytecode")
+        os.makedirs(empty_cache)
+        plain = hook_environment(env)
+        # PYTHONPYCACHEPREFIX points the interpreter at an empty cache: every module compiles from source.
+        thaws = [("hook thaw, byte-compiled", [hook, "thaw"], plain),
+                 ("hook thaw, no bytecode", [hook, "thaw"], dict(plain, PYTHONPYCACHEPREFIX=empty_cache)),
+                 ("quiesce thaw (parses the config first)", None, None)]
+        bare = [("python3 -sB (the launchers' flags)", ["-sB"]), ("python3 -I", ["-I"]),
+                ("python3 -sBS (no site)", ["-sBS"]), ("python3 -sB -X frozen_modules=off", ["-sB", "-X", "frozen_modules=off"])]
+        rows = []
+        for label, cmd, environment in thaws:
+            samples = []
+            for i in range(plan.cycles_f):
+                log("F  %-40s %d/%d" % (label, i + 1, plan.cycles_f))
+                freeze = run_quiesce(env, "freeze")
+                if freeze.rc != 0:
+                    samples.append({"error": "freeze exit %d: %s" % (freeze.rc, freeze.message)})
+                    continue
+                holder = (env.state() or {}).get("holder_pid")
+                time.sleep(plan.hold_a)
+                thaw = run_quiesce(env, "thaw") if cmd is None else run_command(cmd, environment, env.outdir)
+                result = wait_result(env, holder, timeout=2.0)
+                released = iso_to_mono(result.get("at"))
+                samples.append({"wall_ms": thaw.ms, "rc": thaw.rc,
+                                "release_ms": (released - thaw.began) * 1000 if released is not None else None,
+                                "error": None if thaw.rc == 0 else "exit %d: %s" % (thaw.rc, thaw.message)})
+                time.sleep(plan.settle)
+            rows.append({"what": label, "samples": samples})
+        for label, flags in bare:
+            samples = []
+            for i in range(plan.cycles_f):
+                run = run_command(["/usr/bin/python3", *flags, "-c", "pass"], {"PATH": "/usr/bin:/bin"}, env.outdir)
+                samples.append({"wall_ms": run.ms, "rc": run.rc})
+            rows.append({"what": label, "samples": samples, "bare": True})
+        imports = run_command(["/usr/bin/python3", "-sB", "-X", "importtime", "-c",
+                               "import sys; sys.path.insert(0, %r); import quiesce.fastthaw" % REPO],
+                              {"PATH": "/usr/bin:/bin"}, env.outdir)
+        fast_imports = [line for line in imports.stderr.splitlines() if "quiesce" in line]
+    finally:
+        env.cleanup()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"rows": rows, "fastthaw_importtime": fast_imports}
+
+
+HEAD_F = ["command", "runs", "wall", "start -> holder released", "target"]
+
+
+def table_f(data: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    for row in data["rows"]:
+        walls = [s.get("wall_ms") for s in row["samples"]]
+        releases = [s.get("release_ms") for s in row["samples"]]
+        goal = "-"
+        if row["what"].startswith("hook thaw, byte"):
+            m = median(releases)
+            goal = "<= %.0f ms %s" % (TARGETS["thaw_release_ms"], mark(None if m is None else m <= TARGETS["thaw_release_ms"]))
+        rows.append([row["what"], str(len(row["samples"])), med_p90(walls, 1),
+                     "-" if row.get("bare") else med_p90(releases, 1), goal])
+    return rows
+
+
 # ------------------------------------------------------------------------------- output
 
 def targets_overview(results: Dict[str, Any]) -> List[List[str]]:
     rows = []
+    e = results.get("E")
+    if e and not e.get("skipped"):
+        for row in e["rows"]:
+            m, t = row["median"], targets_e(row)
+            what = "%d MB dirty, %s" % (row["size_mb"], row["variant"])
+            rows.append(["time under the lock, %s" % what, "-", "<= %.0f ms" % TARGETS["under_lock_ms"],
+                         "%s ms" % fmt(m["under_lock_ms"], 1), mark(t["under lock"])])
+            rows.append(["extra blocked time, %s" % what, "-", "<= %.0f ms" % TARGETS["extra_blocked_ms"],
+                         "%s ms" % fmt(m["extra_blocked_ms"]), mark(t["extra blocked"])])
+    f = results.get("F")
+    if f:
+        for row in f["rows"]:
+            if row["what"].startswith("hook thaw, byte"):
+                m = median(s.get("release_ms") for s in row["samples"])
+                rows.append(["hook thaw to release, byte-compiled", "-", "<= %.0f ms" % TARGETS["thaw_release_ms"],
+                             "%s ms" % fmt(m, 1), mark(None if m is None else m <= TARGETS["thaw_release_ms"])])
     a = results.get("A")
     if not a:
         return rows
@@ -606,6 +869,10 @@ def targets_overview(results: Dict[str, Any]) -> List[List[str]]:
 HEAD_T = ["target", "driver", "goal", "median", "result"]
 
 
+def problems_lines(errors: Sequence[str]) -> List[str]:
+    return ["", "  problems: " + "; ".join(errors[:5])] if errors else []
+
+
 def render(results: Dict[str, Any], markdown: bool = False) -> str:
     table = render_markdown if markdown else render_table
     meta = results["meta"]
@@ -620,7 +887,7 @@ def render(results: Dict[str, Any], markdown: bool = False) -> str:
         meta["loadavg_start"], meta.get("loadavg_end", 0),
         ": other work was competing for the CPUs, expect slower and noisier figures." if busy >= 1.0 else "."))
     out.append("")
-    for name in "ABCD":
+    for name in "ABCDEF":
         if results.get(name, {}).get("failed"):
             out.append(h("%s. failed: %s" % (name, results[name]["failed"])))
             out.append("")
@@ -685,12 +952,33 @@ def render(results: Dict[str, Any], markdown: bool = False) -> str:
                          "hook %.0f ms after the fs thaw, 8 writers. Median (p90) in ms." % (d["fs_hold_ms"], d["poll_gap_ms"])))
             out.append("")
             out.append(table(HEAD_D, table_d(d), left=2))
-            errs = [e for r in d["rows"] for e in r["errors"]]
-            if errs:
-                out.append("")
-                out.append("  problems: " + "; ".join(errs[:5]))
+            out.extend(problems_lines([e for r in d["rows"] for e in r["errors"]]))
         out.append("")
-    if "A" in results:
+    if "E" in results:
+        e = results["E"]
+        if e.get("skipped"):
+            out.append(h("E. Unrelated dirty data: skipped (%s)." % e["skipped"]))
+        else:
+            out.append(h("E. Unrelated dirty data on the datadir's filesystem (loop-mounted ext4), written without "
+                         "sync before each freeze, %d writers, snapshot window %.0f ms, thaw by `hook thaw` as "
+                         "installed; slow disk: %s on the loop device. Median (p90) in ms." % (e["writers"], e["hold_ms"], e["throttle"])))
+            if not markdown:
+                out.append("   'drain' = syncfs() before the lock (writers not blocked); 'under the lock' = from the lock")
+                out.append("   to the holder's position being ready (coordinates, InnoDB log flush, syncing the server's files);")
+                out.append("   'lock->freeze returns' adds writing the position and state files and reporting to freeze.")
+            out.append("")
+            out.append(table(HEAD_E, table_e(e)))
+            out.extend(problems_lines([x for r in e["rows"] for x in r["errors"]]))
+        out.append("")
+    if "F" in results:
+        f = results["F"]
+        out.append(h("F. Thaw start-up with a lock held (idle server). Median (p90) in ms; 'holder released' is "
+                     "from starting the command to the holder's release (its result's time stamp)."))
+        out.append("")
+        out.append(table(HEAD_F, table_f(f)))
+        out.extend(problems_lines([s["error"] for r in f["rows"] for s in r["samples"] if s.get("error")]))
+        out.append("")
+    if any(k in results for k in "AEF"):
         out.append(h("Targets"))
         out.append("")
         out.append(table(HEAD_T, targets_overview(results), left=3))
@@ -703,7 +991,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (about a minute)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-    parser.add_argument("--sections", default="ABCD", help="which sections to run (default ABCD)")
+    parser.add_argument("--sections", default="ABCDEF", help="which sections to run (default ABCDEF)")
     parser.add_argument("--drivers", default=None,
                         help="comma-separated drivers for section A (default: both if installed; --quick: one)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown to FILE")
@@ -749,9 +1037,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results[name] = {"failed": "%s: %s" % (type(exc).__name__, exc)}
 
     try:
-        if any(s in sections for s in "ABC"):
+        if any(s in sections for s in "ABCF"):
             server = MariaDB(name="bench")
             server.start()
+            if "F" in sections:
+                attempt("F", lambda: section_f(server, plan))
             if "A" in sections:
                 attempt("A", lambda: section_a(server, plan, drivers))
             if "B" in sections:
@@ -762,6 +1052,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             server = None
         if "D" in sections:
             attempt("D", lambda: section_d(plan))
+        if "E" in sections:
+            attempt("E", lambda: section_e(plan))
     except KeyboardInterrupt:
         log("interrupted: everything started was stopped")
         return 130

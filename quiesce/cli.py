@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import os
 import sys
 
 from . import config
@@ -19,32 +20,60 @@ def _log():
     return log.get()
 
 
-def _dispatch(action: str, settings: config.Settings) -> int:
+def _dispatch(action: str, settings: config.Settings, early_thaw=None) -> int:
     # Imports stay inside the branches: thaw must not load the database driver.
     if action == "freeze":
         from . import freeze
         return freeze.run(settings)
     if action in ("thaw", "freezeFail"):
         from . import thaw
-        return thaw.run(settings)
+        return thaw.run(settings, early_thaw)
     if action == "status":
         from . import status
         return status.run(settings)
     if action == "check":
         from . import check
         return check.run(settings)
+    if action == "verify":
+        from . import verify
+        return verify.run(settings)
+    if action == "restore-plan":
+        from . import restoreplan
+        return restoreplan.run(settings)
+    if action in ("register", "unregister"):
+        from . import register
+        return register.run(settings)
     raise ConfigError("unknown command %r" % action)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _not_root_message(settings: config.Settings, what: str) -> str:
+    return "quiesce must run as root (or as the owner of runtime-dir %s): %s: permission denied" % (
+        settings.runtime_dir, what)
+
+
+def _check_access(settings: config.Settings) -> None:
+    """A user who cannot use runtime-dir learns it in one line, whatever the command."""
+    if os.geteuid() != 0 and os.path.isdir(settings.runtime_dir) and not os.access(
+            settings.runtime_dir, os.R_OK | os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise ConfigError(_not_root_message(settings, settings.runtime_dir))
+
+
+def main(argv: Sequence[str] | None = None, early_thaw=None) -> int:
+    """early_thaw: the holder's answer to a hook's thaw sent before this (fastthaw.Answer)."""
     try:
         settings = config.parse(argv)
     except QuiesceError as exc:
-        print("quiesce: error: %s" % exc, file=sys.stderr)
+        if early_thaw is not None:
+            _log().error("%s", early_thaw.describe())
+        if config.requested_action(argv) == "freezeFail":
+            _log().error("error: %s (freezeFail always succeeds)", exc)
+            return int(Exit.OK)
+        _log().error("error: %s", exc)
         return int(exc.exit_code)
     action = settings.hook_action or settings.command
     try:
-        return _dispatch(action, settings)
+        _check_access(settings)
+        return _dispatch(action, settings, early_thaw)
     except QuiesceError as exc:
         log = _log()
         if action == "freezeFail":
@@ -59,8 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _log().error("error: interrupted")
         return int(Exit.INTERNAL)
-    except Exception as exc:  # the last net: one line, exit 1, details in the system log
-        log = _log()
-        log.error("internal error: %s: %s (please report this)", type(exc).__name__, exc)
-        log.debug("traceback", exc_info=True)
-        return int(Exit.OK if action == "freezeFail" else Exit.INTERNAL)
+    except PermissionError as exc:
+        if os.geteuid() == 0:
+            return _internal_error(action)
+        # Another file quiesce needs (runtime-dir's parent, a state file) is root's.
+        _log().error("error: %s", _not_root_message(settings, exc.filename or "a file"))
+        return int(Exit.OK if action == "freezeFail" else Exit.CONFIG)
+    except Exception:
+        return _internal_error(action)
+
+
+def _internal_error(action: str) -> int:
+    """The last net: one record at ERROR whose traceback the log formatter folds into one line."""
+    exc = sys.exc_info()[1]
+    _log().error("internal error: %s: %s (a bug: please report it with this whole message)",
+                 type(exc).__name__, exc, exc_info=True)
+    return int(Exit.OK if action == "freezeFail" else Exit.INTERNAL)

@@ -1,39 +1,62 @@
-"""Settings from the command line, the environment and the config file (ConfigArgParse).
+"""Settings from the command line, the environment and the config file.
 
 Precedence: command line > environment (QUIESCE_*) > config file > built-in default.
+Everything is validated here, before any command runs: a bad value is a configuration
+error (exit 2) whatever the command and whether or not a server is running.
+
 Secrets come only from files: a password given on the command line or in the environment
-would be visible to every user through ps or /proc, so it is refused.
+would be visible to every user through ps or /proc, so it is refused. Error messages
+name the setting at fault but never repeat its value, which could be a password typed
+in the wrong place.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-from collections.abc import Sequence
-import io
+from collections.abc import Iterable, Mapping, Sequence
 import json
+import math
 import os
 import re
-import stat
 import sys
 
 import configargparse
 
-from . import __version__, paths
+from . import __version__, optionfile, paths, safefile
 from .errors import ConfigError
 
-COMMANDS = ("freeze", "thaw", "hook", "status", "check")
+COMMANDS = ("freeze", "thaw", "hook", "status", "check", "register", "unregister", "verify", "restore-plan")
+# Commands that take words after them (an action, agent names).
+_WORD_COMMANDS = ("hook", "register", "unregister")
 HOOK_ACTIONS = {"freeze": "freeze", "thaw": "thaw", "freezefail": "freezeFail"}
 CONNECTION_KEYS = ("socket", "host", "port", "user", "password", "defaults-file", "position-file")
-_INSTANCE_RE = re.compile(r"^\[\s*instance\s*[: ]\s*([A-Za-z0-9_.-]+)\s*\]$")
-_MAIN_SECTION_RE = re.compile(r"^\[\s*(quiesce|main)\s*\]$")
+# Per-invocation switches and the sources of other settings: not settable in the config file.
+_COMMAND_LINE_ONLY = ("help", "version", "config", "json", "cycle", "instance", "all", "root",
+                      # verify and restore-plan: what to check or do this once, never a standing setting.
+                      "skip-table-check", "check-timeout", "as-replica-of", "pitr-until", "galera", "apply",
+                      "yes", "replication", "server-id", "source-credentials", "binlog-dir")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NUMBER_RE = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+
+# Upper bounds of the seconds options. They catch typos (3000000 for 300) and keep every
+# timer far inside what poll(), the drivers and the server accept (poll() takes at most
+# 2^31 ms, about 24.8 days). A day is longer than any snapshot: no snapshot agent keeps a
+# guest frozen for more than minutes. An hour is longer than any agent waits for a
+# freeze hook (Veeam 600 s, Azure at most 1800 s, GCE 60 s), so waiting longer for a
+# connection or a lock is never useful; the two thresholds are statement ages, so a day
+# means "practically never".
+MAX_LOCK_TIMEOUT = 86400.0
+MAX_WAIT = 3600.0
+MAX_AGE = 86400.0
 
 
 _TARGET_FIELDS = ("name", "socket", "host", "port", "user", "password", "position_file")
 _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "driver", "lock_method",
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
-                    "stop_replica", "release_on_fs_thaw", "targets")
+                    "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets", "words", "all_agents",
+                    "root", "metrics_file", "restore")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -62,80 +85,27 @@ class Settings(collections.namedtuple("Settings", _SETTINGS_FIELDS)):
     __slots__ = ()
 
 
-class _SectionedConfigParser(configargparse.DefaultConfigFileParser):
-    """ConfigArgParse's key = value syntax plus [instance:NAME] sections.
+# ---------------------------------------------------------------------------------------
+# Value checks. Each takes the text as given and returns the value, or raises
+# ArgumentTypeError with a message that does not repeat the text.
 
-    Each section becomes one JSON value of the repeatable --instance option, so that
-    ConfigArgParse still sees every setting and records where it came from.
-    """
-
-    def parse(self, stream):
-        top: list[str] = []
-        sections: dict[str, list[str]] = {}
-        current = top
-        for number, line in enumerate(stream, 1):
-            stripped = line.strip()
-            if stripped.startswith("["):
-                match = _INSTANCE_RE.match(stripped)
-                if match:
-                    current = sections.setdefault(match.group(1), [])
-                    continue
-                if _MAIN_SECTION_RE.match(stripped):
-                    current = top
-                    continue
-                raise configargparse.ConfigFileParserException(
-                    "line %d: unknown section %s (use [instance:NAME])" % (number, stripped))
-            current.append(line)
-        items = super().parse(io.StringIO("".join(top)))
-        if sections:
-            values = []
-            for name, lines in sections.items():
-                section = dict(super().parse(io.StringIO("".join(lines))))
-                unknown = set(section) - set(CONNECTION_KEYS)
-                if unknown:
-                    raise configargparse.ConfigFileParserException(
-                        "[instance:%s]: unknown key %s (allowed: %s)"
-                        % (name, sorted(unknown)[0], ", ".join(CONNECTION_KEYS)))
-                section["name"] = name
-                values.append(json.dumps(section))
-            items["instance"] = values
-        return items
+def _seconds(minimum_exclusive: bool, maximum: float):
+    def seconds(text: str) -> float:
+        text = str(text).strip()
+        value = float(text) if _NUMBER_RE.match(text) else math.nan
+        low = "greater than 0" if minimum_exclusive else "0 or more"
+        if not math.isfinite(value) or value > maximum or (value <= 0 if minimum_exclusive else value < 0):
+            raise argparse.ArgumentTypeError("must be a number of seconds, %s and at most %g" % (low, maximum))
+        return value
+    return seconds
 
 
-class _Formatter(argparse.HelpFormatter):
-    # argparse builds a formatter for every option and asks shutil for the terminal width
-    # each time; a fixed width keeps that import off thaw's critical path.
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=int(os.environ.get("COLUMNS", "0") or 0) or 100)
-
-
-class _Parser(configargparse.ArgParser):
-    def error(self, message):
-        # argparse prints usage and exits; we want one line and our own exit-code table.
-        message = str(message)
-        if message.startswith("the following arguments are required: command"):
-            message = "no command given: use freeze, thaw, hook ACTION, status or check"
-        raise ConfigError("%s (see 'quiesce --help')" % message)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("%r must be greater than 0" % text)
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("%r must not be negative" % text)
-    return value
+def _choice(*choices: str):
+    def choice(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError("must be one of %s" % ", ".join(choices))
+        return text
+    return choice
 
 
 def _boolean(text: str) -> bool:
@@ -144,142 +114,417 @@ def _boolean(text: str) -> bool:
         return True
     if lowered in ("0", "no", "false", "off"):
         return False
-    raise argparse.ArgumentTypeError("%r is not a boolean (use true or false)" % text)
+    raise argparse.ArgumentTypeError("must be true or false")
 
 
 def _port(text: str) -> int:
+    text = str(text).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError("must be a port number (1-65535)")
+    return int(text)
+
+
+def _absolute_path(text: str) -> str:
+    if not text or "\n" in text or "\0" in text:
+        raise argparse.ArgumentTypeError("must be an absolute path")
+    if not os.path.isabs(text):
+        raise argparse.ArgumentTypeError(
+            "must be an absolute path: a relative one depends on the working directory, "
+            "which differs when a hook runner starts quiesce")
+    return text
+
+
+def _auto_none_or_path(text: str) -> str:
+    return text if text in ("auto", "none") else _absolute_path(text)
+
+
+def _text(text: str) -> str:
+    if not text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise argparse.ArgumentTypeError("must be non-empty text without control characters")
+    return text
+
+
+def _secret(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; remove the line for an account without a password")
+    return text
+
+
+def _instance_name(text: object) -> str:
+    if not isinstance(text, str) or not _NAME_RE.match(text):
+        raise argparse.ArgumentTypeError("instance names are 1 to 64 letters, digits, '.', '_' or '-', "
+                                         "starting with a letter or digit")
+    return text
+
+
+CONNECTION_CHECKS = {"socket": _absolute_path, "host": _text, "port": _port, "user": _text,
+                     "password": _secret, "defaults-file": _absolute_path, "position-file": _absolute_path}
+
+
+def _checked(key: str, value: object, where: str) -> object:
+    """A connection setting checked by its rule; where names the source in errors."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError("%s: %s must be a string" % (where, key))
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a port number" % text)
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError("%r is not a port number (1-65535)" % text)
-    return value
+        return CONNECTION_CHECKS[key](str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError("%s: %s %s" % (where, key, exc))
 
 
-def _instance(text: str) -> dict[str, str]:
-    """An instance as JSON (from the config file) or NAME:key=value,key=value."""
+def _instance_spec(spec: object, where: str) -> dict[str, object]:
+    """An instance given on the command line or in QUIESCE_INSTANCE, checked."""
+    if not isinstance(spec, dict):
+        raise ConfigError("%s: an instance must be a JSON object or NAME:key=value,..." % where)
+    if "name" not in spec:
+        raise ConfigError("%s: an instance needs a \"name\"" % where)
+    try:
+        name = _instance_name(spec["name"])
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError("%s: %s" % (where, exc))
+    where = "%s instance %s" % (where, name)
+    checked: dict[str, object] = {"name": name}
+    for key, value in spec.items():
+        if key == "name":
+            continue
+        if key == "password":
+            raise ConfigError("%s: a password may come only from a file: put it in an [instance:%s] "
+                              "section of the config file or in a defaults-file" % (where, name))
+        if key not in CONNECTION_CHECKS:
+            raise ConfigError("%s: unknown key (allowed: %s)" % (where, ", ".join(CONNECTION_KEYS)))
+        checked[key] = _checked(key, value, where)
+    return checked
+
+
+def _instance_text(text: str, where: str) -> dict[str, object]:
+    """NAME:key=value,key=value or a JSON object."""
     text = text.strip()
-    if text.startswith("{"):
-        return json.loads(text)
+    if text.startswith(("{", "[")):
+        try:
+            spec = json.loads(text)
+        except ValueError:
+            raise ConfigError("%s: not valid JSON" % where)
+        return _instance_spec(spec, where)
     name, _, rest = text.partition(":")
-    spec = {"name": name}
+    spec: dict[str, object] = {"name": name}
     for part in filter(None, rest.split(",")):
         key, sep, value = part.partition("=")
-        if not sep or key not in CONNECTION_KEYS:
-            raise argparse.ArgumentTypeError(
-                "bad instance %r: expected NAME:key=value,... with keys %s" % (text, ", ".join(CONNECTION_KEYS)))
-        if key == "password":
-            raise argparse.ArgumentTypeError(
-                "a password may come only from a file: put it in an [instance:%s] section" % name)
+        if not sep:
+            raise ConfigError("%s: expected NAME:key=value,... with keys %s" % (where, ", ".join(CONNECTION_KEYS)))
+        if key in spec:
+            raise ConfigError("%s: %s given twice" % (where, key))
         spec[key] = value
-    if not re.match(r"^[A-Za-z0-9_.-]+$", name):
-        raise argparse.ArgumentTypeError("bad instance name %r (letters, digits, . _ - only)" % name)
-    return spec
+    return _instance_spec(spec, where)
 
 
-def build_parser(config_files: Sequence[str]) -> _Parser:
+# ---------------------------------------------------------------------------------------
+# The config file: "key = value" lines, [instance:NAME] sections.
+
+_KEY_LINE_RE = re.compile(r"^([A-Za-z0-9_.-]+)\s*(?:([=:])\s*(.*))?$")
+_SECTION_RE = re.compile(r"^\[\s*([^]:\s]+)\s*(?:[: ]\s*([^]]*?))?\s*\]$")
+
+
+class ConfigLine(collections.namedtuple("ConfigLine", "key value line")):
+    __slots__ = ()
+
+
+def _config_value(raw: str) -> str:
+    """A value: quoted ("..." or '...', taken literally) or bare, which ends at " #" or " ;"."""
+    if raw[:1] in ("'", '"'):
+        end = raw.find(raw[0], 1)
+        if end < 0:
+            raise ValueError("has an opening quote without a closing one")
+        rest = raw[end + 1:].strip()
+        if rest and rest[0] not in "#;":
+            raise ValueError("has text after the closing quote")
+        return raw[1:end]
+    comment = re.search(r"\s[#;]", raw)
+    return (raw[:comment.start()] if comment else raw).strip()
+
+
+def parse_config_text(text: str, path: str, known: Iterable[str] = ()
+                      ) -> tuple[dict[str, ConfigLine], dict[str, dict[str, ConfigLine]]]:
+    """The top-level settings and the [instance:NAME] sections, syntax checked.
+
+    known: the keys that may be named in messages.
+    """
+    top: dict[str, ConfigLine] = {}
+    sections: dict[str, dict[str, ConfigLine]] = {}
+    current = top
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        where = "config file %s line %d" % (path, number)
+        if stripped.startswith("["):
+            match = _SECTION_RE.match(stripped)
+            kind = match.group(1).lower() if match else ""
+            if kind in ("quiesce", "main") and not match.group(2):
+                current = top
+                continue
+            if kind != "instance" or not match.group(2):
+                raise ConfigError("%s: unknown section (use [instance:NAME])" % where)
+            try:
+                name = _instance_name(match.group(2))
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError("%s: %s" % (where, exc))
+            if name in sections:
+                raise ConfigError("%s: a second [instance:%s] section" % (where, name))
+            current = sections[name] = {}
+            continue
+        match = _KEY_LINE_RE.match(stripped)
+        if not match:
+            raise ConfigError("%s: expected key = value" % where)
+        key = match.group(1)
+        if match.group(2) is None:
+            # Only a known key is named: a stray word on its own line could be a password.
+            named = key if key in known else "the line"
+            raise ConfigError("%s: %s has no value; fix: write KEY = VALUE, or remove the line"
+                              % (where, named))
+        try:
+            value = _config_value(match.group(3))
+        except ValueError as exc:
+            raise ConfigError("%s: the value of %s %s" % (where, key, exc))
+        if not value:
+            raise ConfigError("%s: %s has an empty value; fix: give a value, or remove the line for the default"
+                              % (where, key))
+        if key in current:
+            raise ConfigError("%s: %s is set twice (first on line %d); fix: keep one"
+                              % (where, key, current[key].line))
+        current[key] = ConfigLine(key, value, number)
+    return top, sections
+
+
+# ---------------------------------------------------------------------------------------
+# The command line.
+
+class _Formatter(argparse.HelpFormatter):
+    # argparse builds a formatter for every option and asks shutil for the terminal width
+    # each time; a fixed width keeps that import off thaw's critical path.
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=int(os.environ.get("COLUMNS", "0") or 0) or 100)
+
+
+_REQUIRED_COMMAND = "the following arguments are required: command"
+_ARGUMENT_RE = re.compile(r"^argument ([^:]+): (.*)$", re.S)
+_ENV_FLAG_RE = re.compile(r"^Unexpected value for (\w+):")
+
+
+def _usage_error(message: object) -> ConfigError:
+    """argparse's message as one line, without the value it may quote."""
+    message = str(message)
+    if message.startswith(_REQUIRED_COMMAND):
+        message = "no command given: use freeze, thaw, hook ACTION, status, check, register, unregister, verify or restore-plan"
+    else:
+        match = _ARGUMENT_RE.match(message)
+        flag = _ENV_FLAG_RE.match(message)
+        if flag:
+            # ConfigArgParse on a flag set in the environment (QUIESCE_JSON=...)
+            message = "%s must be true or false" % flag.group(1)
+        elif match and ("'" in match.group(2) or '"' in match.group(2)):
+            # argparse's own wording ("invalid choice: 'x'", "ignored explicit argument 'x'")
+            message = "argument %s: invalid value" % match.group(1)
+        elif not match and ("'" in message or '"' in message):
+            message = "invalid command line or environment"
+    return ConfigError("%s (see 'quiesce --help')" % message.splitlines()[0])
+
+
+class _Parser(configargparse.ArgParser):
+    def error(self, message):
+        # argparse prints usage and exits; we want one line and our own exit-code table.
+        raise _usage_error(message)
+
+
+class _ConfigOption(argparse.ArgumentParser):
+    """Finds --config/-c the way the full parser will (-cFILE, --config=FILE, -c FILE)."""
+
+    def error(self, message):
+        raise _usage_error(message)
+
+
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="quiesce",
-        description="Make a running MySQL or MariaDB server consistent for a virtual-machine snapshot.",
-        default_config_files=list(config_files),
-        config_file_parser_class=_SectionedConfigParser,
+        description="Make a running MySQL or MariaDB server consistent for a virtual-machine snapshot. "
+                    "Every --option can also be set as QUIESCE_OPTION in the environment or as "
+                    "option = value in the config file; see quiesce.conf(5).",
         auto_env_var_prefix="QUIESCE_",
         formatter_class=_Formatter,
         add_help=True,
+        allow_abbrev=False,
+        add_config_file_help=False,
     )
     add = parser.add_argument
-    add("command", choices=COMMANDS, help="freeze, thaw, hook ACTION, status or check")
+    add("command", metavar="command",
+        help="freeze, thaw, hook ACTION, status, check, register AGENT, unregister AGENT, verify or restore-plan")
     add("words", nargs="*", help=argparse.SUPPRESS)
     add("--version", action="version", version="quiesce " + __version__)
     add("-c", "--config", metavar="FILE", env_var="QUIESCE_CONFIG",
         help="config file (default %s)" % paths.CONFIG_FILE)
     add("--json", action="store_true", help="status: print JSON")
     add("--cycle", action="store_true", help="check: do one real short freeze and thaw")
-    add("--defaults-file", metavar="FILE", help="MySQL option file with [client] credentials")
-    add("--socket", metavar="PATH", help="server socket (default: the distribution's)")
-    add("--host", help="server host for TCP (default: use the socket)")
+    add("--all", dest="all_agents", action="store_true", help="unregister: every agent")
+    add("--root", default="/", type=_absolute_path, help=argparse.SUPPRESS)
+    add("--defaults-file", metavar="FILE", type=_absolute_path, help="MySQL option file with [client] credentials")
+    add("--socket", metavar="PATH", type=_absolute_path, help="server socket (default: the distribution's)")
+    add("--host", type=_text, help="server host for TCP (default: use the socket)")
     add("--port", type=_port, help="server TCP port (default 3306)")
-    add("--user", help="account name (default root)")
-    add("--password", help=argparse.SUPPRESS)
-    add("--instance", action="append", type=_instance, help=argparse.SUPPRESS)
-    add("--position-file", metavar="FILE", help="where coordinates go (default %s)" % paths.POSITION_FILE)
-    add("--driver", choices=("auto", "mysql-connector", "pymysql"), default="auto")
-    add("--lock-method", choices=("auto", "ftwrl", "backup-stage"), default="auto")
-    add("--lock-timeout", type=_positive, default=300.0, metavar="SECONDS",
-        help="release by itself after this long (default 300)")
-    add("--acquire-timeout", type=_positive, default=5.0, metavar="SECONDS",
-        help="give up taking the lock after this long (default 5)")
-    add("--connect-timeout", type=_positive, default=5.0, metavar="SECONDS")
-    add("--on-failure", choices=("fail", "continue"), default="fail")
-    add("--runtime-dir", default=paths.RUNTIME_DIR, metavar="DIR")
-    add("--long-query-time", type=_non_negative, default=10.0, metavar="SECONDS")
-    add("--long-query-wait", type=_non_negative, default=10.0, metavar="SECONDS")
-    add("--long-query-type", choices=("auto", "all", "select", "update"), default="auto")
-    add("--kill-long-selects", type=_non_negative, default=0.0, metavar="SECONDS")
-    add("--stop-replica", choices=("auto", "always", "never"), default="auto")
+    add("--user", type=_text, help="account name (default root)")
+    add("--instance", action="append", help=argparse.SUPPRESS)
+    add("--position-file", metavar="FILE", type=_absolute_path,
+        help="where coordinates go (default %s)" % paths.POSITION_FILE)
+    add("--driver", type=_choice("auto", "mysql-connector", "pymysql"), default="auto",
+        metavar="{auto,mysql-connector,pymysql}")
+    add("--lock-method", type=_choice("auto", "ftwrl", "backup-stage"), default="auto",
+        metavar="{auto,ftwrl,backup-stage}")
+    add("--lock-timeout", type=_seconds(True, MAX_LOCK_TIMEOUT), default=300.0, metavar="SECONDS",
+        help="release by itself after this long (default 300, at most %g)" % MAX_LOCK_TIMEOUT)
+    add("--acquire-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS",
+        help="give up taking the lock after this long (default 5, at most %g)" % MAX_WAIT)
+    add("--connect-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS")
+    add("--on-failure", type=_choice("fail", "continue"), default="fail", metavar="{fail,continue}")
+    add("--runtime-dir", type=_absolute_path, default=paths.RUNTIME_DIR, metavar="DIR")
+    add("--long-query-time", type=_seconds(False, MAX_AGE), default=10.0, metavar="SECONDS")
+    add("--long-query-wait", type=_seconds(False, MAX_WAIT), default=10.0, metavar="SECONDS")
+    add("--long-query-type", type=_choice("auto", "all", "select", "update"), default="auto",
+        metavar="{auto,all,select,update}")
+    add("--kill-long-selects", type=_seconds(False, MAX_AGE), default=0.0, metavar="SECONDS")
+    add("--stop-replica", type=_choice("auto", "always", "never"), default="auto", metavar="{auto,always,never}")
     add("--release-on-fs-thaw", type=_boolean, default=True, metavar="BOOL")
+    add("--allow-cleartext-auth", type=_boolean, default=False, metavar="BOOL",
+        help="send the password in clear text over a non-TLS connection if the server asks (default false)")
+    add("--metrics-file", default="auto", metavar="FILE", type=_auto_none_or_path,
+        help="node_exporter textfile (default auto: quiesce.prom in its textfile directory if that exists; "
+             "none: off)")
+    _add_restore_options(parser)
     return parser
 
 
-def _explicit_config(argv: Sequence[str]) -> str | None:
-    for i, word in enumerate(argv):
-        if word in ("-c", "--config") and i + 1 < len(argv):
-            return argv[i + 1]
-        if word.startswith("--config="):
-            return word.split("=", 1)[1]
-    return os.environ.get("QUIESCE_CONFIG") or None
+RESTORE_KEYS = ("skip_table_check", "check_timeout", "as_replica_of", "pitr_until", "galera", "apply", "yes",
+                "replication", "server_id", "source_credentials", "binlog_dir")
 
 
-def check_secret_file(path: str, what: str) -> None:
-    """Refuse a file that holds a password but others may read, or others may change."""
+def _add_restore_options(parser: _Parser) -> None:
+    group = parser.add_argument_group("verify and restore-plan (command line only)")
+    add = group.add_argument
+    add("--skip-table-check", action="store_true", help="verify: no CHECK TABLE on MyISAM/Aria tables")
+    add("--check-timeout", type=_seconds(True, MAX_WAIT), default=300.0, metavar="SECONDS",
+        help="verify: time allowed for all CHECK TABLEs (default 300)")
+    add("--as-replica-of", metavar="HOST[:PORT]", type=_text, help="restore-plan: make this server a replica of HOST")
+    add("--pitr-until", metavar="DATETIME|GTID|FILE:POS", type=_text,
+        help="restore-plan: replay the binlogs up to here")
+    add("--galera", action="store_true", help="restore-plan: grastate.dat to rejoin a Galera cluster by IST")
+    add("--apply", action="store_true", help="restore-plan: run the replica plan on this server")
+    add("--yes", action="store_true", help="restore-plan: --apply without asking")
+    add("--replication", type=_choice("auto", "gtid", "position"), default="auto",
+        help="restore-plan: GTID or binlog file/position (default auto: GTID when recorded)")
+    add("--server-id", type=int, metavar="N", help="restore-plan: the new server_id of a clone")
+    add("--source-credentials", metavar="FILE", type=_absolute_path,
+        help="restore-plan: option file (mode 0600) with [client] user and password for the source")
+    add("--binlog-dir", metavar="DIR", type=_absolute_path,
+        help="restore-plan: where the original's binary logs are (PITR)")
+
+
+def _restore_options(ns: argparse.Namespace) -> dict[str, object]:
+    return {key: getattr(ns, key) for key in RESTORE_KEYS}
+
+
+def _file_keys(parser: _Parser) -> dict[str, argparse.Action]:
+    """Config-file key -> the option it sets."""
+    keys = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option[2:] not in _COMMAND_LINE_ONLY:
+                keys[option[2:]] = action
+    return keys
+
+
+def _config_path(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, bool]:
+    """(path, explicit): --config/-c, else QUIESCE_CONFIG, else the default (which may be absent)."""
+    finder = _ConfigOption(add_help=False, allow_abbrev=False)
+    finder.add_argument("-c", "--config")
+    given = finder.parse_known_args(list(argv))[0].config or env.get("QUIESCE_CONFIG") or None
+    if given:
+        return given, True
+    return paths.CONFIG_FILE, False
+
+
+def _load_config(path: str, explicit: bool, known: Iterable[str]
+                 ) -> tuple[bool, dict[str, ConfigLine], dict[str, dict[str, ConfigLine]]]:
+    """(found, top, sections) of the config file, owner, mode and syntax checked."""
     try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise ConfigError("cannot read %s %s: %s" % (what, path, exc.strerror))
-    if st.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        raise ConfigError("%s %s holds a password and is readable by group or others; "
-                          "fix: chmod 600 %s" % (what, path, path))
+        file = safefile.read_trusted(path, "config file")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("config file %s does not exist; fix the --config path or QUIESCE_CONFIG" % path)
+        return False, {}, {}
+    top, sections = parse_config_text(file.text, path, known)
+    if "password" in top or any("password" in section for section in sections.values()):
+        safefile.refuse_shared_secret(path, file.shared, "config file")
+    return True, top, sections
 
 
-def _check_not_writable_by_others(path: str, what: str) -> None:
-    st = os.stat(path)
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigError("%s %s is writable by group or others; fix: chmod go-w %s" % (what, path, path))
+def _file_defaults(top: dict[str, ConfigLine], keys: dict[str, argparse.Action], path: str) -> dict[str, object]:
+    """The file's top-level settings, checked, as parser defaults (dest -> value)."""
+    defaults: dict[str, object] = {}
+    for key, item in top.items():
+        where = "config file %s line %d" % (path, item.line)
+        if key == "password":
+            defaults["password"] = item.value
+            continue
+        action = keys.get(key)
+        if action is None:
+            hint = key.replace("_", "-")
+            raise ConfigError("%s: unknown key %s%s (see quiesce.conf(5))" % (
+                where, key, "; did you mean %s?" % hint if hint in keys else ""))
+        value: object = item.value
+        if action.type is not None:
+            try:
+                value = action.type(item.value)
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError("%s: %s %s" % (where, key, exc))
+        defaults[action.dest] = value
+    return defaults
 
 
-def read_option_file(path: str) -> dict[str, str]:
-    """Credentials from a MySQL option file: [client], then [quiesce] overriding it."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError("cannot read defaults-file %s: %s" % (path, exc.strerror))
-    # !include lines are a MySQL extension configparser does not know; credentials for us
-    # must be in this file itself.
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("!"))
-    import configparser  # only with a defaults-file: kept off thaw's path
+def _section_specs(sections: dict[str, dict[str, ConfigLine]], path: str) -> list[dict[str, object]]:
+    specs = []
+    for name, section in sections.items():
+        spec: dict[str, object] = {"name": name}
+        for key, item in section.items():
+            where = "config file %s line %d" % (path, item.line)
+            if key not in CONNECTION_CHECKS:
+                raise ConfigError("%s: unknown key %s in [instance:%s] (allowed: %s)"
+                                  % (where, key, name, ", ".join(CONNECTION_KEYS)))
+            spec[key] = _checked(key, item.value, where)
+        specs.append(spec)
+    return specs
 
-    parser = configparser.ConfigParser(allow_no_value=True, strict=False, interpolation=None,
-                                       delimiters=("=",), comment_prefixes=("#", ";"),
-                                       inline_comment_prefixes=None)
-    try:
-        parser.read_string(text, source=path)
-    except configparser.Error as exc:
-        raise ConfigError("cannot parse defaults-file %s: %s" % (path, str(exc).splitlines()[0]))
-    values: dict[str, str] = {}
-    for group in ("client", "quiesce"):
-        if parser.has_section(group):
-            for key, value in parser.items(group):
-                if value is None:
-                    continue
-                value = value.strip()
-                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                    value = value[1:-1]
-                values[key.replace("_", "-")] = value
-    if values.get("password"):
-        check_secret_file(path, "defaults-file")
-    return values
+
+def _environment_instances(text: str) -> list[dict[str, object]]:
+    where = "QUIESCE_INSTANCE"
+    if text.strip().startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise ConfigError("%s: not valid JSON" % where)
+        if not isinstance(items, list) or not items:
+            raise ConfigError("%s: expected a JSON list of instances" % where)
+        return [_instance_spec(item, where) for item in items]
+    return [_instance_text(text, where)]
+
+
+def _refuse_password_outside_files(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    if any(w == "--password" or w.startswith("--password=") for w in argv) or "QUIESCE_PASSWORD" in env:
+        raise ConfigError("a password on the command line or in the environment is visible to other users; "
+                          "put it in the config file (mode 0600) or a defaults-file")
+
+
+def _unknown_option_name(word: str) -> str:
+    """How to name an unknown option without showing what may be a value glued to it."""
+    if word.startswith("--"):
+        name = word.split("=", 1)[0]
+        return name if re.match(r"^--[A-Za-z][A-Za-z0-9_-]{0,40}$", name) else "an unknown --option"
+    return word[:2]
 
 
 def _default_socket() -> str:
@@ -289,23 +534,20 @@ def _default_socket() -> str:
     return paths.DEFAULT_SOCKETS[0]
 
 
-def _make_target(name: str, layers: Sequence[dict[str, object]], position_default: str) -> Target:
+def _make_target(name: str, layers: Sequence[Mapping[str, object]], position_default: str) -> Target:
     """Merge connection settings: earlier layers win over later ones."""
     merged: dict[str, object] = {}
     for layer in reversed(layers):
         merged.update({k: v for k, v in layer.items() if v not in (None, "")})
     option_file = merged.get("defaults-file")
     if option_file:
-        from_file = read_option_file(str(option_file))
+        from_file = optionfile.read_credentials(str(option_file))
         # The option file only fills what quiesce's own settings left open.
-        for key in ("user", "password", "socket", "host", "port"):
+        for key in optionfile.CREDENTIAL_KEYS:
             if key not in merged and key in from_file:
-                merged[key] = from_file[key]
+                merged[key] = _checked(key, from_file[key], "defaults-file %s" % option_file)
     host = merged.get("host")
-    try:
-        port = _port(str(merged.get("port") or paths.DEFAULT_PORT))
-    except argparse.ArgumentTypeError as exc:
-        raise ConfigError("instance %s: %s" % (name, exc))
+    port = _checked("port", merged.get("port") or paths.DEFAULT_PORT, "instance %s" % name)
     socket_path = merged.get("socket")
     if host == "localhost" and not socket_path:
         # libmysqlclient convention: "localhost" means the socket, not TCP.
@@ -313,8 +555,6 @@ def _make_target(name: str, layers: Sequence[dict[str, object]], position_defaul
     if not host and not socket_path:
         socket_path = _default_socket()
     position_file = str(merged.get("position-file") or position_default)
-    if not os.path.isabs(position_file):
-        raise ConfigError("position-file %r must be an absolute path" % position_file)
     return Target(name=name, socket=str(socket_path) if socket_path else None,
                   host=str(host) if host else None, port=port,
                   user=str(merged.get("user") or paths.DEFAULT_USER),
@@ -322,81 +562,98 @@ def _make_target(name: str, layers: Sequence[dict[str, object]], position_defaul
                   position_file=position_file)
 
 
-def parse(argv: Sequence[str] | None = None) -> Settings:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    explicit = _explicit_config(argv)
-    if explicit:
-        if not os.path.isfile(explicit):
-            raise ConfigError("config file %s does not exist; fix the --config path or QUIESCE_CONFIG" % explicit)
-        config_files = [explicit]
-    else:
-        config_files = [paths.CONFIG_FILE] if os.path.isfile(paths.CONFIG_FILE) else []
-    for path in config_files:
-        _check_not_writable_by_others(path, "config file")
-        if _file_sets_password(path):
-            check_secret_file(path, "config file")
+def requested_action(argv: Sequence[str] | None = None) -> str | None:
+    """The hook action asked for, read from the raw words (for when parse() failed)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "hook" in words:
+        following = words[words.index("hook") + 1:]
+        if following:
+            return HOOK_ACTIONS.get(following[0].lower())
+    return None
 
-    parser = build_parser(config_files)
-    if any(w == "--password" or w.startswith("--password=") for w in argv) or os.environ.get("QUIESCE_PASSWORD"):
-        raise ConfigError("a password on the command line or in the environment is visible to other users; "
-                          "put it in the config file (mode 0600) or a defaults-file")
-    try:
-        ns, unknown = parser.parse_known_args(argv)
-    except configargparse.ConfigFileParserException as exc:
-        raise ConfigError("config file: %s" % exc)
-    if unknown and ns.command != "hook":
-        raise ConfigError("unrecognised arguments: %s (see 'quiesce --help')" % " ".join(unknown))
+
+def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if env is None else env
+    _refuse_password_outside_files(argv, env)
+    config_path, explicit = _config_path(argv, env)
+    parser = build_parser()
+    keys = _file_keys(parser)
+    found, top, sections = _load_config(config_path, explicit, set(keys) | {"password"})
+    file_defaults = _file_defaults(top, keys, config_path)
+    file_password = file_defaults.pop("password", None)
+    parser.set_defaults(**file_defaults)
+    # QUIESCE_INSTANCE is read below, with the same checks as --instance.
+    # Command-line-only options have no environment variable either (QUIESCE_APPLY must not apply).
+    for key in _COMMAND_LINE_ONLY:
+        name = "QUIESCE_" + key.upper().replace("-", "_")
+        if key not in ("config", "instance") and name in env:
+            raise ConfigError("%s is not read from the environment; fix: give --%s on the command line, or unset "
+                              "it" % (name, key))
+    env_vars = {k: v for k, v in env.items() if k != "QUIESCE_INSTANCE"}
+    ns, unknown = parser.parse_known_args(argv, env_vars=env_vars)
+    if (ns.config or None) != (config_path if explicit else None):
+        raise ConfigError("give the config file once, as --config FILE (see 'quiesce --help')")
+    options = [w for w in unknown if w.startswith("-") and w != "-"]
+    if options:
+        raise ConfigError("unknown option %s (see 'quiesce --help')" % _unknown_option_name(options[0]))
+    if ns.command not in COMMANDS:
+        raise ConfigError("unknown command: use freeze, thaw, hook ACTION, status, check, register, unregister, verify or restore-plan "
+                          "(see 'quiesce --help')")
+    if unknown:
+        raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
 
     hook_action = None
     if ns.command == "hook":
+        # Hook runners may pass more words after the action (GCE: a disk list, Azure: empty
+        # strings); they carry nothing for us.
         if not ns.words:
             raise ConfigError("hook needs an action: freeze, thaw or freezeFail")
         hook_action = HOOK_ACTIONS.get(ns.words[0].lower())
         if hook_action is None:
-            raise ConfigError("unknown hook action %r: expected freeze, thaw or freezeFail" % ns.words[0])
-    elif ns.words:
-        raise ConfigError("unexpected argument %r after %s" % (ns.words[0], ns.command))
+            raise ConfigError("unknown hook action: expected freeze, thaw or freezeFail")
+    elif ns.words and ns.command not in _WORD_COMMANDS:
+        raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
 
-    if not os.path.isabs(ns.runtime_dir):
-        raise ConfigError("runtime-dir %r must be an absolute path" % ns.runtime_dir)
     if ns.acquire_timeout >= ns.lock_timeout:
-        raise ConfigError("acquire-timeout (%g) must be shorter than lock-timeout (%g)"
-                          % (ns.acquire_timeout, ns.lock_timeout))
+        raise ConfigError("acquire-timeout must be shorter than lock-timeout")
 
-    top = {"socket": ns.socket, "host": ns.host, "port": ns.port, "user": ns.user,
-           "password": ns.password, "defaults-file": ns.defaults_file}
     if ns.instance:
-        names = [spec["name"] for spec in ns.instance]
+        specs = [_instance_text(text, "--instance") for text in ns.instance]
+    elif env.get("QUIESCE_INSTANCE"):
+        specs = _environment_instances(env["QUIESCE_INSTANCE"])
+    else:
+        specs = _section_specs(sections, config_path)
+
+    top_layer = {"socket": ns.socket, "host": ns.host, "port": ns.port, "user": ns.user,
+                 "password": file_password, "defaults-file": ns.defaults_file}
+    if specs:
+        names = [str(spec["name"]) for spec in specs]
         if len(set(names)) != len(names):
             raise ConfigError("instance names must be unique: %s" % ", ".join(names))
         targets = tuple(
-            _make_target(spec["name"], [spec, top],
+            _make_target(str(spec["name"]), [spec, top_layer],
                          paths.INSTANCE_POSITION_FILE.format(name=spec["name"]))
-            for spec in ns.instance)
+            for spec in specs)
         files = [t.position_file for t in targets]
         if len(set(files)) != len(files):
             raise ConfigError("each instance needs its own position-file")
     else:
-        targets = (_make_target("default", [{"position-file": ns.position_file}, top], paths.POSITION_FILE),)
+        targets = (_make_target("default", [{"position-file": ns.position_file}, top_layer],
+                                paths.POSITION_FILE),)
 
     return Settings(
         command=ns.command, hook_action=hook_action, json=ns.json, cycle=ns.cycle,
-        config_file=config_files[0] if config_files else None, driver=ns.driver,
+        config_file=config_path if found else None, driver=ns.driver,
         lock_method=ns.lock_method, lock_timeout=ns.lock_timeout,
         acquire_timeout=ns.acquire_timeout, connect_timeout=ns.connect_timeout,
         on_failure=ns.on_failure, runtime_dir=ns.runtime_dir,
         long_query_time=ns.long_query_time, long_query_wait=ns.long_query_wait,
         long_query_type=ns.long_query_type, kill_long_selects=ns.kill_long_selects,
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
-        targets=targets)
-
-
-def _file_sets_password(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return any(re.match(r"^\s*(--)?password\s*[:=\s]\s*\S", line) for line in handle)
-    except OSError as exc:
-        raise ConfigError("cannot read config file %s: %s" % (path, exc.strerror))
+        allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets,
+        words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root, metrics_file=ns.metrics_file,
+        restore=_restore_options(ns))
 
 
 def settings_to_dict(settings: Settings) -> dict[str, object]:

@@ -17,6 +17,7 @@ class Exit(enum.IntEnum):
     LOCK_LOST = 6
     BUSY = 7
     STATE = 8
+    RESTORE = 9
 
 
 EXIT_MEANINGS = {
@@ -27,8 +28,10 @@ EXIT_MEANINGS = {
     Exit.PRIVILEGE: "the account lacks a privilege the chosen lock needs",
     Exit.LOCK_TIMEOUT: "lock not acquired in time (acquire-timeout or long-running statements)",
     Exit.LOCK_LOST: "lock lost or expired before thaw: the snapshot may be inconsistent",
-    Exit.BUSY: "busy: already frozen, or another quiesce operation is in progress",
+    Exit.BUSY: "busy: another quiesce command did not finish in time",
     Exit.STATE: "the holder or its runtime state failed (no answer, unreadable state)",
+    Exit.RESTORE: "a restored server does not match its snapshot (verify failed, position file missing or "
+                  "from another server) or a restore plan could not be applied",
 }
 
 
@@ -70,6 +73,10 @@ class StateError(QuiesceError):
     exit_code = Exit.STATE
 
 
+class RestoreError(QuiesceError):
+    exit_code = Exit.RESTORE
+
+
 def exit_code_for(exc: BaseException) -> Exit:
     if isinstance(exc, QuiesceError):
         return exc.exit_code
@@ -77,7 +84,7 @@ def exit_code_for(exc: BaseException) -> Exit:
 
 
 _BY_CODE = {cls.exit_code: cls for cls in (ConfigError, ConnectError, PrivilegeError, LockTimeout,
-                                           LockLost, Busy, StateError)}
+                                           LockLost, Busy, StateError, RestoreError)}
 
 
 def error_for_code(code: int, message: str) -> QuiesceError:

@@ -10,12 +10,13 @@ the thaw.  What the kernel says the writer waits for (/proc/PID/stack, else
 freeze lock counts as a thaw when it returns.  Slow or failing I/O, a freeze of some
 other filesystem, or no freeze at all never fire.
 
-The writer is a small child process, not a thread of the holder: a process cannot
-finish exiting while one of its threads sleeps in a frozen write, and until it has, its
-descriptors stay open -- the database connection, and with it the lock, would outlive
-even a SIGKILL of the holder until the thaw.  The child is spawned with nothing but the
-probe file, so the holder never touches the probed filesystem after start() and can
-always exit or be killed.
+The writer is a small child process (fsprobe_writer), not a thread of the holder: a
+process cannot finish exiting while one of its threads sleeps in a frozen write, and
+until it has, its descriptors stay open -- the database connection, and with it the
+lock, would outlive even a SIGKILL of the holder until the thaw.  The child is spawned
+with nothing but the probe file, so the holder never touches the probed filesystem
+after start() and can always exit or be killed.  This module is the detector: it
+drives the writer and tells a freeze from anything else.
 
 Nothing here logs or writes anywhere but the probe file: the holder must not touch a
 frozen filesystem, and it reads what happened from the probe's attributes.
@@ -32,6 +33,8 @@ import sys
 import threading
 import time
 from typing import Callable, List, NamedTuple, Optional, Sequence
+
+from . import fsprobe_writer
 
 __all__ = [
     "PROBE_PREFIX",
@@ -291,45 +294,6 @@ def _close(fd: Optional[int]) -> None:
             pass
 
 
-# Commands to the child, one byte each; it answers each with "ERRNO\n" (0: done).
-_CMD = {"write": b"w", "sync": b"s"}
-
-
-def _child_main(argv: List[str]) -> int:
-    """The writer process: python3 -I -S -B fsprobe.py DIRFD FD CMDFD REPLYFD NAME.
-
-    Does each probe call it is sent and answers when the call returns.  When the
-    command pipe closes (stop, or the holder is gone) it removes the probe file and
-    exits; a call stuck in a frozen write finishes first, at the thaw.
-    """
-    dfd, fd, cmd, rep = (int(a) for a in argv[:4])
-    name = argv[4]
-    try:
-        os.write(rep, b"0\n")
-        while True:
-            c = os.read(cmd, 1)
-            if not c:
-                break
-            err = 0
-            try:
-                if c == b"w":
-                    os.pwrite(fd, b"\0", 0)
-                else:
-                    os.fdatasync(fd)
-            except OSError as e:
-                err = e.errno or -1
-            os.write(rep, b"%d\n" % err)
-    except OSError:
-        pass
-    finally:
-        _close(fd)
-        try:
-            os.unlink(name, dir_fd=dfd)
-        except OSError:
-            pass
-    return 0
-
-
 class FsThawProbe:
     """Calls on_thaw() once, from a thread of its own, when the probed filesystem thaws.
 
@@ -525,12 +489,12 @@ class FsThawProbe:
     # -- internals --
     @staticmethod
     def _token() -> str:
-        import secrets  # here, not at the top: the writer child imports this file
+        import secrets  # only when a probe starts: the holder imports this module early
         return secrets.token_hex(8)
 
     def _child_command(self) -> List[str]:
         """argv of the writer, without its five arguments."""
-        return [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
+        return [sys.executable, "-I", "-S", "-B", os.path.abspath(fsprobe_writer.__file__)]
 
     def _spawn(self) -> None:
         if not sys.executable:
@@ -627,7 +591,7 @@ class FsThawProbe:
                         return
                     op = self._op = _Op(seq, phase, Stamp.now())
                 try:
-                    os.write(self._cmd_w, _CMD[phase])
+                    os.write(self._cmd_w, fsprobe_writer.COMMANDS[phase])
                 except OSError as e:
                     reply: Optional[int] = None
                     self._error = "writer gone: %s" % (e,)
@@ -723,7 +687,3 @@ class FsThawProbe:
             _close(fd)
         self._rep_r = self._wake_r = None
         self._done.set()
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))

@@ -9,6 +9,7 @@ data directory thaw, or on SIGTERM; a lost connection is remembered for thaw to 
 
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -17,16 +18,20 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from . import config, log as logsetup, paths, protocol, state
+from . import config, durable, history, log as logsetup, outcome, protocol, state
 from .config import Settings
-from .errors import Exit, QuiesceError, ServerNotRunning, StateError, exit_code_for
+from .control import ControlSocket, reply
+from .errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
+from .thawwatch import ThawWatch
 
 # How much longer than its own worst case the freeze command waits for the holder.
 SPAWN_MARGIN = 15.0
 
 
 def spawn_timeout(settings: Settings) -> float:
-    per_target = 2 * settings.connect_timeout + settings.long_query_wait + settings.acquire_timeout + 30
+    # acquire-timeout twice: the lock attempt, then syncing the server's files under the lock.
+    per_target = (2 * settings.connect_timeout + settings.long_query_wait + 2 * settings.acquire_timeout
+                  + durable.DRAIN_LIMIT + 30)
     return per_target * len(settings.targets) + SPAWN_MARGIN
 
 
@@ -46,6 +51,7 @@ def spawn(settings: Settings) -> Dict[str, Any]:
     finally:
         os.close(settings_r)
         os.close(ready_w)
+    files = state.RuntimeFiles(settings.runtime_dir)
     try:
         try:
             protocol.write_all_fd(settings_w, protocol.encode(config.settings_to_dict(settings)))
@@ -57,6 +63,7 @@ def spawn(settings: Settings) -> Dict[str, Any]:
             # Killing it closes its sessions, and the server drops any lock with them.
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+            _clean_up_after(settings, files)
             raise StateError("the holder did not report within %.0f s and was killed; nothing stays locked"
                              % spawn_timeout(settings))
     finally:
@@ -64,9 +71,7 @@ def spawn(settings: Settings) -> Dict[str, Any]:
     if line is None:
         status = proc.wait(timeout=10)
         # It died after writing state.json, perhaps: its sessions, and so any lock, are gone.
-        files = state.RuntimeFiles(settings.runtime_dir)
-        state.remove(files.state)
-        state.remove(files.socket)
+        _clean_up_after(settings, files)
         raise StateError("the holder exited (status %s) before reporting; see the system log" % status)
     message = protocol.decode(line)
     if message.get("status") != "locked":
@@ -75,39 +80,55 @@ def spawn(settings: Settings) -> Dict[str, Any]:
     return message
 
 
+def _clean_up_after(settings: Settings, files: state.RuntimeFiles) -> None:
+    """After a holder that never reported: no state of it stays, no applier stays stopped."""
+    from . import recovery
+    state.remove(files.state)
+    state.remove(files.socket)
+    recovery.restart_orphaned_replicas(settings, files)
+
+
 class Holder:
-    def __init__(self, settings: Settings, gate: logsetup.GatedHandler):
+    """Locks every instance, holds until thaw / fs thaw / deadline / signal, then releases."""
+
+    def __init__(self, settings: Settings, gate: logsetup.GatedHandler, ready_fd: Optional[int] = None):
         self.settings = settings
+        self.ready_fd = ready_fd
         self.gate = gate
         self.log = logsetup.get()
         self.files = state.RuntimeFiles(settings.runtime_dir)
+        self.control = ControlSocket(self.files.socket)
         self.locked: List[Any] = []
-        self.listener: Optional[socket.socket] = None
+        self.stopping: Dict[str, List[str]] = {}
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.started_wall = time.time()
         self.deadline = 0.0
-        self.probes: List[Any] = []
+        self.thaw_watch = ThawWatch(settings.release_on_fs_thaw, self._probe_fired, self.log)
+        self.joins = 0
+        self.agent = history.calling_agent(os.getppid())  # the freeze command's caller, while it waits
 
     # -- acquisition ------------------------------------------------------------------
 
-    def listen(self) -> None:
-        state.remove(self.files.socket)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(self.files.socket)
-        finally:
-            os.umask(old_umask)
-        listener.listen(8)
-        self.listener = listener
-
     def lock_all(self) -> None:
-        """Lock every instance or none: a failure releases those already locked."""
+        """Lock every instance or none: a failure releases those already locked.
+
+        All slow preparation (connecting, waiting for long statements, stopping appliers)
+        is done for every instance first; the locks are then taken back to back, so no
+        server waits locked for another one's preparation.
+        """
         from . import locking
+        prepared: List[Any] = []
         try:
             for target in self.settings.targets:
-                self.locked.append(locking.acquire(target, self.settings, self.log, self._probe))
-            self.deadline = time.monotonic() + self.settings.lock_timeout
+                prepared.append(locking.prepare(target, self.settings, self.log, self._record_stopping))
+            for item in prepared:
+                self.thaw_watch.watch(item.target, item.info.get("datadir"))
+            while prepared:
+                self._check_still_wanted(prepared[0].target)
+                self.locked.append(locking.lock(prepared.pop(0), self.settings, self.log))
+                if len(self.locked) == 1:
+                    # The deadline counts from the first lock: that is when writers start waiting.
+                    self.deadline = self.locked[0].locked_monotonic + self.settings.lock_timeout
             try:
                 for item in self.locked:
                     os.makedirs(os.path.dirname(item.target.position_file), mode=0o700, exist_ok=True)
@@ -117,53 +138,48 @@ class Holder:
                 raise StateError("cannot write %s: %s; nothing stays locked; fix: check position-file and "
                                  "runtime-dir" % (exc.filename, exc.strerror))
         except BaseException:
+            for item in prepared:
+                locking.abandon(item, self.settings, self.log)
             self._release_all()
             self._restart_replicas()
-            self._stop_probes()
+            self.thaw_watch.stop()
             state.remove(self.files.state)
             raise
 
-    def state_record(self) -> Dict[str, Any]:
-        return {
-            "holder_pid": os.getpid(),
-            "holder_start_ticks": state.process_start_ticks(os.getpid()),
-            "since": state.utc_at(self.started_wall),
-            "deadline": state.utc_at(time.time() + (self.deadline - time.monotonic())),
-            "release_on_fs_thaw": self.settings.release_on_fs_thaw,
-            "instances": [{"name": i.target.name, "lock": i.strategy.name, "server": i.server.label,
-                           "position_file": i.target.position_file, "wait_ms": round(i.wait_ms, 1),
-                           "replica_stopped": list(i.stopped_channels)}
-                          for i in self.locked],
-        }
-
-    def _probe(self, target: config.Target, datadir: Optional[str]) -> None:
-        """Watch the data directory's filesystem, so that its thaw releases the lock at once.
-
-        Called by locking.acquire just before the lock statement: starting a probe takes
-        tens of milliseconds that would otherwise be spent with writers blocked.
-        """
-        if not self.settings.release_on_fs_thaw or not target.is_local or not datadir:
-            return
+    def _record_stopping(self, target: config.Target, channels: List[str]) -> None:
+        """On disk before any applier stops: whoever kills us can restart them."""
+        self.stopping[target.name] = list(channels)
+        record = dict(state.owner_record(), instances=self.stopping)
         try:
-            from . import fsprobe
-            directory = fsprobe.choose_probe_dir(datadir, (paths.STATE_DIR,))
-            if directory is None:
-                self.log.info("%s: data directory %s not visible here; release-on-fs-thaw is off for it",
-                              target.name, datadir)
-                return
-            if any(os.stat(directory).st_dev == os.stat(os.path.dirname(p.path)).st_dev for p in self.probes):
-                return
-            probe = fsprobe.FsThawProbe(directory, self._probe_fired)
-            probe.start()
-        except Exception as exc:  # the probe is an optimisation; the lock does not depend on it
-            self.log.warning("%s: no filesystem-thaw probe (%s: %s); the thaw hook or the deadline releases "
-                             "the lock", target.name, type(exc).__name__, exc)
-            return
-        self.probes.append(probe)
+            state.write_json_atomic(self.files.replicas, record)
+        except OSError as exc:
+            raise StateError("cannot write %s: %s; no replica was stopped; fix: check runtime-dir"
+                             % (exc.filename, exc.strerror))
 
-    def _stop_probes(self) -> None:
-        for probe in self.probes:
-            probe.stop()
+    def state_record(self) -> Dict[str, Any]:
+        return dict(
+            state.owner_record(),
+            since=state.utc_at(self.started_wall),
+            deadline=state.utc_at(time.time() + (self.deadline - time.monotonic())),
+            release_on_fs_thaw=self.settings.release_on_fs_thaw,
+            instances=[{"name": i.target.name, "lock": i.strategy.name, "server": i.server.label,
+                        "position_file": i.target.position_file, "wait_ms": round(i.wait_ms, 1),
+                        "replica_stopped": list(i.stopped_channels)}
+                       for i in self.locked])
+
+    def _check_still_wanted(self, target: config.Target) -> None:
+        """Last look before locking: a lock nobody will use must not be taken."""
+        if os.path.exists(self.files.cancel):
+            raise LockTimeout("%s: a thaw came while this freeze was still waiting, so the snapshot was taken "
+                              "without the lock; not locking now; fix: make freeze fit the agent's timeout "
+                              "(see quiesce(8), SNAPSHOT AGENTS)" % target.name)
+        if self.ready_fd is not None:
+            poller = select.poll()
+            poller.register(self.ready_fd, select.POLLERR)
+            if poller.poll(0):
+                # The read end is closed: the freeze command was killed (its caller's timeout).
+                raise StateError("%s: the freeze command went away (killed by its caller's timeout?) before "
+                                 "the lock was taken; not locking" % target.name)
 
     def _probe_fired(self) -> None:
         # Runs in the probe's thread: only wake the main loop, which does the release.
@@ -176,16 +192,15 @@ class Holder:
 
     def serve(self) -> None:
         selector = selectors.DefaultSelector()
-        assert self.listener is not None
-        selector.register(self.listener, selectors.EVENT_READ, "control")
+        selector.register(self.control.fileno(), selectors.EVENT_READ, "control")
         selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         for item in self.locked:
             selector.register(item.conn.fileno(), selectors.EVENT_READ, item)
         while True:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                self.finish("expired", "no thaw came within lock-timeout=%g s, so the holder released the "
-                            "lock at its deadline" % self.settings.lock_timeout)
+                self.finish(outcome.EXPIRED, "no thaw came within lock-timeout=%g s, so the holder released "
+                            "the lock at its deadline" % self.settings.lock_timeout)
                 return
             for key, _events in selector.select(remaining):
                 if key.data == "control":
@@ -196,12 +211,13 @@ class Holder:
                         return
                 else:
                     selector.unregister(key.fileobj)
-                    self._on_connection_event(key.data)
+                    self._mark_lost(key.data)
 
-    def _on_connection_event(self, item: Any) -> None:
+    def _mark_lost(self, item: Any) -> None:
         # The protocol never sends to an idle client: readable means killed, shut down or dropped.
-        item.lost = "the server closed the holder's session at %s (killed, restarted or timed out)" % state.utc_now()
-        self.log.error("%s: lock LOST: %s", item.target.name, item.lost)
+        if item.lost is None:
+            item.lost = "the server closed the holder's session at %s (killed, restarted or timed out)" % state.utc_now()
+            self.log.error("%s: lock LOST: %s", item.target.name, item.lost)
 
     def _on_wake(self) -> bool:
         try:
@@ -209,50 +225,47 @@ class Holder:
         except BlockingIOError:
             return False
         if b"S" in data:
-            self.finish("lost", "the holder was stopped by a signal before thaw; the lock ended then")
+            self.finish(outcome.LOST, "the holder was stopped by a signal before thaw; the lock ended then")
             return True
         if b"T" in data:
-            self.finish("released-at-fs-thaw", "the data directory's filesystem thawed, so the snapshot was "
-                        "complete; released at once")
+            self.finish(outcome.RELEASED_AT_FS_THAW, "the data directory's filesystem thawed, so the snapshot "
+                        "was complete; released at once")
             return True
         return False
 
     def _serve_client(self) -> bool:
-        assert self.listener is not None
-        try:
-            client, _ = self.listener.accept()
-        except OSError:
+        accepted = self.control.accept(self.deadline)
+        if accepted is None:
             return False
+        client, request = accepted
         with client:
-            try:
-                uid = protocol.peer_uid(client)
-                if uid not in (0, os.getuid()):
-                    client.sendall(protocol.encode({"error": "permission denied"}))
-                    return False
-                line = protocol.recv_line(client, 2.0)
-                request = protocol.decode(line) if line else {}
-            except (OSError, ValueError):
-                return False
             command = request.get("cmd")
-            if command == protocol.STATUS:
-                self._reply(client, self.live_status())
-                return False
             if command == protocol.THAW:
-                self.finish("released", None, client)
+                self.finish(outcome.RELEASED, None, client)
                 return True
-            self._reply(client, {"error": "unknown command %r" % command})
-            return False
+            if command == protocol.STATUS:
+                reply(client, self.live_status())
+            elif command == protocol.JOIN:
+                reply(client, self.join())
+            else:
+                reply(client, {"error": "unknown command %r" % command})
+        return False
 
-    def _reply(self, client: socket.socket, message: Dict[str, Any]) -> None:
-        try:
-            client.settimeout(2.0)
-            client.sendall(protocol.encode(message))
-        except OSError:
-            pass
+    def join(self) -> Dict[str, Any]:
+        """Another freeze of the same backup: share this lock, and give it a full lock-timeout."""
+        lost = [i for i in self.locked if i.lost]
+        if lost:
+            return {"joined": False, "reason": "; ".join("%s: %s" % (i.target.name, i.lost) for i in lost)}
+        self.joins += 1
+        self.deadline = max(self.deadline, time.monotonic() + self.settings.lock_timeout)
+        # Memory only: the filesystems may be frozen now.
+        self.log.info("a second freeze joined the held lock (%d so far); it now lasts at most %.0f s more",
+                      self.joins, self.deadline - time.monotonic())
+        return {"joined": True, "joins": self.joins, "seconds_left": round(self.deadline - time.monotonic(), 1)}
 
     def live_status(self) -> Dict[str, Any]:
         return {"instances": [{"name": i.target.name, "lost": i.lost} for i in self.locked],
-                "fs_frozen_seen": any(p.frozen_at is not None for p in self.probes),
+                "fs_frozen_seen": self.thaw_watch.frozen_seen,
                 "seconds_left": round(self.deadline - time.monotonic(), 1)}
 
     # -- release ----------------------------------------------------------------------
@@ -272,47 +285,55 @@ class Holder:
             if item.stopped_channels:
                 locking.restart_replica_fresh(item.target, self.settings, item.server,
                                               item.stopped_channels, self.log)
+        if self.stopping:
+            state.remove(self.files.replicas)
 
-    def finish(self, outcome: str, reason: Optional[str], client: Optional[socket.socket] = None) -> None:
+    def finish(self, requested: str, reason: Optional[str], client: Optional[socket.socket] = None) -> None:
+        """Release, then answer thaw, record the result, and only then drop state.json.
+
+        A thaw that comes meanwhile is refused by the closed socket, waits for this process
+        to end and finds the result: it never sees "nothing frozen" before the result exists.
+        """
+        from . import locking
+        self.control.close()
         released = time.monotonic()
+        # The session may have died in the same instant as the thaw request came in.
+        for item in self.locked:
+            if item.lost is None and locking.session_closed(item):
+                self._mark_lost(item)
         problems = self._release_all()
-        lost = [i for i in self.locked if i.lost]
-        if lost and outcome in ("released", "released-at-fs-thaw"):
-            outcome = "lost"
-            reason = "; ".join("%s: %s" % (i.target.name, i.lost) for i in lost)
+        final, why = outcome.decide(requested, reason, [(i.target.name, i.lost) for i in self.locked if i.lost])
         result = {
-            "outcome": outcome,
-            "reason": reason,
+            "outcome": final,
+            "reason": why,
             "at": state.utc_now(),
             "since": state.utc_at(self.started_wall),
-            "held_ms": round(max((released - i.locked_monotonic) * 1000.0 for i in self.locked), 1),
+            "held_ms": round(max([(released - i.locked_monotonic) * 1000.0 for i in self.locked] or [0.0]), 1),
             "holder_pid": os.getpid(),
             "problems": problems,
-            "fs_probes": [{"directory": p.path and os.path.dirname(p.path), "fired": p.fired,
-                           "frozen_at": p.frozen_at and state.utc_at(p.frozen_at.wall),
-                           "thawed_at": p.thawed_at and state.utc_at(p.thawed_at.wall)} for p in self.probes],
+            "fs_probes": self.thaw_watch.describe(),
             "acknowledged": client is not None,
+            # Each freeze that joined this lock has a thaw of its own still to come.
+            "thaws_pending": self.joins,
             "instances": [{"name": i.target.name, "lock": i.strategy.name, "lost": i.lost,
                            "wait_ms": round(i.wait_ms, 1),
                            "held_ms": round((released - i.locked_monotonic) * 1000.0, 1)} for i in self.locked],
         }
-        level = self.log.info if outcome in ("released", "released-at-fs-thaw") else self.log.error
-        level("released (%s) after %.0f ms%s", outcome, result["held_ms"], ": " + reason if reason else "")
+        level = self.log.info if final in outcome.GOOD else self.log.error
+        level("released (%s) after %.0f ms%s", final, result["held_ms"], ": " + why if why else "")
         # Before answering: thaw returns with replication running again (the lock is already gone).
         self._restart_replicas()
-        state.remove(self.files.state)
-        state.remove(self.files.socket)
         if client is not None:
-            # Answer first: recording the result costs two fsyncs that thaw need not wait
-            # for. A status or thaw in between sees "not frozen", which is already true.
-            self._reply(client, result)
-        # Stopping a probe waits for its writer process to end: after the answer, not before.
-        self._stop_probes()
-        result["log"] = list(self.gate.recent)
+            # Answer first: recording the result costs two fsyncs that thaw need not wait for.
+            reply(client, result)
         try:
-            state.write_json_atomic(self.files.result, result)
+            state.write_json_atomic(self.files.result, dict(result, log=list(self.gate.recent)))
         except OSError as exc:
             self.log.error("cannot record the result in %s: %s", self.files.result, exc.strerror)
+        history.after_release(self.settings, result, self.agent, self.log)
+        state.remove(self.files.state)
+        # Stopping a probe waits for its writer process to end: after the answer, not before.
+        self.thaw_watch.stop()
         self.gate.release()
 
 
@@ -341,11 +362,11 @@ def main(settings_fd: int, ready_fd: int) -> None:
     holder: Optional[Holder] = None
     try:
         settings = _read_settings(settings_fd)
-        holder = Holder(settings, gate)
+        holder = Holder(settings, gate, ready_fd)
         wake_w = holder.wake_w
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: os.write(wake_w, b"S"))
-        holder.listen()
+        holder.control.listen()
         holder.lock_all()
     except BaseException as exc:  # report every failure to the waiting freeze command
         if isinstance(exc, ServerNotRunning):
@@ -357,14 +378,17 @@ def main(settings_fd: int, ready_fd: int) -> None:
             message = {"status": "error", "exit": int(Exit.INTERNAL),
                        "message": "internal error in the holder: %s: %s" % (type(exc).__name__, exc)}
         if holder is not None:
-            state.remove(holder.files.socket)
+            holder.control.close()
+            if message["status"] == "error":  # before reporting: nothing is frozen until freeze returns
+                history.after_failed_freeze(holder.settings, message["message"], holder.agent,
+                                            state.utc_at(holder.started_wall), log)
         _report(ready_fd, message)
         os._exit(int(exit_code_for(exc)))
     summary = [dict(i.position, wait_ms=round(i.wait_ms, 1), warnings=i.warnings) for i in holder.locked]
     for item in holder.locked:
-        log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s", item.target.name, item.server.label,
+        log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s; %s", item.target.name, item.server.label,
                  item.strategy.name, item.wait_ms, item.position["binlog_file"], item.position["binlog_position"],
-                 item.position["gtid"])
+                 item.position["gtid"], protocol.describe_timings(item.timings_ms))
     gate.hold()
     if not _report(ready_fd, {"status": "locked", "instances": summary}):
         # The freeze command is gone (killed by its caller's timeout): nobody will thaw us.

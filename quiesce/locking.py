@@ -5,16 +5,16 @@ and by a watchdog that KILLs the pending lock statement from a second connection
 writer waits behind it longer than acquire-timeout.
 """
 
-import ctypes
 import dataclasses
 import logging
 import math
 import os
+import select
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import db, serverinfo, state
+from . import db, durable, serverinfo, state
 from .config import Settings, Target
 from .errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning
 from .serverinfo import BACKUP_STAGE, FTWRL, Server
@@ -54,16 +54,24 @@ class Locked:
     locked_monotonic: float
     warnings: List[str] = dataclasses.field(default_factory=list)
     lost: Optional[str] = None
+    # drain (before the lock), acquire, then under the lock: coordinates, flush, sync, under_lock.
+    timings_ms: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def connect(target: Target, settings: Settings) -> db.Connection:
     try:
-        return db.connect(target, settings.driver, settings.connect_timeout)
+        return db.connect(target, settings.driver, settings.connect_timeout,
+                          getattr(settings, "allow_cleartext_auth", False))
     except db.DbError as exc:
         error = _connect_error(target, exc)
         if target.name != "default":
             error = type(error)("instance %s: %s" % (target.name, error))
         raise error from None
+
+
+def identify_server(conn: db.Connection) -> Server:
+    row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
+    return serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
 
 
 def _connect_error(target: Target, exc: db.DbError) -> QuiesceError:
@@ -178,8 +186,8 @@ def _innodb_statement_threads(helper: db.Connection) -> Optional[set]:
     return {int(r["id"]) for r in rows}
 
 
-def _stop_replica(conn: db.Connection, server: Server, settings: Settings,
-                  log: logging.Logger) -> List[str]:
+def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: logging.Logger,
+                  on_stopping: Callable[[List[str]], None]) -> List[str]:
     if settings.stop_replica == "never":
         return []
     try:
@@ -194,6 +202,7 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings,
         row = conn.query(serverinfo.parallel_applier_statement(server))[0]
         if not serverinfo.parallel_applier_needs_stop(server, row):
             return []
+    on_stopping(running)
     stopped = []
     try:
         for channel in running:
@@ -218,36 +227,30 @@ def start_replica(conn: db.Connection, server: Server, channels: Sequence[str], 
         log.info("restarted replica SQL thread(s): %s", ", ".join(repr(c) for c in channels))
 
 
-def _syncfs(path: str) -> None:
-    """Make everything the server wrote to this filesystem durable (not only our own files)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
-            os.sync()
-    except (AttributeError, OSError):
-        os.sync()
-    finally:
-        os.close(fd)
+@dataclasses.dataclass
+class Prepared:
+    """A server made ready for locking: connected, checked, long statements gone, appliers stopped."""
+
+    target: Target
+    conn: db.Connection
+    helper: db.Connection
+    server: Server
+    strategy: Strategy
+    info: Dict[str, Any]
+    warnings: List[str]
+    stopped: List[str]
+    drained: Optional[durable.Drained]
+    identity: Dict[str, Any]
 
 
-def _sync_server_files(info: Dict[str, Any]) -> List[str]:
-    synced = []
-    for path in (info.get("datadir"), os.path.dirname(str(info.get("log_bin_basename") or ""))):
-        if path and os.path.isdir(path):
-            key = os.stat(path).st_dev
-            if key not in synced:
-                _syncfs(path)
-                synced.append(key)
-    return [str(x) for x in synced]
+def prepare(target: Target, settings: Settings, log: logging.Logger,
+            on_stopping: Optional[Callable[[Target, List[str]], None]] = None) -> Prepared:
+    """Everything before the lock statements, none of which blocks a writer.
 
-
-def acquire(target: Target, settings: Settings, log: logging.Logger,
-            before_lock: Optional[Callable[[Target, Optional[str]], None]] = None) -> Locked:
-    """Connect, take the lock, record coordinates and make them durable. All or nothing.
-
-    before_lock(target, datadir) runs right before the lock statements, once the server
-    is known to be lockable: work done there costs no writer any waiting.
+    Several instances are all prepared first and then locked back to back, so no server
+    stays locked while another one waits for its long statements. on_stopping(target,
+    channels) runs before replica SQL threads are stopped, so that whoever must restart
+    them after a crash or a kill finds them on disk.
     """
     conn = connect(target, settings)
     helper: Optional[db.Connection] = None
@@ -261,20 +264,33 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
         conn.execute("SET SESSION wait_timeout = %d" % (math.ceil(settings.lock_timeout) + 600))
         conn.execute("SET SESSION lock_wait_timeout = %d" % max(1, math.ceil(settings.acquire_timeout)))
         info = conn.query(serverinfo.DURABILITY_STATEMENT)[0]
-        galera = _check_galera(conn, target)
+        _refuse_unsynced_galera(conn, target)
         warnings = serverinfo.durability_warnings(info)
+        identity = _identity(conn, server)
         for warning in warnings:
             log.warning("%s: %s", target.name, warning)
         helper = connect(target, settings)
         wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server, strategy.name, log)
-        stopped = _stop_replica(conn, server, settings, log)
-        if before_lock is not None:
-            before_lock(target, info.get("datadir"))
+        stopped = _stop_replica(conn, server, settings, log,
+                                lambda channels: on_stopping(target, channels) if on_stopping else None)
+        # Last: what is written meanwhile goes to disk now, not under the lock.
+        drained = durable.prepare(info) if target.is_local else None
+        return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained, identity)
+    except BaseException:
+        if helper is not None:
+            helper.close()
+        _abandon(conn, target, settings, server, stopped, log)
+        raise
 
+
+def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
+    """Take the lock, record coordinates and make them durable. All or nothing."""
+    target, conn, server, strategy = prepared.target, prepared.conn, prepared.server, prepared.strategy
+    try:
         conn.set_timeout(settings.acquire_timeout + settings.connect_timeout + 5)
         started = time.monotonic()
         statement = ""
-        with Watchdog(helper, conn.thread_id, settings.acquire_timeout) as watchdog:
+        with Watchdog(prepared.helper, conn.thread_id, settings.acquire_timeout) as watchdog:
             try:
                 for statement in list(strategy.prepare) + list(strategy.lock):
                     conn.execute(statement)
@@ -283,6 +299,7 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
             else:
                 failure = None
         locked = time.monotonic()
+        locked_wall = time.time()
         if watchdog.fired or (failure and failure.errno in db.INTERRUPTED_ERRORS):
             raise LockTimeout("%s could not lock %s within acquire-timeout=%g s (%s was waiting for "
                               "running statements); nothing stays locked; fix: retry when the server is "
@@ -296,61 +313,88 @@ def acquire(target: Target, settings: Settings, log: logging.Logger,
         # The lock is held from here; the statements below prove the session still stands.
         conn.set_timeout(settings.connect_timeout + 30)
         coordinates = _coordinates(conn, server)
-        coordinates["galera"] = _galera_locked(conn, target, strategy) if galera else None
+        identity = prepared.identity
+        if identity["galera"]:
+            _check_desynced(conn, target, strategy)
+            identity = _identity(conn, server)  # the seqno as of the lock: the node is paused now
         try:
             replica = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server))) or None
         except db.DbError:
             replica = None
+        info, warnings, drained = prepared.info, prepared.warnings, prepared.drained
+        coordinated = time.monotonic()
         _flush_innodb_log(conn, server, info, warnings, log)
-        if target.is_local:
-            _sync_server_files(info)
+        flushed = time.monotonic()
+        synced = durable.sync(drained, settings.acquire_timeout) if drained is not None else None
+        if synced is not None and (not synced.complete or synced.problems):
+            warnings.append(_sync_warning(synced, settings))
+            log.warning("%s: %s", target.name, warnings[-1])
+        done = time.monotonic()
+        timings = {"drain": drained.ms if drained is not None else 0.0, "acquire": (locked - started) * 1000.0,
+                   "coordinates": (coordinated - locked) * 1000.0, "flush": (flushed - coordinated) * 1000.0,
+                   "sync": (done - flushed) * 1000.0, "under_lock": (done - locked) * 1000.0}
+        timings = {k: round(v, 1) for k, v in timings.items()}
         position = dict(coordinates)
         position.update({
             "instance": target.name,
             "server_version": server.version_string,
             "flavour": server.flavour,
             "lock": strategy.name,
-            "locked_at": state.utc_now(),
+            "locked_at": state.utc_at(locked_wall),
+            "timings_ms": timings,
             "replica": replica,
-            "replica_stopped": bool(stopped),
+            "replica_stopped": bool(prepared.stopped),
             "durability": {"innodb_flush_log_at_trx_commit": _int(info.get("innodb_flush_log_at_trx_commit")),
                            "sync_binlog": _int(info.get("sync_binlog"))},
             "datadir": info.get("datadir"),
         })
-        return Locked(target, conn, server, strategy, position, stopped, (locked - started) * 1000.0,
-                      locked, warnings)
+        position.update(identity)
+        return Locked(target, conn, server, strategy, position, prepared.stopped, (locked - started) * 1000.0,
+                      locked, warnings, timings_ms=timings)
     except BaseException:
-        _abandon(conn, target, settings, server, stopped, log)
+        _abandon(conn, target, settings, server, prepared.stopped, log)
         raise
     finally:
-        if helper is not None:
-            helper.close()
+        prepared.helper.close()
 
 
-def _check_galera(conn: db.Connection, target: Target) -> bool:
-    """Is this a Galera node? Refuse one that is not Synced (before anything is locked)."""
+def abandon(prepared: Prepared, settings: Settings, log: logging.Logger) -> None:
+    """Give up a prepared server that will not be locked (another instance failed)."""
+    prepared.helper.close()
+    _abandon(prepared.conn, prepared.target, settings, prepared.server, prepared.stopped, log)
+
+
+def _sync_warning(synced: durable.Synced, settings: Settings) -> str:
+    if not synced.complete and not synced.problems:
+        return ("the server's files were not all durable within %g s under the lock (slow storage); a snapshot "
+                "taken without a filesystem freeze may miss the last commits; fix: raise acquire-timeout or "
+                "use an agent that freezes the filesystems" % settings.acquire_timeout)
+    return ("could not sync some of the server's files (%s); a snapshot taken without a filesystem freeze may "
+            "miss the last commits written to them" % "; ".join(synced.problems))
+
+
+def _refuse_unsynced_galera(conn: db.Connection, target: Target) -> None:
+    """A Galera node that is not Synced is refused before anything is locked."""
     if not serverinfo.is_galera_node(conn.query(serverinfo.WSREP_ON_STATEMENT)):
-        return False
+        return
     refusal = serverinfo.galera_refusal(serverinfo.galera_status(conn.query(serverinfo.WSREP_STATUS_STATEMENT)))
     if refusal:
         raise LockTimeout("%s: %s; nothing was locked; fix: retry when the node is Synced (SHOW STATUS LIKE "
                           "'wsrep_local_state_comment')" % (target.name, refusal))
-    return True
 
 
-def _galera_locked(conn: db.Connection, target: Target, strategy: Strategy) -> Dict[str, Any]:
-    """The Galera position under the lock, which must have desynced the node.
+def _check_desynced(conn: db.Connection, target: Target, strategy: Strategy) -> None:
+    """The lock must have desynced the Galera node.
 
     A lock the server does not desync for stalls the whole cluster through flow control;
     MariaDB desyncs and pauses the node for BACKUP STAGE and FTWRL, and this proves it did.
     """
     status = serverinfo.galera_status(conn.query(serverinfo.WSREP_STATUS_STATEMENT))
-    position = serverinfo.galera_position(status)
-    if position["local_state"] != serverinfo.GALERA_DESYNCED:
+    state = status.get("wsrep_local_state_comment")
+    if state != serverinfo.GALERA_DESYNCED:
         raise LockTimeout("%s: the server did not desync this Galera node for %s (state %s), so the lock would "
                           "stall the whole cluster; nothing stays locked; fix: use a server that desyncs for it "
-                          "(MariaDB 10.4 or later)" % (target.name, strategy.name, position["local_state"]))
-    return position
+                          "(MariaDB 10.4 or later)" % (target.name, strategy.name, state))
 
 
 def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],
@@ -399,6 +443,12 @@ def _coordinates(conn: db.Connection, server: Server) -> Dict[str, Any]:
     return serverinfo.binlog_coordinates(rows, gtid_rows)
 
 
+def _identity(conn: db.Connection, server: Server) -> Dict[str, Any]:
+    found = serverinfo.identity(conn.query(serverinfo.identity_statement(server))[0])
+    found["galera"] = serverinfo.galera_state(conn.query(serverinfo.GALERA_STATEMENT))
+    return found
+
+
 def _abandon(conn: db.Connection, target: Target, settings: Settings, server: Optional[Server],
              stopped: List[str], log: logging.Logger) -> None:
     """Undo a half-done acquisition: closing the session drops any lock it took."""
@@ -427,14 +477,36 @@ def restart_replica_fresh(target: Target, settings: Settings, server: Optional[S
         conn.close()
 
 
+def session_closed(locked: Locked) -> bool:
+    """Has the server closed this idle lock session? (Nothing is ever sent to it unasked.)"""
+    try:
+        return bool(select.select([locked.conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 def release(locked: Locked, settings: Settings, log: logging.Logger) -> Optional[str]:
-    """Unlock and close (restarting replicas is the caller's next step). Returns a problem, or None."""
+    """Unlock and close (restarting replicas is the caller's next step). Returns a problem, or None.
+
+    A session found gone while unlocking means the lock did not last: locked.lost says so.
+    The unlock is bounded by connect-timeout: a server frozen solid gets its session
+    abandoned rather than a holder that never answers thaw.
+    """
     problem = None
     if locked.lost is None:
         try:
-            locked.conn.set_timeout(settings.connect_timeout + 10)
+            locked.conn.set_timeout(settings.connect_timeout)
             locked.conn.execute(locked.strategy.unlock)
         except db.DbError as exc:
-            problem = "unlock failed (%s); closing the session released the lock" % exc.message
-    locked.conn.close()
+            if not db.is_lost(exc):
+                problem = "unlock failed (%s); closing the session released the lock" % exc.message
+            else:
+                locked.lost = ("the session was gone or did not answer when unlocking (%s), so the lock may "
+                               "have ended before thaw" % exc.message)
+                log.error("%s: lock LOST: %s", locked.target.name, locked.lost)
+    if locked.lost is None:
+        locked.conn.close()
+    else:
+        # Saying goodbye to a server that may be frozen solid could block: just drop the socket.
+        locked.conn.abandon()
     return problem

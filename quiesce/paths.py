@@ -5,9 +5,21 @@ RUNTIME_DIR = "/run/quiesce"
 STATE_DIR = "/var/lib/quiesce"
 POSITION_FILE = STATE_DIR + "/position.json"
 INSTANCE_POSITION_FILE = STATE_DIR + "/position-{name}.json"
+# Next to the (first) position file: /var/lib/quiesce/history.jsonl by default.
+HISTORY_NAME = "history.jsonl"
+HISTORY_KEEP = 100
+
+# node_exporter's textfile collector directories (metrics-file = auto): Debian's and
+# Fedora's packages, then the layout of the upstream documentation.
+METRICS_DIRS = ("/var/lib/prometheus/node-exporter", "/var/lib/node_exporter/textfile_collector")
+METRICS_NAME = "quiesce.prom"
 
 LIB_DIR = "/usr/lib/quiesce"
 HOOK = LIB_DIR + "/hook"
+# Copies of HOOK, one per agent, which the packages' registration links point at: the
+# file an agent executes carries the SELinux label that lets it run unconfined.
+QEMU_GA_HOOK = LIB_DIR + "/qemu-ga-hook"
+VMWARE_HOOK = LIB_DIR + "/vmware-hook"
 FREEZE = LIB_DIR + "/freeze"
 THAW = LIB_DIR + "/thaw"
 
@@ -16,6 +28,10 @@ LOCK_NAME = "lock"
 SOCKET_NAME = "holder.sock"
 STATE_NAME = "state.json"
 RESULT_NAME = "result.json"
+# Replica SQL threads a holder stopped, written before it stops them.
+REPLICAS_NAME = "replicas.json"
+# Left by a thaw that found a freeze still running: that freeze must not lock any more.
+CANCEL_NAME = "cancel"
 
 # What the packages' register-hooks script created ("link PATH" / "dir PATH" lines).
 HOOK_RECORD = STATE_DIR + "/hooks"
@@ -35,12 +51,12 @@ LEGACY_HOOKS = (
     ("vmware-tools (legacy post-thaw)", "/usr/sbin/post-thaw-script"),
 )
 
-# Where distributions put the server socket, most common first.
+# Where distributions put the server socket, most common first. Never a directory every
+# user can write to (/tmp): whoever creates the socket there first gets the password.
 DEFAULT_SOCKETS = (
     "/run/mysqld/mysqld.sock",
     "/var/run/mysqld/mysqld.sock",
     "/var/lib/mysql/mysql.sock",
-    "/tmp/mysql.sock",
 )
 SERVER_PROCESS_NAMES = ("mariadbd", "mysqld")
 

@@ -23,6 +23,9 @@ MAX_MESSAGE = 1 << 20
 
 THAW = "thaw"
 STATUS = "status"
+# A second freeze while the lock is held (two agents in one backup): the holder extends
+# its deadline and the freeze succeeds without a second lock.
+JOIN = "join"
 
 
 def encode(message: dict[str, object]) -> bytes:
@@ -76,8 +79,17 @@ def peer_uid(conn: socket.socket) -> int:
 
 
 def recv_line(conn: socket.socket, timeout: float) -> bytes | None:
-    conn.settimeout(timeout)
-    return _read_line(lambda: conn.recv(65536))
+    """One line within timeout overall: a peer that sends a byte at a time cannot stretch it."""
+    deadline = time.monotonic() + timeout
+
+    def chunk() -> bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("timed out")
+        conn.settimeout(remaining)
+        return conn.recv(65536)
+
+    return _read_line(chunk)
 
 
 def request(socket_path: str, message: dict[str, object], timeout: float) -> dict[str, object]:
@@ -90,3 +102,13 @@ def request(socket_path: str, message: dict[str, object], timeout: float) -> dic
     if line is None:
         raise StateError("the holder closed the connection without answering")
     return decode(line)
+
+
+def describe_timings(timings: dict[str, object]) -> str:
+    """The holder's timings_ms for a log line: where the time before and under the lock went."""
+    def ms(key: str) -> str:
+        value = timings.get(key)
+        return "%.1f" % value if isinstance(value, (int, float)) else "?"
+    return ("drain %s ms before the lock; lock taken in %s ms; %s ms under the lock before freeze returned "
+            "(coordinates %s, flush %s, sync %s)" % (ms("drain"), ms("acquire"), ms("under_lock"),
+                                                      ms("coordinates"), ms("flush"), ms("sync")))

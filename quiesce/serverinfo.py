@@ -202,17 +202,17 @@ def galera_refusal(status: Dict[str, str]) -> Optional[str]:
     return None
 
 
-def galera_position(status: Dict[str, str]) -> Dict[str, Any]:
-    """Where the cluster's history stands in this node (what IST resumes from after a restore)."""
-    seqno = status.get("wsrep_last_committed")
-    return {"cluster_state_uuid": status.get("wsrep_cluster_state_uuid") or None,
-            "seqno": int(seqno) if seqno not in (None, "") else None,
-            "local_state": status.get("wsrep_local_state_comment")}
-
-
+# Also where the server keeps its files (durable.server_files); only variables that both
+# MySQL 5.7+ and MariaDB 10.2+ have: an unknown one fails the whole statement (hence
+# relay_log_index, not relay_log_basename; the relay logs themselves are open files).
 DURABILITY_STATEMENT = ("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit AS innodb_flush_log_at_trx_commit, "
                         "@@GLOBAL.sync_binlog AS sync_binlog, @@GLOBAL.log_bin AS log_bin, "
-                        "@@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename AS log_bin_basename")
+                        "@@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename AS log_bin_basename, "
+                        "@@GLOBAL.log_bin_index AS log_bin_index, "
+                        "@@GLOBAL.relay_log_index AS relay_log_index, "
+                        "@@GLOBAL.innodb_data_home_dir AS innodb_data_home_dir, "
+                        "@@GLOBAL.innodb_log_group_home_dir AS innodb_log_group_home_dir, "
+                        "@@GLOBAL.innodb_undo_directory AS innodb_undo_directory, @@GLOBAL.tmpdir AS tmpdir")
 
 
 def durability_warnings(row: Dict[str, Any]) -> List[str]:
@@ -362,3 +362,36 @@ def missing_privileges(server: Server, granted: set, method: str, binlog_on: boo
         return privilege not in granted and not (aliases.get(privilege, set()) & granted)
 
     return [p for p in required if lacks(p)], [p for p in recommended if lacks(p)]
+
+
+def identity_statement(server: Server) -> str:
+    """Which server this is: recorded with the coordinates, compared again by verify.
+
+    Only MySQL and Percona Server have server_uuid (in auto.cnf, copied with the data
+    directory); MariaDB has none.
+    """
+    columns = "@@GLOBAL.server_id AS server_id, @@hostname AS hostname"
+    if server.flavour != MARIADB:
+        columns += ", @@GLOBAL.server_uuid AS server_uuid"
+    return "SELECT " + columns
+
+
+def identity(row: Dict[str, Any]) -> Dict[str, Any]:
+    return {"server_id": _int_or_none(row.get("server_id")), "server_uuid": row.get("server_uuid") or None,
+            "hostname": row.get("hostname") or None}
+
+
+# Works on every flavour: a server without Galera returns no wsrep_local_state_uuid row
+# (MariaDB built with wsrep but not in a cluster shows only wsrep_cluster_status).
+GALERA_STATEMENT = ("SHOW GLOBAL STATUS WHERE Variable_name IN "
+                    "('wsrep_local_state_uuid', 'wsrep_last_committed', 'wsrep_cluster_status')")
+
+
+def galera_state(rows: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """{"uuid", "seqno", "cluster_status"} of a Galera node, or None when it is not one."""
+    values = {str(r.get("Variable_name", "")).lower(): r.get("Value") for r in rows}
+    uuid = values.get("wsrep_local_state_uuid")
+    if not uuid or uuid == "00000000-0000-0000-0000-000000000000":
+        return None
+    return {"uuid": uuid, "seqno": _int_or_none(values.get("wsrep_last_committed")),
+            "cluster_status": values.get("wsrep_cluster_status")}

@@ -6,7 +6,7 @@ result.json keeps the outcome of the last freeze until a thaw has reported it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import contextlib
 import datetime
@@ -83,18 +83,26 @@ def write_json_atomic(path: str, data: dict[str, object], mode: int = 0o600) -> 
         os.close(dir_fd)
 
 
+# Removing state.json while its holder lives would make thaw say "nothing is frozen" while
+# the lock stays: the advice always puts stopping the holder first.
+_BROKEN_FIX = "fix: end any quiesce holder still running ('pkill -f quiesce.holder' releases its lock), then remove it"
+
+
 def read_json(path: str) -> dict[str, object] | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StateError("cannot read %s: %s; fix: remove it" % (path, exc.strerror))
+        raise StateError("cannot read %s: %s; %s" % (path, exc.strerror, _BROKEN_FIX))
     try:
         with os.fdopen(fd, encoding="utf-8") as handle:
-            return json.load(handle)
+            value = json.load(handle)
     except ValueError:
-        raise StateError("%s is not valid JSON; fix: remove it" % path)
+        raise StateError("%s is not valid JSON; %s" % (path, _BROKEN_FIX))
+    if not isinstance(value, dict):
+        raise StateError("%s does not hold a JSON object; %s" % (path, _BROKEN_FIX))
+    return value
 
 
 def remove(path: str) -> None:
@@ -109,6 +117,8 @@ class RuntimeFiles:
         self.socket = os.path.join(runtime_dir, paths.SOCKET_NAME)
         self.state = os.path.join(runtime_dir, paths.STATE_NAME)
         self.result = os.path.join(runtime_dir, paths.RESULT_NAME)
+        self.replicas = os.path.join(runtime_dir, paths.REPLICAS_NAME)
+        self.cancel = os.path.join(runtime_dir, paths.CANCEL_NAME)
 
     def read_state(self) -> dict[str, object] | None:
         return read_json(self.state)
@@ -116,9 +126,16 @@ class RuntimeFiles:
     def read_result(self) -> dict[str, object] | None:
         return read_json(self.result)
 
+    def read_replicas(self) -> dict[str, object] | None:
+        return read_json(self.replicas)
+
     @contextlib.contextmanager
-    def exclusive(self, timeout: float, what: str) -> Iterator[None]:
-        """Serialise quiesce invocations. The wait is bounded; a stuck peer means exit BUSY."""
+    def exclusive(self, timeout: float, what: str,
+                  on_busy: Callable[[], None] | None = None) -> Iterator[None]:
+        """Serialise quiesce invocations. The wait is bounded; a stuck peer means exit BUSY.
+
+        on_busy runs once if another command holds the lock when we first try.
+        """
         fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             deadline = time.monotonic() + timeout
@@ -129,6 +146,9 @@ class RuntimeFiles:
                 except OSError as exc:
                     if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                         raise
+                if on_busy is not None:
+                    on_busy()
+                    on_busy = None
                 if time.monotonic() >= deadline:
                     raise Busy("another quiesce command is still running (waited %.0f s for %s); "
                                "fix: wait for it, or check 'quiesce status'" % (timeout, what))
@@ -137,6 +157,12 @@ class RuntimeFiles:
             yield
         finally:
             os.close(fd)
+
+
+def touch(path: str) -> None:
+    """Create an empty marker file (0600), if missing."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -150,6 +176,22 @@ def process_start_ticks(pid: int) -> int | None:
         return int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def owner_record() -> dict[str, object]:
+    """Identifies this process in a runtime file, so others can tell whether it still lives."""
+    return {"holder_pid": os.getpid(), "holder_start_ticks": process_start_ticks(os.getpid())}
+
+
+def wait_holder_gone(state: dict[str, object], timeout: float) -> bool:
+    """Wait (bounded) for the process that wrote state to end; True once it has."""
+    deadline = time.monotonic() + timeout
+    while holder_alive(state):
+        if time.monotonic() >= deadline:
+            return False
+        # Not our child, so nothing to wait on; 10 ms keeps thaw responsive.
+        time.sleep(0.01)
+    return True
 
 
 def holder_alive(state: dict[str, object]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import protocol, state
+from . import history, protocol, state
 from .config import Settings
 from .errors import StateError
 
@@ -14,7 +14,7 @@ def collect(settings: Settings) -> dict[str, object]:
     files = state.RuntimeFiles(settings.runtime_dir)
     report: dict[str, object] = {"frozen": False, "since": None, "holder_pid": None, "deadline": None,
                               "instances": [], "release_on_fs_thaw": settings.release_on_fs_thaw,
-                              "last_result": None}
+                              "last_result": None, "history": history.recent(settings)}
     if not state.ensure_runtime_dir(settings.runtime_dir, create=False):
         return report
     current = files.read_state()
@@ -62,5 +62,10 @@ def run(settings: Settings) -> int:
         print("last result: %s at %s, held %s ms%s" % (result.get("outcome"), result.get("at"),
                                                       result.get("held_ms"),
                                                       " (%s)" % result["reason"] if result.get("reason") else ""))
+    recent = report["history"]
+    if recent:
+        print("history: %s (oldest first); %d failure(s) in a row" % (
+            " ".join("ok" if e.get("ok") else str(e.get("outcome")).upper() for e in recent),
+            int(recent[-1].get("consecutive_failures") or 0)))
     print("release on filesystem thaw: %s" % ("on" if report["release_on_fs_thaw"] else "off"))
     return 0

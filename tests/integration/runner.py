@@ -190,8 +190,10 @@ class QuiesceEnv:
         self.settings: Dict[str, object] = {}
         if server is not None:
             self.settings["socket"] = server.socket
+        self.metrics_file = os.path.join(self.state_dir, "quiesce.prom")
+        self.history_file = os.path.join(self.state_dir, "history.jsonl")
         self.settings.update({"user": "root", "runtime-dir": self.runtime_dir,
-                              "position-file": self.position_file})
+                              "position-file": self.position_file, "metrics-file": self.metrics_file})
         if driver:
             self.settings["driver"] = driver
         self.settings.update({k.replace("_", "-"): v for k, v in settings.items()})

@@ -19,14 +19,19 @@ A control run with a plain lock (no log flush, no sync) loses acknowledged commi
 same harness: the check can fail. Both run on every server kind.
 """
 
+import datetime
 import json
 import os
+import threading
 import time
 
 import pymysql
 import pytest
 
+from quiesce import durable, serverinfo
+
 from . import servers
+from .mariadb import MariaDB
 from .load import table_rows
 from .prodhelpers import (PowerCutDisk, ProbeWriters, check_tables, gtid_seq, innodb_lsns, unclean,
                           why_no_power_cut)
@@ -146,6 +151,98 @@ def test_power_cut_harness_detects_lost_commits(request, server_class):
     assert sum(missing.values()) > 0 or lost_binlog, \
         "the power cut lost nothing without quiesce: this harness cannot show lost writes " \
         "(lsns %s, missing %s)" % (lsns, missing)
+
+
+class DeviceWrites:
+    """Sectors a block device has written, sampled every millisecond in a thread."""
+
+    def __init__(self, dev):
+        self.path = "/sys/block/%s/stat" % os.path.basename(dev)
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self):
+        with open(self.path) as handle:
+            return int(handle.read().split()[6]) * 512
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self._read()))
+            time.sleep(0.001)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self.samples.append((time.monotonic(), self._read()))
+
+    def between(self, start, end):
+        """Bytes written from the last sample at or before start to the first at or after end."""
+        before = [b for t, b in self.samples if t <= start]
+        after = [b for t, b in self.samples if t >= end]
+        assert before and after, "no samples around %.3f..%.3f" % (start, end)
+        return after[0] - before[-1]
+
+
+def _wall_to_monotonic(iso):
+    epoch = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return epoch - (time.time() - time.monotonic())
+
+
+@pytest.mark.skipif(_NO_POWER_CUT is not None, reason=_NO_POWER_CUT or "")
+def test_lock_does_not_wait_for_unrelated_dirty_data(request):
+    """Dirty data of another program on the datadir's filesystem is written before the lock.
+
+    Under the lock only the server's own files are synced: the device writes next to
+    nothing while the lock is held, although 128 MB of someone else's data were dirty on
+    the same filesystem when freeze started (a syncfs() under the lock writes all of it).
+    """
+    disk = PowerCutDisk(size_mb=512)
+    request.addfinalizer(disk.close)
+    server = MariaDB(name="dirty", datadir=os.path.join(disk.mnt, "data"))
+    request.addfinalizer(server.cleanup)
+    server.start()
+    env = QuiesceEnv(server, driver=None)
+    request.addfinalizer(env.cleanup)
+    disk.sync()
+    unrelated = 128 << 20
+    with DeviceWrites(disk.dev) as device:
+        written = time.monotonic()
+        with open(os.path.join(disk.mnt, "download.bin"), "wb") as handle:
+            for _ in range(unrelated >> 20):
+                handle.write(os.urandom(1 << 20))
+        began = time.monotonic()
+        result = env.run("freeze")
+        ended = time.monotonic()
+    assert result.rc == 0, result
+    position = env.position()
+    assert env.run("thaw").rc == 0
+    timings = position["timings_ms"]
+    locked = _wall_to_monotonic(position["locked_at"])
+    assert began <= locked <= ended, (began, position["locked_at"], ended)
+    # The data reached the device by the time freeze returned (the drain wrote what the
+    # kernel had not written by itself yet).
+    assert device.between(written, ended) >= unrelated
+    under_lock = device.between(locked, locked + timings["under_lock"] / 1000.0)
+    assert under_lock < unrelated // 8, \
+        "%d MB written while locked (timings %s)" % (under_lock >> 20, timings)
+
+
+def test_server_files_of_a_running_server(mariadb):
+    """The server's own files: its directories from its variables, its open files from /proc."""
+    info = mariadb.query(serverinfo.DURABILITY_STATEMENT, as_dict=True)[0]
+    found = durable.server_files(info)
+    datadir = os.path.realpath(mariadb.datadir)
+    assert found.directories[0] == datadir and found.datadir == datadir
+    assert found.pids == (mariadb.pid,)
+    names = {os.path.relpath(f, datadir) for f in found.open_files}
+    assert {"ib_logfile0", "ibdata1", "binlog.000001", "binlog.index", "aria_log_control"} <= names, names
+    # Temporary files (tmpdir, deleted) never count; the error log, open too, is synced when written.
+    assert not [f for f in found.open_files if f.startswith(str(info["tmpdir"]))], found.open_files
 
 
 def test_relaxed_settings_are_warned_about(mariadb, quiesce_env):

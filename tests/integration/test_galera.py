@@ -85,8 +85,7 @@ def test_frozen_node_desyncs_and_the_cluster_keeps_committing(frozen_node, lock,
     synced = node.wait_synced(3, timeout=30)
     status = writer.wsrep()
     galera = position["galera"]
-    assert galera["cluster_state_uuid"] == status["wsrep_cluster_state_uuid"]
-    assert galera["local_state"] == "Donor/Desynced"
+    assert galera["uuid"] == status["wsrep_cluster_state_uuid"]
     # The frozen node applied nothing while frozen; it has caught up since.
     assert 0 < galera["seqno"] < int(synced["wsrep_last_committed"])
     assert_clean(env, node)

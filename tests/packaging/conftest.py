@@ -1,8 +1,9 @@
 """Fixtures for the packaging tests: build tools, and the packages built once per run.
 
-The tests that build, install or remove packages need root (they install their own
-build tools with apt-get and really install the packages on this machine); without
-root they are skipped. The static checks in test_static.py run as anyone.
+The tests that build, install or remove packages need root (they really install the
+packages on this machine); without root they are skipped. Their tools come from
+`make deps` (the Makefile's DEB_PACKAGES): a missing one fails the tests, it is never a
+reason to skip. The static checks in test_static.py run as anyone.
 """
 
 import pytest
@@ -12,9 +13,10 @@ from . import helpers
 # Debian packages the packaging tests use: building and linting both packages, the RPM
 # scratch root (busybox) and offline dependency resolution (dnf, createrepo-c), the
 # clean-chroot test (piuparts, mmdebstrap), the man-page check, and the runtime
-# dependencies of quiesce and the server the install test freezes.
+# dependencies of quiesce and the server the install test freezes. All are in the
+# Makefile's DEB_PACKAGES (test_static checks that).
 BUILD_TOOLS = [
-    "debhelper", "dh-python", "python3-configargparse", "dpkg-dev", "lintian",
+    "build-essential", "debhelper", "dh-python", "python3-configargparse", "dpkg-dev", "lintian",
     "rpm", "rpmlint", "dnf", "createrepo-c", "busybox-static",
     "piuparts", "mmdebstrap", "debian-archive-keyring",
     "man-db", "groff-base", "devscripts",
@@ -30,7 +32,10 @@ def root():
 
 @pytest.fixture(scope="session")
 def build_tools(root):
-    helpers.ensure_apt_packages(BUILD_TOOLS)
+    missing = helpers.missing_apt_packages(BUILD_TOOLS)
+    if missing:
+        pytest.fail("Debian packages missing: %s: run 'make deps' (as root)" % " ".join(missing),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,9 @@ MAINTAINER = "Quiesce Maintainers <maintainers@users.noreply.r-seed-e401b610.exa
 
 # What the package installs (the contract's paths).
 HOOK = "/usr/lib/quiesce/hook"
+# Each agent's own entry file (the file an agent executes carries its SELinux label).
+VMWARE_HOOK = "/usr/lib/quiesce/vmware-hook"
+QEMU_HOOK = "/usr/lib/quiesce/qemu-ga-hook"
 LINK_NAME = "zz-quiesce"
 VMWARE_DIR = "/etc/vmware-tools/backupScripts.d"
 VMWARE_LINK = VMWARE_DIR + "/" + LINK_NAME
@@ -104,11 +107,9 @@ def apt_install(*args):
     return apt_get("install", *args)
 
 
-def ensure_apt_packages(packages):
-    """Install the Debian packages that are missing."""
-    missing = [p for p in packages if dpkg_status(p) != "installed"]
-    if missing:
-        apt_install("--no-install-recommends", *missing)
+def missing_apt_packages(packages):
+    """The Debian packages of `packages` that are not installed."""
+    return [p for p in packages if dpkg_status(p) != "installed"]
 
 
 def apt_mirrors():
@@ -254,8 +255,10 @@ def build_rpm(workdir, release=None, config_append=None):
     os.makedirs(os.path.join(top, "SOURCES"))
     run(["tar", "-C", workdir, "--owner=0", "--group=0", "-czf",
          os.path.join(top, "SOURCES", name + ".tar.gz"), name])
-    log = run(["rpmbuild", "-ba", "--define", "_topdir " + top, "--define", "_dbpath " + top + "/rpmdb",
-               spec], timeout=600).stdout
+    # --nodeps: the BuildRequires are Fedora's package names; Debian's rpm database is
+    # empty (the tools they stand for are Debian packages here, from `make deps`).
+    log = run(["rpmbuild", "-ba", "--nodeps", "--define", "_topdir " + top,
+               "--define", "_dbpath " + top + "/rpmdb", spec], timeout=600).stdout
     rpms = [os.path.join(top, "RPMS", "noarch", f) for f in os.listdir(os.path.join(top, "RPMS", "noarch"))]
     srpms = [os.path.join(top, "SRPMS", f) for f in os.listdir(os.path.join(top, "SRPMS"))]
     assert len(rpms) == 1 and len(srpms) == 1, log[-3000:]
@@ -285,7 +288,8 @@ for d in %{?stub_dirs}; do mkdir -p %{buildroot}$d; done
 def build_stub_rpms(workdir, stubs):
     """Empty noarch packages: {name: {"provides": "...", "dirs": "...", "files": "..."}} -> {name: path}.
 
-    "dirs" are created in the package, "files" (default: "dirs") are listed in %files.
+    "dirs" are created in the package, "files" (default: "dirs") are listed in %files;
+    "name" (default: the key) is the package's name.
     """
     top = os.path.join(workdir, "stubs")
     os.makedirs(top, exist_ok=True)
@@ -294,15 +298,18 @@ def build_stub_rpms(workdir, stubs):
         handle.write(STUB_SPEC)
     paths = {}
     for name, opts in stubs.items():
+        package = opts.get("name", name)
         cmd = ["rpmbuild", "-bb", "--quiet", "--define", "_topdir " + top, "--define", "_dbpath " + top + "/rpmdb",
-               "--define", "stub_name " + name]
+               "--define", "stub_name " + package]
         if opts.get("provides"):
             cmd += ["--define", "stub_provides " + opts["provides"]]
         if opts.get("dirs"):
             cmd += ["--define", "stub_dirs " + opts["dirs"],
                     "--define", "stub_files " + opts.get("files", opts["dirs"])]
+        if opts.get("version"):
+            cmd += ["--define", "stub_version " + opts["version"]]
         run(cmd + [spec])
-        paths[name] = os.path.join(top, "RPMS", "noarch", "%s-1-1.noarch.rpm" % name)
+        paths[name] = os.path.join(top, "RPMS", "noarch", "%s-%s-1.noarch.rpm" % (package, opts.get("version", "1")))
         assert os.path.isfile(paths[name])
     return paths
 

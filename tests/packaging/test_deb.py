@@ -11,13 +11,14 @@ Every test leaves the machine's package set, services and files as it found them
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
 
 from . import helpers
-from .helpers import (CONFIG, HOOK, HOOK_RECORD, POSITION_FILE, QEMU_DIR_DEBIAN, RUNTIME_DIR,
-                      STATE_DIR, VMWARE_DIR, VMWARE_LINK, apt_get, clean_env, dpkg_status, run)
+from .helpers import (CONFIG, HOOK, HOOK_RECORD, POSITION_FILE, QEMU_DIR_DEBIAN, QEMU_HOOK, RUNTIME_DIR,
+                      STATE_DIR, VMWARE_DIR, VMWARE_HOOK, VMWARE_LINK, apt_get, clean_env, dpkg_status, run)
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,8 @@ def mode_of(path):
 
 
 def is_our_link(path):
-    return os.path.islink(path) and os.readlink(path) == HOOK
+    target = VMWARE_HOOK if path.startswith("/etc/vmware-tools/") else QEMU_HOOK
+    return os.path.islink(path) and os.readlink(path) == target
 
 
 def record():
@@ -109,7 +111,13 @@ def clean_machine(debs):
         if dpkg_status("quiesce"):
             apt_get("purge", "quiesce")
         nothing_of_ours_left()
-        yield
+        try:
+            yield
+        finally:
+            # A test's stand-in for VMware Tools installed without a package.
+            if os.path.isdir("/etc/vmware-tools") and \
+                    run(["dpkg-query", "-S", "/etc/vmware-tools"], check=False).returncode != 0:
+                shutil.rmtree("/etc/vmware-tools")
 
 
 def test_lintian_pedantic_clean(debs):
@@ -128,8 +136,9 @@ def test_package_contents(debs):
     assert fields["Architecture"] == "all"
     depends = [d.strip() for d in fields["Depends"].split(",")]
     assert "python3-configargparse" in depends
-    # PyMySQL first: Debian has no mysql.connector at all, Ubuntu's is old and breaks on 3.12.
-    assert "python3-pymysql | python3-mysql.connector" in depends
+    # PyMySQL first: Debian has no mysql.connector at all, Ubuntu's is old and breaks on 3.12
+    # (hence the version: releases before 8.0.30 break on current Pythons).
+    assert "python3-pymysql | python3-mysql.connector (>= 8.0.30)" in depends
     assert any(d.split()[0] in ("python3", "python3:any") for d in depends), depends
     assert "mariadb-server" not in fields["Depends"] + fields["Recommends"]
 
@@ -143,8 +152,10 @@ def test_package_contents(debs):
         perms, owner, _size, _date, _time, path = line.split(None, 5)
         listing[path.split(" -> ")[0].lstrip(".").rstrip("/") or "/"] = (perms, owner)
     assert listing[CONFIG] == ("-rw-------", "root/root")
-    assert listing[STATE_DIR] == ("drwx------", "root/root")
-    for exe in ("/usr/sbin/quiesce", "/usr/lib/quiesce/hook", "/usr/lib/quiesce/freeze",
+    # Made by postinst: a shipped directory that keeps files until purge makes every
+    # `apt remove` warn that it is not empty.
+    assert STATE_DIR not in listing
+    for exe in ("/usr/sbin/quiesce", HOOK, VMWARE_HOOK, QEMU_HOOK, "/usr/lib/quiesce/freeze",
                 "/usr/lib/quiesce/thaw", "/usr/lib/quiesce/register-hooks"):
         assert listing[exe] == ("-rwxr-xr-x", "root/root"), exe
     for module in ("__init__.py", "cli.py", "hooks.py"):
@@ -156,13 +167,15 @@ def test_package_contents(debs):
     # in the system's Python path.
     assert not [p for p in listing if p.startswith(("/etc/vmware-tools", "/etc/qemu", "/run",
                                                     "/usr/lib/python3"))]
-    for exe in ("./usr/sbin/quiesce", "./usr/lib/quiesce/hook"):
+    for exe in ("./usr/sbin/quiesce", "./usr/lib/quiesce/hook", "./usr/lib/quiesce/vmware-hook"):
         first = run(["sh", "-c", "dpkg-deb --fsys-tarfile '%s' | tar -xOf - '%s' | head -n1" % (deb, exe)]).stdout
         assert first.strip() == "#!/usr/bin/python3 -sB", (exe, first)
 
 
 def test_install_freeze_upgrade_remove_purge(debs, clean_machine, test_database):
     current, newer = debs["current"], debs["newer"]
+    # VMware Tools installed by its own installer (no package): its directory exists.
+    os.mkdir("/etc/vmware-tools")
 
     # Install with apt: the dependencies come from Debian's archive alone.
     out = helpers.apt_install(current["deb"]).stdout
@@ -222,17 +235,21 @@ def test_install_freeze_upgrade_remove_purge(debs, clean_machine, test_database)
     os.unlink(VMWARE_LINK)
     os.symlink(HOOK, VMWARE_LINK)  # registered again by hand, as quiesce(8) says
 
-    # Remove: our link and the directories we created go, the conffile stays.
-    apt_get("remove", "quiesce")
+    # Remove: our link and the directories we created go, the conffile and the state
+    # (position file, hook record) stay, and dpkg has nothing to complain about.
+    out = apt_get("remove", "quiesce").stdout
     assert dpkg_status("quiesce") == "config-files"
+    assert "not empty" not in out and "warning" not in out.lower(), out
     assert not os.path.lexists(VMWARE_LINK)
-    assert not os.path.lexists("/etc/vmware-tools")
-    assert os.path.exists(CONFIG)
+    assert os.listdir("/etc/vmware-tools") == []
+    assert os.path.exists(CONFIG) and os.path.exists(POSITION_FILE)
     assert not os.path.exists("/usr/sbin/quiesce")
 
     # Purge: nothing of ours is left.
-    apt_get("purge", "quiesce")
+    out = apt_get("purge", "quiesce").stdout
     assert dpkg_status("quiesce") is None
+    assert "warning" not in out.lower(), out
+    os.rmdir("/etc/vmware-tools")
     nothing_of_ours_left()
 
 
@@ -240,21 +257,34 @@ def test_snapshot_agents_installed_after_and_before(debs, clean_machine, test_da
     current = debs["current"]
     qemu_log = "/var/log/qga-fsfreeze-hook.log"
     qemu_log_existed = os.path.exists(qemu_log)
+    agents = ("open-vm-tools", "qemu-guest-agent")
     try:
-        # quiesce first, then VMware Tools and the QEMU guest agent: the file trigger
-        # registers the hook in the agent's directory, which did not exist before.
+        # quiesce first: no agent, nothing made in /etc for one.
         helpers.apt_install(current["deb"])
-        assert is_our_link(VMWARE_LINK) and not os.path.exists(QEMU_DIR_DEBIAN)
-        out = helpers.apt_install("--no-install-recommends", "open-vm-tools", "qemu-guest-agent").stdout
+        assert not os.path.exists("/etc/vmware-tools") and not os.path.exists("/etc/qemu")
+        # Then VMware Tools and the QEMU guest agent: the file trigger registers the
+        # hook with each, pointing at the agent's own entry file.
+        out = helpers.apt_install("--no-install-recommends", *agents).stdout
         assert dpkg_status("quiesce") == "installed", out  # trigger processed
-        assert is_our_link(VMWARE_LINK)
+        assert is_our_link(VMWARE_LINK), out
         assert is_our_link(QEMU_LINK), out
-        assert "link " + QEMU_LINK in record()
+        assert {"link " + QEMU_LINK, "link " + VMWARE_LINK, "dir " + VMWARE_DIR} <= set(record())
         # The guest agent's own hook script runs ours (freeze, then thaw).
         freeze_thaw_through("/etc/qemu/fsfreeze-hook")
 
+        # The agents purged while quiesce stays: our links no longer keep their
+        # directories on the machine, unowned.
+        out = apt_get("purge", *agents).stdout
+        assert dpkg_status("quiesce") == "installed", out
+        assert not os.path.lexists("/etc/vmware-tools") and not os.path.lexists("/etc/qemu"), out
+        assert not [line for line in record() if line.startswith("link ")]
+        # Installed again: registered again.
+        helpers.apt_install("--no-install-recommends", *agents)
+        assert is_our_link(VMWARE_LINK) and is_our_link(QEMU_LINK)
+
         # Removing quiesce leaves the agents' files and directories alone.
-        apt_get("remove", "quiesce")
+        out = apt_get("remove", "quiesce").stdout
+        assert "warning" not in out.lower(), out
         assert not os.path.lexists(VMWARE_LINK) and not os.path.lexists(QEMU_LINK)
         assert not os.path.exists(VMWARE_DIR)
         assert os.path.isfile("/etc/vmware-tools/tools.conf")

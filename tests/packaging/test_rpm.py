@@ -15,7 +15,8 @@ import stat
 import pytest
 
 from . import helpers
-from .helpers import CONFIG, HOOK, HOOK_RECORD, QEMU_DIR_RHEL, REPO, STATE_DIR, VMWARE_DIR, VMWARE_LINK, run
+from .helpers import (CONFIG, HOOK_RECORD, QEMU_DIR_RHEL, QEMU_HOOK, REPO, STATE_DIR, VMWARE_DIR, VMWARE_HOOK,
+                      VMWARE_LINK, run)
 
 pytestmark = pytest.mark.slow
 
@@ -37,40 +38,97 @@ def test_rpmlint_clean(rpms, tmp_path):
     assert re.search(r"\b0 errors, 0 warnings\b", proc.stdout), proc.stdout
 
 
-def test_package_metadata(rpms, tmp_path):
-    rpm = rpms["current"]["rpm"]
-    db = tmp_path / "rpmdb"
-    assert rpm.endswith(".noarch.rpm")
-    requires = [line.strip() for line in rpm_q(db, "--requires", rpm).splitlines()]
-    assert "python3-configargparse" in requires
-    assert "(python3-PyMySQL or mysql-connector-python3)" in requires
-    assert "/usr/bin/python3" in requires or "python3" in requires
-    # Nothing that ties the package to one distribution's Python, no database server.
-    assert not [r for r in requires if r.startswith("python(abi)") or "mariadb" in r or "mysql-server" in r]
+def test_rpmlint_filters_each_have_a_reason():
+    """Every finding accepted on purpose says why, right above it."""
+    with open(os.path.join(REPO, "rpm", "rpmlint.toml")) as handle:
+        lines = handle.read().split("Filters = [", 1)[1].splitlines()
+    previous = ""
+    for line in lines:
+        if line.strip().startswith("'"):
+            assert previous.startswith(("#", "'")), line
+        previous = line.strip() or previous
 
+
+def test_check_runs_the_unit_tests(rpms):
+    log = rpms["current"]["log"]
+    assert re.search(r"(?m)^\+ .*-m pytest tests/unit$|^\+ .*pytest.* tests/unit$", log), log[-3000:]
+    assert re.search(r"=+ \d+ passed", log), log[-3000:]
+
+
+def rpm_files(db, rpm):
+    """{path: (flags, perms, owner)} of the package's payload and ghosts."""
     files = {}
     fmt = "[%{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]"
     for line in rpm_q(db, "--qf", fmt, rpm).splitlines():
         parts = line.split()
         flags, perms, owner, path = (parts if len(parts) == 4 else [""] + parts)
         files[path] = (flags, perms, owner)
+    return files
+
+
+def test_package_metadata(rpms, tmp_path):
+    rpm = rpms["current"]["rpm"]
+    db = tmp_path / "rpmdb"
+    assert rpm.endswith(".noarch.rpm")
+    requires = [line.strip() for line in rpm_q(db, "--requires", rpm).splitlines()]
+    # Python distribution names, not one distribution's package names; a Connector/Python
+    # that works on current Pythons; the interpreter from the launchers' shebangs only.
+    assert "python3dist(configargparse)" in requires
+    assert "(python3dist(pymysql) or python3dist(mysql-connector-python) >= 8.0.30)" in requires
+    assert "/usr/bin/python3" in requires and "python3" not in requires
+    for tool in ("coreutils", "grep", "sed"):
+        assert requires.count(tool) == 2, tool  # Requires(post) and Requires(preun)
+    # Nothing that ties the package to one distribution's Python, no database server.
+    assert not [r for r in requires if r.startswith("python(abi)") or "mariadb" in r or "mysql-server" in r]
+
+    files = rpm_files(db, rpm)
     assert files[CONFIG] == ("cn", "-rw-------", "root:root")  # %config(noreplace)
     assert files[STATE_DIR][1:] == ("drwx------", "root:root")
     assert files["/run/quiesce"][1:] == ("drwx------", "root:root")
-    for exe in ("/usr/sbin/quiesce", "/usr/lib/quiesce/hook", "/usr/lib/quiesce/freeze",
+    # Owned, not shipped: created only where VMware Tools is installed.
+    assert files[VMWARE_DIR] == ("g", "drwxr-xr-x", "root:root")
+    for exe in ("/usr/sbin/quiesce", helpers.HOOK, VMWARE_HOOK, QEMU_HOOK, "/usr/lib/quiesce/freeze",
                 "/usr/lib/quiesce/thaw", "/usr/lib/quiesce/register-hooks"):
         assert files[exe][1] == "-rwxr-xr-x", exe
-    for module in ("__init__.py", "cli.py", "hooks.py"):
-        assert "/usr/lib/quiesce/quiesce/" + module in files
+    modules = sorted(os.path.basename(p) for p in files
+                     if p.startswith("/usr/lib/quiesce/quiesce/") and p.endswith(".py"))
+    assert {"__init__.py", "cli.py", "hooks.py", "selinux.py"} <= set(modules)
+    # Bytecode of every module, for the build host's Python, in the private directory.
+    cache = "/usr/lib/quiesce/quiesce/__pycache__/"
+    for module in modules:
+        assert [p for p in files if p.startswith(cache + module[:-3] + ".cpython-") and p.endswith(".pyc")], module
     assert "/usr/lib/tmpfiles.d/quiesce.conf" in files
     assert "/usr/share/man/man8/quiesce.8.gz" in files
     assert "/usr/share/man/man5/quiesce.conf.5.gz" in files
-    assert not [p for p in files if p.endswith(".pyc") or "/site-packages/" in p
-                or p.startswith(("/etc/vmware-tools", "/etc/qemu"))]
+    assert not [p for p in files if "/site-packages/" in p or p.startswith("/usr/lib/python")
+                or p.startswith("/etc/qemu") or (p.startswith("/etc/vmware-tools") and p != VMWARE_DIR)]
 
     triggers = rpm_q(db, "--triggers", rpm)
-    assert "triggerin scriptlet (using /bin/sh) -- open-vm-tools" in triggers
-    assert "triggerin scriptlet (using /bin/sh) -- qemu-guest-agent" in triggers
+    for kind in ("triggerin", "triggerun"):
+        for agent in ("open-vm-tools", "qemu-guest-agent"):
+            assert "%s scriptlet (using /bin/sh) -- %s" % (kind, agent) in triggers
+    scripts = rpm_q(db, "--scripts", rpm)
+    assert "register-hooks -q register" in scripts and "register-hooks register" not in scripts
+
+
+def test_payload_bytecode_is_used_by_the_launchers(rpms, tmp_path):
+    """The shipped .pyc are read under the launchers' -B (which only stops writing them)."""
+    run(["sh", "-c", "rpm2cpio '%s' | cpio -idm --quiet" % rpms["current"]["rpm"]], cwd=str(tmp_path))
+    with open(tmp_path / "usr/lib/quiesce/hook") as handle:
+        shebang = handle.readline().split()
+    assert shebang[0] == "#!/usr/bin/python3" and "B" in shebang[1] and "s" in shebang[1]
+    lib = str(tmp_path / "usr/lib/quiesce")
+    before = {p: os.stat(os.path.join(lib, "quiesce", "__pycache__", p)).st_mtime_ns
+              for p in os.listdir(os.path.join(lib, "quiesce", "__pycache__"))}
+    proc = run(["/usr/bin/python3", shebang[1], "-v", "-c",
+                "import sys; sys.path.insert(0, %r); import quiesce.cli, quiesce.hooks" % lib])
+    loaded = re.findall(r"code object from '([^']+)'", proc.stdout)
+    for module in ("cli", "hooks", "config"):
+        assert [p for p in loaded if p.startswith(lib) and "/__pycache__/%s.cpython-" % module in p], proc.stdout[-3000:]
+    assert "bytecode is stale" not in proc.stdout
+    after = {p: os.stat(os.path.join(lib, "quiesce", "__pycache__", p)).st_mtime_ns
+             for p in os.listdir(os.path.join(lib, "quiesce", "__pycache__"))}
+    assert after == before
 
 
 class ScratchRoot:
@@ -92,14 +150,29 @@ class ScratchRoot:
         mode = "-U" if upgrade else "-i"
         return self.rpm("--force-debian", mode, "--nodeps", *extra, *packages).stdout
 
-    def erase(self, name):
-        return self.rpm("--force-debian", "-e", "--nodeps", name).stdout
+    def erase(self, *names):
+        return self.rpm("--force-debian", "-e", "--nodeps", *names).stdout
 
     def __call__(self, path):
         return os.path.join(self.path, path.lstrip("/"))
 
     def is_our_link(self, path):
-        return os.path.islink(self(path)) and os.readlink(self(path)) == HOOK
+        target = VMWARE_HOOK if path.startswith("/etc/vmware-tools/") else QEMU_HOOK
+        return os.path.islink(self(path)) and os.readlink(self(path)) == target
+
+    def leftovers(self):
+        """Files, and directories of ours or the agents', that no package left installed owns."""
+        found = []
+        for top, dirs, files in os.walk(self.path):
+            rel = os.path.relpath(top, self.path)
+            if rel.split(os.sep)[0] in ("bin", "dev") or rel.startswith(os.path.join("var", "lib", "rpm")):
+                continue
+            found.extend(os.path.join(rel, f) for f in files)
+            found.extend(os.path.join(rel, d) for d in dirs
+                         if "quiesce" in d or "vmware" in d or "qemu" in d or "fsfreeze" in d
+                         or "backupScripts" in d)
+        stubs = {"usr/sbin/selinuxenabled", "usr/sbin/semanage", "usr/sbin/restorecon", "selinux.log"}
+        return [p for p in found if p not in stubs]
 
     def record(self):
         with open(self(HOOK_RECORD)) as handle:
@@ -114,9 +187,13 @@ def stubs(build_tools, tmp_path):
         "qemu-guest-agent": {"dirs": "/etc/qemu-ga/fsfreeze-hook.d", "files": "/etc/qemu-ga"},
         "python3": {"provides": "/usr/bin/python3"},
         "bash": {"provides": "/bin/sh"},
-        "python3-configargparse": {},
-        "python3-PyMySQL": {},
-        "mysql-connector-python3": {},
+        "coreutils": {}, "grep": {}, "sed": {},
+        "python3-configargparse": {"provides": "python3dist(configargparse) = 1.5.3"},
+        "python3-PyMySQL": {"provides": "python3dist(pymysql) = 1.0.2"},
+        "mysql-connector-python3": {"provides": "python3dist(mysql-connector-python) = 8.0.33"},
+        # Ubuntu-era Connector/Python, broken on current Pythons.
+        "old-connector": {"name": "mysql-connector-python3", "version": "8.0.15",
+                          "provides": "python3dist(mysql-connector-python) = 8.0.15"},
     })
 
 
@@ -124,19 +201,22 @@ def test_scratch_root_install_triggers_upgrade_erase(rpms, stubs, tmp_path):
     root = ScratchRoot(tmp_path / "root")
     current, newer = rpms["current"]["rpm"], rpms["newer"]["rpm"]
 
+    # No agent installed: nothing is created in /etc for one, and nothing is said.
     out = root.install(current)
-    assert root.is_our_link(VMWARE_LINK), out
-    assert not os.path.lexists(root(QEMU_LINK))
-    assert "link " + VMWARE_LINK in root.record()
+    assert out.strip() == "", out
+    assert not os.path.lexists(root("/etc/vmware-tools")) and not os.path.lexists(root("/etc/qemu-ga"))
     st = os.stat(root(CONFIG))
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0 and st.st_gid == 0
     assert stat.S_IMODE(os.stat(root(STATE_DIR)).st_mode) == 0o700
     assert root.rpm("-V", "--nodeps", "quiesce", check=False).stdout.strip() == ""
 
-    # The agents installed after quiesce: %triggerin registers the QEMU hook.
-    root.install(stubs["qemu-guest-agent"], stubs["open-vm-tools"])
+    # The agents installed after quiesce: %triggerin registers each with its own entry file.
+    out = root.install(stubs["qemu-guest-agent"], stubs["open-vm-tools"])
+    assert out.strip() == "", out
     assert root.is_our_link(QEMU_LINK)
     assert root.is_our_link(VMWARE_LINK)
+    assert {"link " + VMWARE_LINK, "link " + QEMU_LINK, "dir " + VMWARE_DIR} <= set(root.record())
+    assert root.rpm("-qf", "--qf", "%{NAME}\\n", VMWARE_DIR).stdout.split() == ["quiesce"]
 
     # An edited config survives an upgrade whose config changed (.rpmnew beside it).
     with open(root(CONFIG)) as handle:
@@ -152,11 +232,11 @@ def test_scratch_root_install_triggers_upgrade_erase(rpms, stubs, tmp_path):
     assert root.is_our_link(VMWARE_LINK) and root.is_our_link(QEMU_LINK)
 
     # A link removed by the administrator stays removed: on reinstall, and when the
-    # agent is upgraded (trigger).
+    # agent is upgraded (trigger); quietly.
     os.unlink(root(VMWARE_LINK))
     out = root.install(newer, upgrade=True, extra=("--replacepkgs",))
-    root.install(stubs["open-vm-tools"], upgrade=True, extra=("--replacepkgs",))
-    assert not os.path.lexists(root(VMWARE_LINK)), out
+    out += root.install(stubs["open-vm-tools"], upgrade=True, extra=("--replacepkgs",))
+    assert not os.path.lexists(root(VMWARE_LINK)) and out.strip() == "", out
     assert root.is_our_link(QEMU_LINK)
 
     # Erase: our links and our empty directories go, the agents' directories stay.
@@ -171,25 +251,97 @@ def test_scratch_root_install_triggers_upgrade_erase(rpms, stubs, tmp_path):
     assert os.path.exists(root(CONFIG + ".rpmsave"))
 
 
+def test_agents_erased_while_quiesce_stays(rpms, stubs, tmp_path):
+    """%triggerun: nothing of the agents is left unowned because of our links."""
+    root = ScratchRoot(tmp_path / "root")
+    root.install(stubs["qemu-guest-agent"], stubs["open-vm-tools"])
+    root.install(rpms["current"]["rpm"])
+    assert root.is_our_link(VMWARE_LINK) and root.is_our_link(QEMU_LINK)
+    os.unlink(root(QEMU_LINK))  # an administrator's removal is forgotten with the agent
+
+    out = root.erase("open-vm-tools", "qemu-guest-agent")
+    assert out.strip() == "", out
+    for path in ("/etc/vmware-tools", "/etc/qemu-ga"):
+        assert not os.path.lexists(root(path)), (path, root.leftovers())
+    assert not [line for line in root.record() if line]
+
+    # Reinstalled: registered again; an upgrade of an agent ($2 = 1) unregisters nothing.
+    root.install(stubs["qemu-guest-agent"], stubs["open-vm-tools"])
+    assert root.is_our_link(VMWARE_LINK) and root.is_our_link(QEMU_LINK)
+    root.install(stubs["qemu-guest-agent"], stubs["open-vm-tools"], upgrade=True, extra=("--replacepkgs",))
+    assert root.is_our_link(VMWARE_LINK) and root.is_our_link(QEMU_LINK)
+
+    root.erase("quiesce")
+    assert os.listdir(root(QEMU_DIR_RHEL)) == [] and not os.path.lexists(root(VMWARE_DIR))
+    root.erase("open-vm-tools", "qemu-guest-agent")
+    assert root.leftovers() == []
+
+
 def test_erase_of_unmodified_install_leaves_nothing(rpms, tmp_path):
     root = ScratchRoot(tmp_path / "root")
+    os.makedirs(root("/etc/vmware-tools"))  # VMware Tools not from a package (its own installer)
     root.install(rpms["current"]["rpm"])
-    # What a freeze and thaw leave behind: position file, runtime state.
+    assert root.is_our_link(VMWARE_LINK)
+    # What a freeze and thaw leave behind: position file, runtime state (and the probe
+    # file of a freeze that was killed).
     os.makedirs(root("/run/quiesce"), mode=0o700, exist_ok=True)
     for path in ("/run/quiesce/lock", "/run/quiesce/result.json", helpers.POSITION_FILE,
-                 helpers.STATE_DIR + "/position-reports.json"):
+                 helpers.STATE_DIR + "/position-reports.json", helpers.STATE_DIR + "/.quiesce-fsprobe-1081-25d3"):
         with open(root(path), "w") as handle:
             handle.write("{}")
     root.erase("quiesce")
-    leftovers = []
-    for top, dirs, files in os.walk(root.path):
-        rel = os.path.relpath(top, root.path)
-        if rel.split(os.sep)[0] in ("bin", "dev") or rel.startswith(os.path.join("var", "lib", "rpm")):
-            continue
-        leftovers.extend(os.path.join(rel, f) for f in files)
-        leftovers.extend(os.path.join(rel, d) for d in dirs
-                         if "quiesce" in d or "vmware" in d or "qemu" in d)
-    assert not leftovers, leftovers
+    os.rmdir(root("/etc/vmware-tools"))
+    assert root.leftovers() == []
+
+
+SELINUX_LOG = "/selinux.log"
+
+
+def selinux_stubs(root, enabled):
+    """selinuxenabled, semanage and restorecon that record how they were called."""
+    os.makedirs(root("/usr/sbin"), exist_ok=True)
+    for tool in ("selinuxenabled", "semanage", "restorecon"):
+        with open(root("/usr/sbin/" + tool), "w") as handle:
+            handle.write("#!/bin/sh\necho \"%s $*\" >>%s\n%s\n"
+                         % (tool, SELINUX_LOG, "exit 0" if enabled or tool != "selinuxenabled" else "exit 1"))
+        os.chmod(root("/usr/sbin/" + tool), 0o755)
+
+
+def selinux_calls(root):
+    try:
+        with open(root(SELINUX_LOG)) as handle:
+            calls = [line.strip() for line in handle if not line.startswith("selinuxenabled")]
+    except FileNotFoundError:
+        return []
+    os.unlink(root(SELINUX_LOG))
+    return calls
+
+
+def test_selinux_file_contexts_in_scriptlets(rpms, stubs, tmp_path):
+    root = ScratchRoot(tmp_path / "root")
+    selinux_stubs(root, enabled=True)
+    root.install(stubs["qemu-guest-agent"])
+    root.install(rpms["current"]["rpm"])
+    calls = selinux_calls(root)
+    for entry, selinux_type in ((QEMU_HOOK, "virt_qemu_ga_unconfined_exec_t"),
+                                (VMWARE_HOOK, "vmtools_unconfined_exec_t")):
+        assert "semanage fcontext -a -t %s %s" % (selinux_type, entry) in calls, calls
+        assert calls.index("restorecon " + entry) > calls.index("semanage fcontext -a -t %s %s"
+                                                                % (selinux_type, entry)), calls
+    assert root.is_our_link(QEMU_LINK)
+    # The link is registered after its target is labelled.
+    assert calls.index("restorecon " + QEMU_LINK) > calls.index("restorecon " + QEMU_HOOK), calls
+
+    root.erase("quiesce")
+    calls = selinux_calls(root)
+    assert sorted(c for c in calls if c.startswith("semanage")) == [
+        "semanage fcontext -d " + QEMU_HOOK, "semanage fcontext -d " + VMWARE_HOOK], calls
+
+    # SELinux disabled: no policy change at all.
+    selinux_stubs(root, enabled=False)
+    root.install(rpms["current"]["rpm"])
+    root.erase("quiesce")
+    assert selinux_calls(root) == []
 
 
 def dnf_install(repo_dir, rpm, installroot):
@@ -206,12 +358,14 @@ def installed_in(installroot):
     return set(out.split())
 
 
+BASE = ("bash", "coreutils", "grep", "sed", "python3", "python3-configargparse")
+
+
 @pytest.mark.parametrize("flavour,repo,driver", [
-    ("rhel9-epel", ("bash", "python3", "python3-configargparse", "python3-PyMySQL"), "python3-PyMySQL"),
-    ("fedora", ("bash", "python3", "python3-configargparse", "python3-PyMySQL", "mysql-connector-python3"),
-     "python3-PyMySQL"),
-    ("connector-only", ("bash", "python3", "python3-configargparse", "mysql-connector-python3"),
-     "mysql-connector-python3"),
+    ("rhel9-epel", BASE + ("python3-PyMySQL",), "python3-PyMySQL"),
+    ("fedora", BASE + ("python3-PyMySQL", "mysql-connector-python3"), "python3-PyMySQL"),
+    ("connector-only", BASE + ("mysql-connector-python3",), "mysql-connector-python3"),
+    ("old-connector-and-pymysql", BASE + ("python3-PyMySQL", "old-connector"), "python3-PyMySQL"),
 ])
 def test_dnf_resolves_dependencies_offline(rpms, stubs, tmp_path, flavour, repo, driver):
     repo_dir = str(tmp_path / ("repo-" + flavour))
@@ -226,10 +380,13 @@ def test_dnf_resolves_dependencies_offline(rpms, stubs, tmp_path, flavour, repo,
     assert not {"python3-PyMySQL", "mysql-connector-python3"} - {driver} & installed, installed
 
 
-@pytest.mark.parametrize("missing", ["python3-configargparse", "driver"])
+@pytest.mark.parametrize("missing", ["python3-configargparse", "driver", "working-connector"])
 def test_dnf_refuses_unresolvable_dependencies(rpms, stubs, tmp_path, missing):
-    names = {"bash", "python3", "python3-configargparse", "python3-PyMySQL", "mysql-connector-python3"}
-    names -= {"python3-PyMySQL", "mysql-connector-python3"} if missing == "driver" else {missing}
+    names = set(BASE) | {"python3-PyMySQL", "mysql-connector-python3"}
+    if missing == "working-connector":  # only a Connector/Python older than 8.0.30
+        names = names - {"python3-PyMySQL", "mysql-connector-python3"} | {"old-connector"}
+    else:
+        names -= {"python3-PyMySQL", "mysql-connector-python3"} if missing == "driver" else {missing}
     repo_dir = str(tmp_path / "repo")
     os.makedirs(repo_dir)
     for name in names:

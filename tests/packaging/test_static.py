@@ -24,7 +24,7 @@ CONTRACT_KEYS = (
     "defaults-file", "socket", "host", "port", "user", "password", "driver", "lock-method",
     "lock-timeout", "acquire-timeout", "connect-timeout", "on-failure", "runtime-dir",
     "position-file", "long-query-time", "long-query-wait", "long-query-type",
-    "kill-long-selects", "stop-replica", "release-on-fs-thaw",
+    "kill-long-selects", "stop-replica", "release-on-fs-thaw", "allow-cleartext-auth", "metrics-file",
 )
 # Set (uncommented) in the shipped file: the defaults admins tune most.
 SET_IN_SHIPPED_CONFIG = {"lock-timeout": "300", "acquire-timeout": "5", "on-failure": "fail"}
@@ -34,7 +34,8 @@ LAUNCHERS = {
     "libexec/freeze": ("quiesce.hooks", "freeze_main"),
     "libexec/thaw": ("quiesce.hooks", "thaw_main"),
 }
-SHELL_SCRIPTS = ("libexec/register-hooks", "debian/postinst", "debian/prerm", "debian/postrm")
+SHELL_SCRIPTS = ("libexec/register-hooks", "debian/postinst", "debian/prerm", "debian/postrm",
+                 "examples/veeam-pre-freeze.sh", "examples/veeam-post-thaw.sh")
 
 
 def read(relpath):
@@ -101,10 +102,12 @@ def test_man_pages_document_every_option():
 
 def test_config_options_match_the_parser():
     config = pytest.importorskip("quiesce.config")
-    hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance"}
-    options = {opt for action in config.build_parser([])._actions for opt in action.option_strings
+    hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance", "--all", "--root"}
+    hidden |= {"--" + key.replace("_", "-") for key in config.RESTORE_KEYS}  # verify, restore-plan
+    options = {opt for action in config.build_parser()._actions for opt in action.option_strings
                if opt.startswith("--") and opt not in hidden}
-    assert options == {"--" + key for key in CONTRACT_KEYS}
+    # The password has no option: it comes only from a file.
+    assert options == {"--" + key for key in CONTRACT_KEYS if key != "password"}
 
 
 def test_shipped_config_parses(tmp_path):
@@ -144,9 +147,7 @@ def test_tmpfiles_entry():
 @pytest.mark.parametrize("page", ["man/quiesce.8", "man/quiesce.conf.5"])
 def test_man_page_renders_without_warnings(page):
     if not helpers.have("man") or not helpers.have("groff"):
-        if not helpers.is_root():
-            pytest.skip("man-db and groff are not installed")
-        helpers.ensure_apt_packages(["man-db", "groff-base"])
+        pytest.fail("man and groff are missing: run 'make deps' (man-db, groff-base)", pytrace=False)
     proc = subprocess.run(["man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z",
                            os.path.join(REPO, page)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env=helpers.clean_env(MANWIDTH="80"))
@@ -157,10 +158,29 @@ def test_man_page_renders_without_warnings(page):
 def test_shell_scripts_are_posix(script):
     path = os.path.join(REPO, script)
     subprocess.run(["sh", "-n", path], check=True)
-    if helpers.have("checkbashisms"):
-        proc = subprocess.run(["checkbashisms", path], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        assert proc.returncode == 0, proc.stdout
+    if not helpers.have("checkbashisms"):
+        pytest.fail("checkbashisms is missing: run 'make deps' (devscripts)", pytrace=False)
+    proc = subprocess.run(["checkbashisms", path], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_make_deps_installs_every_tool_the_tests_use():
+    """A tool the tests need and `make deps` does not install would fail on a fresh machine."""
+    from tests.integration import loopfs
+
+    from .conftest import BUILD_TOOLS
+    proc = subprocess.run(["make", "-s", "-C", REPO, "--no-print-directory", "print-deb-packages"],
+                          stdout=subprocess.PIPE, text=True, check=True, env=helpers.clean_env())
+    deps = set(proc.stdout.split())
+    assert set(BUILD_TOOLS) - deps == set()
+    # The loop-filesystem tools (chattr: the power-cut tests): the packages shipping them.
+    for tool in loopfs.TOOLS + ("chattr",):
+        path = shutil.which(tool, path=helpers.SYSTEM_PATH)
+        assert path, "%s is missing: run 'make deps'" % tool
+        # By pattern: with merged /usr, dpkg knows /sbin/losetup, not /usr/sbin/losetup.
+        owners = helpers.run(["dpkg-query", "-S", "bin/" + tool]).stdout
+        assert any(line.split(":")[0] in deps for line in owners.splitlines()), (tool, owners)
 
 
 # ---------------------------------------------------------------------------
@@ -168,20 +188,24 @@ def test_shell_scripts_are_posix(script):
 # ---------------------------------------------------------------------------
 
 class Tree:
-    def __init__(self, root):
+    def __init__(self, root, vmware=True):
         self.root = str(root)
         os.makedirs(os.path.join(self.root, "etc"))
+        if vmware:  # VMware Tools installed
+            os.makedirs(self(helpers.VMWARE_DIR.rsplit("/", 1)[0]))
 
     def __call__(self, path):
         return os.path.join(self.root, path.lstrip("/"))
 
-    def hooks(self, action):
+    def hooks(self, *args):
         env = helpers.clean_env(QUIESCE_HOOKS_ROOT=self.root)
-        return subprocess.run(["sh", os.path.join(REPO, "libexec", "register-hooks"), action],
+        return subprocess.run(["sh", os.path.join(REPO, "libexec", "register-hooks")] + list(args),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
-    def ours(self, path):
-        return os.path.islink(self(path)) and os.readlink(self(path)) == helpers.HOOK
+    def ours(self, path, target=None):
+        if target is None:
+            target = helpers.VMWARE_HOOK if path.startswith("/etc/vmware-tools/") else helpers.QEMU_HOOK
+        return os.path.islink(self(path)) and os.readlink(self(path)) == target
 
     def record(self):
         try:
@@ -211,15 +235,47 @@ def test_register_is_idempotent(tmp_path):
     first = tree.hooks("register")
     assert first.returncode == 0 and "registered hook " + VMW in first.stdout
     assert tree.ours(VMW)
-    assert tree.record() == ["dir /etc/vmware-tools", "dir /etc/vmware-tools/backupScripts.d", "link " + VMW]
+    assert tree.record() == ["dir /etc/vmware-tools/backupScripts.d", "link " + VMW]
     before = tree.snapshot()
     again = tree.hooks("register")
     assert again.returncode == 0 and again.stdout == ""
     assert tree.snapshot() == before
 
 
-def test_qemu_hook_dir_used_only_where_the_agent_made_it(tmp_path):
+def test_no_vmware_directory_without_vmware_tools(tmp_path):
+    tree = Tree(tmp_path, vmware=False)
+    proc = tree.hooks("register")
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert os.listdir(tree("/etc")) == []
+    # VMware Tools installed later (the package trigger runs register again).
+    os.makedirs(tree("/etc/vmware-tools"))
+    tree.hooks("register")
+    assert tree.ours(VMW)
+
+
+def test_each_agent_runs_its_own_entry_file(tmp_path):
     tree = Tree(tmp_path)
+    os.makedirs(tree(helpers.QEMU_DIR_RHEL))
+    tree.hooks("register")
+    assert os.readlink(tree(VMW)) == helpers.VMWARE_HOOK
+    assert os.readlink(tree(QEMU_RHEL)) == helpers.QEMU_HOOK
+
+
+def test_links_of_older_versions_are_repointed(tmp_path):
+    tree = Tree(tmp_path)
+    os.makedirs(tree(helpers.VMWARE_DIR))
+    os.makedirs(tree(helpers.QEMU_DIR_DEBIAN))
+    os.symlink(helpers.HOOK, tree(VMW))
+    os.symlink(helpers.HOOK, tree(QEMU))
+    proc = tree.hooks("-q", "register")
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert tree.ours(VMW) and tree.ours(QEMU)
+    tree.hooks("unregister")
+    assert not os.path.lexists(tree(VMW)) and not os.path.lexists(tree(QEMU))
+
+
+def test_qemu_hook_dir_used_only_where_the_agent_made_it(tmp_path):
+    tree = Tree(tmp_path, vmware=False)
     tree.hooks("register")
     assert not os.path.lexists(tree("/etc/qemu")) and not os.path.lexists(tree("/etc/qemu-ga"))
     os.makedirs(tree(helpers.QEMU_DIR_RHEL))
@@ -245,10 +301,11 @@ def test_never_replaces_what_is_not_ours(tmp_path, foreign):
     else:
         os.symlink("/usr/local/bin/other" if foreign == "other-link" else "/nonexistent", tree(VMW))
     before = tree.snapshot()
-    proc = tree.hooks("register")
-    assert proc.returncode == 0 and "not a link to /usr/lib/quiesce/hook" in proc.stdout
+    proc = tree.hooks("-q", "register")
+    assert proc.returncode == 0 and "not a link to /usr/lib/quiesce/vmware-hook" in proc.stdout
     assert "link " + VMW not in tree.record()
     tree.hooks("unregister")
+    tree.hooks("agent-removed", "vmware")
     tree.hooks("purge")
     after = tree.snapshot()
     after.pop(os.path.relpath(tree(helpers.STATE_DIR), tree.root), None)
@@ -261,6 +318,7 @@ def test_administrator_removal_is_respected_until_purge(tmp_path):
     os.unlink(tree(VMW))
     proc = tree.hooks("register")
     assert "removed by the administrator" in proc.stdout
+    assert tree.hooks("-q", "register").stdout == ""  # package scriptlets stay quiet
     assert not os.path.lexists(tree(VMW))
     # Removal of the package keeps that memory (a reinstall does not re-create it)...
     tree.hooks("unregister")
@@ -274,7 +332,6 @@ def test_administrator_removal_is_respected_until_purge(tmp_path):
 
 def test_unregister_removes_only_ours(tmp_path):
     tree = Tree(tmp_path)
-    os.makedirs(tree("/etc/vmware-tools"))  # VMware Tools was there first
     tree.hooks("register")
     assert tree.record() == ["dir /etc/vmware-tools/backupScripts.d", "link " + VMW]
     other = tree(helpers.VMWARE_DIR + "/50-app-flush")
@@ -295,14 +352,36 @@ def test_unregister_then_register_again(tmp_path):
     tree = Tree(tmp_path)
     tree.hooks("register")
     tree.hooks("unregister")  # package removed (not purged): we removed the link ourselves
-    assert not os.path.lexists(tree("/etc/vmware-tools"))
+    assert os.listdir(tree("/etc/vmware-tools")) == []
     tree.hooks("register")  # installed again
     assert tree.ours(VMW)
 
 
+@pytest.mark.parametrize("agent", ["vmware", "qemu-ga"])
+def test_agent_removed_drops_our_link_and_record(tmp_path, agent):
+    """RPM %triggerun: the agent's package is erased while quiesce stays."""
+    tree = Tree(tmp_path)
+    os.makedirs(tree(helpers.QEMU_DIR_RHEL))
+    tree.hooks("register")
+    os.unlink(tree(QEMU_RHEL))  # removed by the administrator: forgotten with the agent too
+    proc = tree.hooks("-q", "agent-removed", agent)
+    assert proc.returncode == 0 and proc.stdout == ""
+    if agent == "vmware":
+        # Nothing of ours keeps the package manager from removing /etc/vmware-tools.
+        assert os.listdir(tree("/etc/vmware-tools")) == []
+        assert tree.record() == ["link " + QEMU_RHEL]
+    else:
+        assert os.listdir(tree(helpers.QEMU_DIR_RHEL)) == []
+        assert tree.ours(VMW) and tree.record() == ["dir " + helpers.VMWARE_DIR, "link " + VMW]
+    # The agent installed again: registered again (the other agent's link stays removed).
+    tree.hooks("register")
+    assert tree.ours(VMW) and tree.ours(QEMU_RHEL) == (agent == "qemu-ga")
+
+
 def test_usage_error(tmp_path):
-    proc = Tree(tmp_path).hooks("bogus")
-    assert proc.returncode == 2 and "usage" in proc.stdout
+    for args in (["bogus"], ["agent-removed", "nutanix"]):
+        proc = Tree(tmp_path / args[-1]).hooks(*args)
+        assert proc.returncode == 2 and "usage" in proc.stdout
 
 
 def test_code_parses_as_python_3_9():

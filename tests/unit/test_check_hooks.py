@@ -31,6 +31,9 @@ def test_warnings_for_removed_link_leftovers_and_double_registration(tmp_path):
     assert [w.split(":")[0] for w in check.hook_warnings([], str(record), dirs)] == [
         "hook link %s was removed by the administrator; the package will not re-create it (to register again" %
         (vmware / "zz-quiesce"), str(vmware / "old.dpkg-old")]
+    # Registered again by hand, to VMware's own entry file.
+    removed = check.hook_warnings([], str(record), dirs)[0]
+    assert "ln -s /usr/lib/quiesce/vmware-hook %s" % (vmware / "zz-quiesce") in removed
     (vmware / "zz-quiesce").symlink_to(hook)
     (tmp_path / "pre-freeze-script").symlink_to(hook)
     registrations = check.hook_registrations(dirs, legacy, (str(hook),))

@@ -14,10 +14,12 @@ def write(tmp_path, text, mode=0o600, name="quiesce.conf"):
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
+def clean_env(monkeypatch, tmp_path):
     for key in list(os.environ):
         if key.startswith("QUIESCE_"):
             monkeypatch.delenv(key)
+    # Whatever this machine has in /etc/quiesce stays out of these tests.
+    monkeypatch.setattr(paths, "CONFIG_FILE", str(tmp_path / "absent" / "quiesce.conf"))
 
 
 def test_precedence_command_line_over_environment_over_file(tmp_path, monkeypatch):
@@ -115,15 +117,15 @@ def test_instance_password_from_command_line_is_refused():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["frobnicate"], "invalid choice"),
+    (["frobnicate"], "unknown command"),
     ([], "no command given"),
     (["freeze", "--lock-timeout", "-1"], "greater than 0"),
-    (["freeze", "--lock-timeout", "abc"], "not a number"),
+    (["freeze", "--lock-timeout", "abc"], "must be a number of seconds"),
     (["freeze", "--acquire-timeout", "50", "--lock-timeout", "10"], "shorter than lock-timeout"),
     (["freeze", "--runtime-dir", "relative"], "absolute"),
-    (["freeze", "--release-on-fs-thaw", "maybe"], "not a boolean"),
+    (["freeze", "--release-on-fs-thaw", "maybe"], "true or false"),
     (["freeze", "--port", "70000"], "port"),
-    (["freeze", "extra"], "unexpected argument"),
+    (["freeze", "extra"], "unexpected extra argument"),
     (["hook"], "needs an action"),
     (["hook", "explode"], "unknown hook action"),
 ])
@@ -146,5 +148,311 @@ def test_settings_round_trip_for_the_holder(tmp_path):
 
 
 def test_bad_port_in_a_section_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="instance a: 'x' is not a port number"):
+    with pytest.raises(ConfigError, match="line 2: port must be a port number"):
         config.parse(["--config", write(tmp_path, "[instance:a]\nport = x\n"), "freeze"])
+
+
+def config_error(argv, env=None):
+    """The one-line message of the ConfigError that parse must raise."""
+    with pytest.raises(ConfigError) as info:
+        config.parse(argv, env=env if env is not None else {})
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# --- allow-cleartext-auth ---------------------------------------------------------------
+
+def test_allow_cleartext_auth_is_off_unless_set(tmp_path):
+    assert config.parse(["freeze"], env={}).allow_cleartext_auth is False
+    conf = write(tmp_path, "allow-cleartext-auth = true\n")
+    settings = config.parse(["--config", conf, "freeze"], env={})
+    assert settings.allow_cleartext_auth is True
+    assert config.settings_from_dict(config.settings_to_dict(settings)).allow_cleartext_auth is True
+    assert config.parse(["freeze"], env={"QUIESCE_ALLOW_CLEARTEXT_AUTH": "yes"}).allow_cleartext_auth is True
+    assert config.parse(["--config", conf, "freeze", "--allow-cleartext-auth", "off"],
+                        env={}).allow_cleartext_auth is False
+    assert "allow-cleartext-auth" in config_error(["freeze", "--allow-cleartext-auth", "sometimes"])
+
+
+# --- seconds: finite, bounded, checked before anything runs -----------------------------
+
+SECONDS_OPTIONS = {"lock-timeout": config.MAX_LOCK_TIMEOUT, "acquire-timeout": config.MAX_WAIT,
+                   "connect-timeout": config.MAX_WAIT, "long-query-time": config.MAX_AGE,
+                   "long-query-wait": config.MAX_WAIT, "kill-long-selects": config.MAX_AGE}
+
+
+@pytest.mark.parametrize("option", sorted(SECONDS_OPTIONS))
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "infinity", "1e400", "above-maximum", "", "5s"])
+@pytest.mark.parametrize("source", ["command line", "environment", "config file"])
+def test_seconds_must_be_finite_and_at_most_the_maximum(tmp_path, option, value, source):
+    if value == "above-maximum":
+        value = "%d" % (SECONDS_OPTIONS[option] + 1)
+    argv, env = ["freeze"], {}
+    if source == "command line":
+        argv += ["--%s=%s" % (option, value)]
+    elif source == "environment":
+        env["QUIESCE_" + option.upper().replace("-", "_")] = value
+    else:
+        argv = ["--config", write(tmp_path, "%s = %s\n" % (option, value or '""'))] + argv
+    if source == "config file" and not value:
+        assert "empty value" in config_error(argv, env)
+        return
+    message = config_error(argv, env)
+    assert option in message and "at most %g" % SECONDS_OPTIONS[option] in message
+
+
+@pytest.mark.parametrize("option", sorted(SECONDS_OPTIONS))
+def test_seconds_accept_the_documented_maximum(option):
+    argv = ["freeze", "--" + option, "%g" % SECONDS_OPTIONS[option]]
+    if option == "acquire-timeout":
+        argv += ["--lock-timeout", "%g" % config.MAX_LOCK_TIMEOUT]
+    settings = config.parse(argv, env={})
+    assert getattr(settings, option.replace("-", "_")) == SECONDS_OPTIONS[option]
+
+
+def test_every_command_checks_the_whole_configuration(tmp_path):
+    conf = write(tmp_path, "long-query-wait = nan\n")
+    for command in (["freeze"], ["thaw"], ["status"], ["check"], ["hook", "freeze"], ["hook", "thaw"]):
+        assert "long-query-wait" in config_error(["--config", conf] + command)
+
+
+# --- the password comes only from a file, and no message repeats a value ---------------
+
+@pytest.mark.parametrize("argv", [
+    ["freeze", "--passw", "S3CRETV"], ["freeze", "--pass=S3CRETV"], ["--passwor", "S3CRETV", "freeze"],
+    ["freeze", "-pS3CRETV"], ["hook", "freeze", "--passw", "S3CRETV"],
+])
+def test_abbreviated_password_options_are_refused(argv):
+    message = config_error(argv)
+    assert "unknown option" in message and "S3CRETV" not in message
+
+
+@pytest.mark.parametrize("instance", [
+    '{"name": "a", "password": "S3CRETV"}', "a:socket=/s,password=S3CRETV",
+])
+def test_instance_from_command_line_or_environment_carries_no_password(instance):
+    assert "only from a file" in config_error(["--instance", instance, "freeze"])
+    message = config_error(["freeze"], env={"QUIESCE_INSTANCE": instance})
+    assert "only from a file" in message and "S3CRETV" not in message
+    message = config_error(["freeze"], env={"QUIESCE_INSTANCE": "[%s]" % instance}
+                           if instance.startswith("{") else {"QUIESCE_INSTANCE": instance})
+    assert "only from a file" in message
+
+
+@pytest.mark.parametrize("instance,problem", [
+    ("{}", 'needs a "name"'),
+    ("[]", "JSON object"),
+    ('{"name": "a", "socket": ["/S3CRETV"]}', "socket must be a string"),
+    ('{"name": "a", "port": ["S3CRETV"]}', "port must be a string"),
+    ('{"name": "a", "user": {"S3CRETV": 1}}', "user must be a string"),
+    ('{"name": "a", "user": true}', "user must be a string"),
+    ('{"name": "a", "S3CRETV": "x"}', "unknown key"),
+    ('{"name": ["S3CRETV"]}', "instance names are"),
+    ('{"name": "a", "socket": "S3CRETV"}', "absolute path"),
+    ('{"name": "a", "port": "S3CRETV"}', "port number"),
+    ('{"name": S3CRETV', "not valid JSON"),
+    ("a:S3CRETV", "expected NAME:key=value"),
+])
+def test_instance_json_is_validated_without_echoing_values(instance, problem):
+    message = config_error(["--instance", instance, "freeze"])
+    assert problem in message and "S3CRETV" not in message
+
+
+@pytest.mark.parametrize("argv,env,conf", [
+    (["freeze", "--lock-timeout", "S3CRETV"], {}, None),
+    (["freeze", "--driver", "S3CRETV"], {}, None),
+    (["freeze", "--port", "S3CRETV"], {}, None),
+    (["freeze", "--socket", "S3CRETV"], {}, None),
+    (["freeze", "--release-on-fs-thaw", "S3CRETV"], {}, None),
+    (["status", "--json=S3CRETV"], {}, None),
+    (["status"], {"QUIESCE_JSON": "S3CRETV"}, None),
+    (["S3CRETV"], {}, None),
+    (["freeze", "S3CRETV"], {}, None),
+    (["hook", "S3CRETV"], {}, None),
+    (["freeze"], {"QUIESCE_LOCK_METHOD": "S3CRETV"}, None),
+    (["freeze"], {}, "lock-timeout = S3CRETV\n"),
+    (["freeze"], {}, "S3CRETV\n"),
+    (["freeze"], {}, "S3CRETV S3CRETV\n"),
+    (["freeze"], {}, "user = 'S3CRETV\n"),
+    (["freeze"], {}, "[instance:a]\nport = S3CRETV\n"),
+])
+def test_errors_never_repeat_the_value(tmp_path, argv, env, conf):
+    if conf is not None:
+        argv = ["--config", write(tmp_path, conf)] + argv
+    assert "S3CRETV" not in config_error(argv, env)
+
+
+def test_list_looking_values_are_plain_strings_never_echoed(tmp_path):
+    conf = write(tmp_path, "password = [S3CRETV, x]\n")
+    assert config.parse(["--config", conf, "freeze"], env={}).targets[0].password == "[S3CRETV, x]"
+    conf = write(tmp_path, "password = [S3CRETV, x]\nsocket = [/a, /b]\n")
+    message = config_error(["--config", conf, "freeze"])
+    assert "socket must be an absolute path" in message and "S3CRETV" not in message
+
+
+# --- files: owner and mode of what is read ----------------------------------------------
+
+def test_config_file_owned_by_another_user_is_refused(tmp_path):
+    conf = write(tmp_path, "lock-timeout = 60\n")
+    os.chown(conf, 65534, 65534)
+    assert "belongs to uid 65534" in config_error(["--config", conf, "freeze"])
+
+
+def test_defaults_file_owned_by_another_user_or_writable_by_others_is_refused(tmp_path):
+    cnf = write(tmp_path, "[client]\nsocket = /run/x.sock\n", mode=0o644, name="my.cnf")
+    conf = write(tmp_path, "defaults-file = %s\n" % cnf)
+    assert config.parse(["--config", conf, "freeze"], env={}).targets[0].socket == "/run/x.sock"
+    os.chmod(cnf, 0o666)
+    assert "writable by group or others" in config_error(["--config", conf, "freeze"])
+    os.chmod(cnf, 0o620)
+    assert "writable by group or others" in config_error(["--config", conf, "freeze"])
+    os.chmod(cnf, 0o600)
+    os.chown(cnf, 65534, 65534)
+    assert "belongs to uid 65534" in config_error(["--config", conf, "freeze"])
+
+
+def test_a_password_in_the_config_file_needs_mode_0600(tmp_path):
+    conf = write(tmp_path, "lock-timeout = 60\n[instance:a]\npassword = pw\n", mode=0o640)
+    assert "chmod 600" in config_error(["--config", conf, "freeze"])
+
+
+def test_config_file_that_is_not_a_regular_file_is_refused(tmp_path):
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo, 0o600)
+    assert "not a regular file" in config_error(["--config", str(fifo), "freeze"])
+
+
+# --- no tracebacks: every bad input is a one-line ConfigError ---------------------------
+
+def test_non_utf8_config_even_in_a_comment(tmp_path):
+    conf = tmp_path / "quiesce.conf"
+    conf.write_bytes(b"lock-timeout = 60\n# caf\xe9\n")
+    os.chmod(conf, 0o600)
+    assert "line 2 is not valid UTF-8" in config_error(["--config", str(conf), "freeze"])
+
+
+def test_latin1_password_in_the_defaults_file(tmp_path):
+    cnf = tmp_path / "my.cnf"
+    cnf.write_bytes(b"[client]\npassword = caf\xe9\n")
+    os.chmod(cnf, 0o600)
+    message = config_error(["--defaults-file", str(cnf), "freeze"])
+    assert "line 2 is not valid UTF-8" in message and "caf" not in message
+
+
+@pytest.mark.parametrize("instance", ['{"name": "../../../etc/evil"}', "../../etc/evil:socket=/s",
+                                      '{"name": ".hidden"}', '{"name": ""}', '{"name": "a/b"}'])
+def test_instance_names_cannot_leave_the_state_directory(tmp_path, instance):
+    assert "instance names are" in config_error(["--instance", instance, "freeze"])
+    assert "instance names are" in config_error(["freeze"], env={"QUIESCE_INSTANCE": instance})
+
+
+def test_instance_section_names_are_checked(tmp_path):
+    conf = write(tmp_path, "[instance:../../etc/evil]\nsocket = /s\n")
+    assert "instance names are" in config_error(["--config", conf, "freeze"])
+
+
+def test_good_instance_gets_its_position_file_in_the_state_directory():
+    target, = config.parse(["--instance", '{"name": "reports", "socket": "/run/r.sock", "port": 3307}',
+                            "freeze"], env={}).targets
+    assert (target.name, target.socket, target.port) == ("reports", "/run/r.sock", 3307)
+    assert os.path.dirname(target.position_file) == paths.STATE_DIR
+
+
+# --- nothing silently ignored -------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["hook", "freeze"], ["hook", "thaw"], ["freeze"], ["status"]])
+def test_unknown_config_keys_are_refused_in_every_mode(tmp_path, command):
+    conf = write(tmp_path, "lock_timeout = 30\n")
+    message = config_error(["--config", conf] + command)
+    assert "unknown key lock_timeout" in message and "did you mean lock-timeout" in message
+
+
+def test_hook_mode_still_ignores_extra_words_but_not_options():
+    assert config.parse(["hook", "freeze", "/dev/nvme0n1,/dev/nvme1n1"], env={}).hook_action == "freeze"
+    assert config.parse(["hook", "freezeFail", "", ""], env={}).hook_action == "freezeFail"
+    assert "unknown option --bogus" in config_error(["hook", "freeze", "--bogus"])
+
+
+@pytest.mark.parametrize("form", [["-c{conf}"], ["-c", "{conf}"], ["--config={conf}"], ["--config", "{conf}"]])
+def test_every_form_of_config_is_honoured(tmp_path, form):
+    conf = write(tmp_path, "lock-timeout = 42\n")
+    argv = [word.format(conf=conf) for word in form] + ["status"]
+    settings = config.parse(argv, env={})
+    assert (settings.lock_timeout, settings.config_file) == (42, conf)
+
+
+def test_abbreviated_config_option_is_refused(tmp_path):
+    conf = write(tmp_path, "lock-timeout = 42\n")
+    assert "unknown option --conf" in config_error(["--conf", conf, "status"])
+    assert "unknown option --conf" in config_error(["hook", "freeze", "--conf", conf])
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("socket\n", "socket has no value"),
+    ("release-on-fs-thaw\n", "release-on-fs-thaw has no value"),
+    ("socket =\n", "socket has an empty value"),
+    ("socket = /a\nsocket = /b\n", "socket is set twice (first on line 1)"),
+    ("socket /run/x.sock\n", "expected key = value"),
+    ("instance = a:socket=/s\n", "unknown key instance"),
+    ("json = true\n", "unknown key json"),
+    ("[instance:a]\nsocket = /a\n[instance:a]\n", "a second [instance:a]"),
+    ("user = \"abc\" trailing\n", "text after the closing quote"),
+])
+def test_config_lines_that_would_be_misread_are_refused(tmp_path, text, problem):
+    assert problem in config_error(["--config", write(tmp_path, text), "freeze"])
+
+
+@pytest.mark.parametrize("key", ["socket", "defaults-file", "position-file", "runtime-dir"])
+def test_relative_paths_are_refused_from_every_source(tmp_path, key):
+    for argv, env in ((["--" + key, "rel/path", "freeze"], {}),
+                      (["freeze"], {"QUIESCE_" + key.upper().replace("-", "_"): "rel/path"}),
+                      (["--config", write(tmp_path, "%s = rel/path\n" % key), "freeze"], {})):
+        assert "absolute path" in config_error(argv, env)
+    if key != "runtime-dir":
+        conf = write(tmp_path, "[instance:a]\n%s = rel/path\n" % key, name="sections.conf")
+        assert "absolute path" in config_error(["--config", conf, "freeze"])
+
+
+def test_relative_socket_from_the_defaults_file_is_refused(tmp_path):
+    cnf = write(tmp_path, "[client]\nsocket = mysql.sock\n", name="my.cnf")
+    assert "absolute path" in config_error(["--defaults-file", cnf, "freeze"])
+
+
+def test_values_may_be_quoted_and_carry_comments(tmp_path):
+    conf = write(tmp_path, "user = backup  # the backup account\npassword = \"a #b ;c\"  # quoted\n"
+                           "host = 'db.example' ; note\nsocket = /run/x#y.sock\n")
+    target = config.parse(["--config", conf, "freeze"], env={}).targets[0]
+    assert (target.user, target.password, target.host, target.socket) == (
+        "backup", "a #b ;c", "db.example", "/run/x#y.sock")
+
+
+def test_every_file_key_is_documented_in_the_shipped_config_and_man_page():
+    keys = config._file_keys(config.build_parser())
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    shipped = open(os.path.join(repo, "etc", "quiesce.conf"), encoding="utf-8").read()
+    manual = open(os.path.join(repo, "man", "quiesce.conf.5"), encoding="utf-8").read().replace("\\-", "-")
+    for key in keys:
+        assert "#%s = " % key in shipped or "\n%s = " % key in shipped, key
+        assert ".BI %s " % key in manual, key
+
+
+# --- the defaults-file, as MySQL's clients read it (details in test_optionfile.py) --------
+
+@pytest.mark.parametrize("line,password", [
+    ("password = pw  # the old one", "pw"),
+    ("password=pw#x", "pw"),
+    ('password = "p#w"  # quoted', "p#w"),
+    ("password = a\\sb\\\\c", "a b\\c"),
+    ("password = 'it\\'s'", "it's"),
+])
+def test_defaults_file_values_are_read_like_mysql_clients(tmp_path, line, password):
+    cnf = write(tmp_path, "[client]\nuser = backup\n%s\n" % line, name="my.cnf")
+    assert config.parse(["--defaults-file", cnf, "freeze"], env={}).targets[0].password == password
+
+
+def test_defaults_file_includes_are_followed(tmp_path):
+    extra = write(tmp_path, "[client]\nuser = included\npassword = pw\n", name="extra.cnf")
+    cnf = write(tmp_path, "[client]\n!include %s\nsocket = /run/x.sock\n" % extra, name="my.cnf")
+    target = config.parse(["--defaults-file", cnf, "freeze"], env={}).targets[0]
+    assert (target.user, target.password, target.socket) == ("included", "pw", "/run/x.sock")

@@ -1,0 +1,192 @@
+"""A bounded history of freeze outcomes (JSON lines), and the metrics derived from it.
+
+Written only when no filesystem can be frozen, because a write to a frozen filesystem
+blocks until its thaw:
+- by the holder after the thaw command reached it (agents send thaw after the filesystem
+  thaw), or after it saw the data directory's filesystem thaw;
+- by the holder when a freeze failed, before it reports: the agent freezes nothing until
+  the freeze command has returned;
+- by thaw, for outcomes the holder could not record safely (the deadline passed, a signal
+  or a lost caller ended the lock: the filesystems may still have been frozen then), and
+  by freeze or thaw for a holder that died.
+
+The file lives next to the (first) position file, /var/lib/quiesce/history.jsonl by
+default, and keeps the last HISTORY_KEEP entries. Writing it never fails a command: a
+problem is logged and the command goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+from collections.abc import Sequence
+
+from . import paths, state
+from .errors import Busy
+
+SUCCESS = ("released", "released-at-fs-thaw")
+LOCK_WAIT = 5.0
+
+# Processes between the agent and the holder that say nothing about who asked.
+_GENERIC = {"sh", "bash", "dash", "zsh", "ksh", "busybox", "python", "python3", "quiesce", "hook", "freeze", "env",
+            "sudo", "su", "runuser", "timeout", "run-parts", "flock", "nice", "ionice", "setsid", "nohup", "xargs",
+            "systemd-run", "sg", "script"}
+_AGENTS = {"vmtoolsd": "vmware-tools", "qemu-ga": "qemu-guest-agent", "waagent": "azure-waagent",
+           "google_guest_ag": "google-guest-agent", "amazon-ssm-agen": "aws-ssm-agent",
+           "ssm-agent-worke": "aws-ssm-agent", "ngt_guest_agent": "nutanix-guest-tools"}
+
+
+def path_for(position_file: str) -> str:
+    return os.path.join(os.path.dirname(position_file), paths.HISTORY_NAME)
+
+
+def _comm_and_parent(pid: int) -> tuple[str, int] | None:
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8", errors="replace") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    name = data[data.index("(") + 1:data.rindex(")")]
+    return name, int(data.rsplit(")", 1)[1].split()[1])
+
+
+def calling_agent(pid: int, limit: int = 16) -> str:
+    """Who asked for the freeze: the first ancestor of pid (itself included) that is not a
+    shell, interpreter or wrapper, named after the snapshot agent when it is a known one."""
+    for _ in range(limit):
+        found = _comm_and_parent(pid)
+        if found is None:
+            break
+        name, parent = found
+        if name not in _GENERIC:
+            return _AGENTS.get(name, name)
+        if parent <= 1:
+            break
+        pid = parent
+    return "unknown"
+
+
+def entry_from_result(result: dict[str, object], agent: str | None) -> dict[str, object]:
+    instances = list(result.get("instances") or [])
+    return {"at": result.get("at"), "since": result.get("since"), "outcome": result.get("outcome"),
+            "ok": result.get("outcome") in SUCCESS, "agent": agent or "unknown",
+            "lock": sorted({str(i.get("lock")) for i in instances if i.get("lock")}),
+            "instances": [i.get("name") for i in instances], "held_ms": result.get("held_ms"),
+            "reason": result.get("reason"), "errors": list(result.get("problems") or [])}
+
+
+def failure_entry(message: str, agent: str | None, at: str, since: str) -> dict[str, object]:
+    return {"at": at, "since": since, "outcome": "failed", "ok": False, "agent": agent or "unknown", "lock": [],
+            "instances": [], "held_ms": None, "reason": None, "errors": [message]}
+
+
+def holder_recorded(result: dict[str, object]) -> bool:
+    """Did the holder itself record this result (see the module's docstring)?"""
+    return bool(result.get("acknowledged")) or result.get("outcome") == "released-at-fs-thaw"
+
+
+def parse_lines(text: str) -> list[dict[str, object]]:
+    entries = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash: the rest is still good
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def appended(entries: Sequence[dict[str, object]], entry: dict[str, object],
+             keep: int = paths.HISTORY_KEEP) -> list[dict[str, object]]:
+    """The history with entry added, its failure streak counted, bounded to keep entries.
+
+    Recording the same outcome twice (freeze and then thaw both report a dead holder) adds it once.
+    """
+    key = (entry.get("at"), entry.get("since"), entry.get("outcome"))
+    if any((e.get("at"), e.get("since"), e.get("outcome")) == key for e in entries):
+        return list(entries)[-keep:]
+    previous = entries[-1] if entries else {}
+    streak = 0 if entry.get("ok") else int(previous.get("consecutive_failures") or 0) + 1
+    return (list(entries) + [dict(entry, consecutive_failures=streak)])[-keep:]
+
+
+def epoch(text: object) -> float | None:
+    try:
+        return datetime.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def write_atomic(path: str, text: str, mode: int) -> None:
+    """Temp file, fsync, rename: readers see the old file or the new one, never a part."""
+    temp = os.path.join(os.path.dirname(path) or ".", ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def read(path: str) -> list[dict[str, object]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return parse_lines(handle.read())
+    except FileNotFoundError:
+        return []
+
+
+def record(settings, entry: dict[str, object], log=None) -> None:
+    """Append entry to the history and rewrite the metrics file; problems are only logged."""
+    from . import metrics
+    path = path_for(settings.targets[0].position_file)
+    try:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        # One writer at a time (a holder and a thaw may finish together); the wait is bounded.
+        with state.RuntimeFiles(directory).exclusive(LOCK_WAIT, "the history"):
+            entries = appended(read(path), entry)
+            write_atomic(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries), 0o600)
+        metrics.update(settings.metrics_file, entries)
+    except (OSError, Busy) as exc:
+        if log is None:
+            from . import log as logsetup
+            log = logsetup.get()
+        log.warning("cannot record the outcome in the history or metrics (%s: %s)",
+                    getattr(exc, "filename", None) or path, getattr(exc, "strerror", None) or exc)
+
+
+def after_release(settings, result: dict[str, object], agent: str | None, log) -> None:
+    """Holder: record now only when no filesystem can still be frozen; else thaw will."""
+    if holder_recorded(result):
+        record(settings, entry_from_result(result, agent), log)
+
+
+def after_failed_freeze(settings, message: str, agent: str | None, since: str, log) -> None:
+    record(settings, failure_entry(message, agent, state.utc_now(), since), log)
+
+
+def after_thaw(settings, result: dict[str, object]) -> None:
+    """thaw (or freeze, for a holder that died) reporting a result the holder left to it.
+
+    The agent is this command's caller: the one that asked for the freeze, too.
+    """
+    if not holder_recorded(dict(result, acknowledged=False)):
+        record(settings, entry_from_result(result, calling_agent(os.getppid())))
+
+
+def recent(settings, count: int = 10) -> list[dict[str, object]]:
+    try:
+        return read(path_for(settings.targets[0].position_file))[-count:]
+    except OSError:
+        return []

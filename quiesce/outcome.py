@@ -1,0 +1,22 @@
+"""How a hold ended, decided in one place from what the holder saw."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+RELEASED = "released"
+RELEASED_AT_FS_THAW = "released-at-fs-thaw"
+EXPIRED = "expired"
+LOST = "lost"
+
+GOOD = (RELEASED, RELEASED_AT_FS_THAW)
+
+
+def decide(requested: str, reason: Optional[str], lost: List[Tuple[str, str]]) -> Tuple[str, Optional[str]]:
+    """The outcome to report: a release is only good if every session still held its lock.
+
+    lost: (instance, why) for each lock session that was gone or failed to unlock as gone.
+    """
+    if lost and requested in GOOD:
+        return LOST, "; ".join("%s: %s" % pair for pair in lost)
+    return requested, reason

@@ -1,0 +1,60 @@
+"""The holder's filesystem-thaw probes: one per data-directory filesystem being locked.
+
+A probe is an optimisation (it releases the lock at the filesystem thaw instead of at the
+thaw hook a second later); the lock never depends on one, so every failure to start one
+is only a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+from . import state
+from .config import Target
+
+
+class ThawWatch:
+    def __init__(self, enabled: bool, on_thaw: Callable[[], None], log: logging.Logger):
+        self.enabled = enabled
+        self.on_thaw = on_thaw
+        self.log = log
+        self.probes: List[Any] = []
+
+    def watch(self, target: Target, datadir: Optional[str]) -> None:
+        """Start a probe for this server's data directory (before its lock: it takes tens of ms)."""
+        if not self.enabled or not target.is_local or not datadir:
+            return
+        try:
+            from . import fsprobe
+            # Preferably beside the position file: quiesce's own directory, not the server's.
+            directory = fsprobe.choose_probe_dir(datadir, (os.path.dirname(target.position_file),))
+            if directory is None:
+                self.log.info("%s: data directory %s not visible here; release-on-fs-thaw is off for it",
+                              target.name, datadir)
+                return
+            device = os.stat(directory).st_dev
+            if any(device == os.stat(os.path.dirname(p.path)).st_dev for p in self.probes):
+                return
+            probe = fsprobe.FsThawProbe(directory, self.on_thaw)
+            probe.start()
+        except Exception as exc:  # the lock does not depend on the probe
+            self.log.warning("%s: no filesystem-thaw probe (%s: %s); the thaw hook or the deadline releases "
+                             "the lock", target.name, type(exc).__name__, exc)
+            return
+        self.probes.append(probe)
+
+    def stop(self) -> None:
+        # Waits for each writer process to end: callers do it after answering thaw.
+        for probe in self.probes:
+            probe.stop()
+
+    @property
+    def frozen_seen(self) -> bool:
+        return any(p.frozen_at is not None for p in self.probes)
+
+    def describe(self) -> List[Dict[str, Any]]:
+        return [{"directory": p.path and os.path.dirname(p.path), "fired": p.fired,
+                 "frozen_at": p.frozen_at and state.utc_at(p.frozen_at.wall),
+                 "thawed_at": p.thawed_at and state.utc_at(p.thawed_at.wall)} for p in self.probes]

@@ -1,0 +1,357 @@
+"""quiesce verify: does a server booted from a snapshot match the position file the snapshot holds?
+
+Run on the restored server (a restored VM, or a server started on a copy of the data
+directory) before it takes writes. One line per check, like check: the position file is
+this server's, the binary log ends exactly at the recorded file and position, the GTID
+state is the recorded one, the start-up (crash recovery) logged no errors, MyISAM and
+Aria tables check clean, and the Galera position when there is one.
+
+What "recovered cleanly" can mean here: the server's own error log since its last start
+has no [ERROR] line. MySQL 8.0.22 and later serve that log as performance_schema.error_log;
+MariaDB and older MySQL only write it to a file (log_error), which verify reads as root
+on the same host. A server logging to stderr (the journal) gives verify nothing to read,
+and it says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import db, locking, serverinfo, state
+from .check import _Report
+from .config import Settings, Target
+from .errors import QuiesceError, RestoreError
+
+# Events a server writes by itself into a binlog it opens; any other event is a transaction.
+HOUSEKEEPING_EVENTS = frozenset({"Format_desc", "Gtid_list", "Binlog_checkpoint", "Previous_gtids", "Rotate",
+                                 "Stop", "Start_encryption"})
+LATER_EVENTS_LIMIT = 30
+ERROR_LOG_TAIL = 4 * 1024 * 1024
+_STARTED = re.compile(r"\bas process \d+")
+_ERROR_LINE = re.compile(r"\[ERROR\]", re.I)
+
+
+# -- pure logic (unit-tested with what MariaDB and MySQL return) ------------------------
+
+def load_position(path: str) -> Dict[str, Any]:
+    try:
+        position = state.read_json(path)
+    except QuiesceError as exc:
+        raise RestoreError("position file %s cannot be read (%s); fix: pass the file the snapshot holds "
+                           "with --position-file" % (path, exc))
+    if position is None:
+        raise RestoreError("position file %s does not exist, so there is nothing to compare with: was this "
+                           "server restored from a snapshot taken by quiesce? fix: pass the file with "
+                           "--position-file" % path)
+    if not isinstance(position, dict) or "binlog_file" not in position or "flavour" not in position:
+        raise RestoreError("%s is not a quiesce position file; fix: pass the right one with --position-file" % path)
+    return position
+
+
+def identity_findings(recorded: Dict[str, Any], current: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """(failures, warnings) comparing the identity in the position file with the server's."""
+    failures, warnings = [], []
+    if recorded.get("server_id") is None and recorded.get("hostname") is None:
+        warnings.append("the position file records no server identity (written by an older quiesce): cannot "
+                        "tell whether it belongs to this server")
+        return failures, warnings
+    for key in ("server_uuid", "server_id"):
+        if recorded.get(key) is not None and current.get(key) is not None and recorded[key] != current[key]:
+            failures.append("the position file is from another server: %s %s recorded, this server has %s; fix: "
+                            "run verify on the server restored from the snapshot that holds this file, or pass "
+                            "that snapshot's file with --position-file" % (key, recorded[key], current[key]))
+    if recorded.get("hostname") and current.get("hostname") and recorded["hostname"] != current["hostname"]:
+        warnings.append("the position file was written on host %s, this is %s (fine for a clone restored under "
+                        "another name)" % (recorded["hostname"], current["hostname"]))
+    return failures, warnings
+
+
+def binlog_findings(recorded_file: str, recorded_position: int,
+                    logs: Sequence[Tuple[str, int]]) -> Tuple[Optional[str], List[str]]:
+    """(problem or None, files written after the recorded one) from SHOW BINARY LOGS."""
+    names = [name for name, _size in logs]
+    if recorded_file not in names:
+        return ("binlog %s recorded in the position file is not on this server (it has %s); fix: restore the "
+                "whole data directory, binlogs included" % (recorded_file, ", ".join(names[-3:]) or "none")), []
+    size = dict(logs)[recorded_file]
+    later = names[names.index(recorded_file) + 1:]
+    if size > recorded_position:
+        return ("binlog %s is %d bytes, %d more than the recorded position %d: the copy holds commits made after "
+                "the snapshot's coordinates (taken without the lock, or written to since)"
+                % (recorded_file, size, size - recorded_position, recorded_position)), later
+    if size < recorded_position:
+        return ("binlog %s is %d bytes, %d short of the recorded position %d: commits the snapshot recorded are "
+                "missing (truncated binlog)" % (recorded_file, size, recorded_position - size,
+                                                recorded_position)), later
+    return None, later
+
+
+def transactions_in(events: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Events of SHOW BINLOG EVENTS that the server did not write by itself at start-up."""
+    return [e for e in events if e.get("Event_type") not in HOUSEKEEPING_EVENTS]
+
+
+def current_gtid_statement(server: serverinfo.Server) -> str:
+    if server.flavour == serverinfo.MARIADB:
+        return "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
+    return "SELECT @@GLOBAL.gtid_executed AS gtid"
+
+
+def gtid_set(text: Optional[str]) -> frozenset:
+    """A GTID state as a set: MariaDB "0-1-7,1-2-3", MySQL "uuid:1-5:7-9,\\nuuid2:1-3"."""
+    return frozenset(part.lower() for part in re.sub(r"\s+", "", str(text or "")).split(",") if part)
+
+
+def uses_error_log_table(server: serverinfo.Server) -> bool:
+    return server.flavour != serverinfo.MARIADB and server.version >= (8, 0, 22)
+
+
+UPTIME_STATEMENT = "SHOW GLOBAL STATUS LIKE 'Uptime'"
+
+
+def error_log_table_statement(uptime_rows: Sequence[Dict[str, Any]]) -> str:
+    """Errors the server logged since it last started (Uptime seconds ago, and a second more)."""
+    uptime = int(uptime_rows[0]["Value"]) if uptime_rows else 0
+    return ("SELECT LOGGED, ERROR_CODE, SUBSYSTEM, DATA FROM performance_schema.error_log "
+            "WHERE PRIO = 'Error' AND LOGGED >= NOW(6) - INTERVAL %d SECOND ORDER BY LOGGED" % (uptime + 1))
+ERROR_LOG_FILE_STATEMENT = "SELECT @@GLOBAL.log_error AS log_error, @@GLOBAL.datadir AS datadir"
+
+
+def error_log_path(row: Dict[str, Any]) -> Optional[str]:
+    """Where the server writes its error log, or None when it goes to stderr."""
+    name = str(row.get("log_error") or "").strip()
+    if not name or name == "stderr":
+        return None
+    if not os.path.isabs(name):
+        name = os.path.join(str(row.get("datadir") or ""), name)
+    return name
+
+
+def errors_since_last_start(text: str) -> List[str]:
+    """[ERROR] lines of an error log, from the last start-up on."""
+    lines = text.splitlines()
+    start = 0
+    for index, line in enumerate(lines):
+        if _STARTED.search(line):
+            start = index
+    return [line.strip() for line in lines[start:] if _ERROR_LINE.search(line)]
+
+
+NON_TRANSACTIONAL_TABLES_STATEMENT = (
+    "SELECT TABLE_SCHEMA AS db, TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES "
+    "WHERE ENGINE IN ('MyISAM', 'Aria') AND TABLE_TYPE = 'BASE TABLE' "
+    "AND TABLE_SCHEMA NOT IN ('information_schema', 'performance_schema') ORDER BY TABLE_SCHEMA, TABLE_NAME")
+
+
+def quote_name(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def check_table_problems(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """What CHECK TABLE said other than "status OK" (a warning such as "hasn't closed the table
+    properly" is the mark of a copy made while the table was open for writing)."""
+    problems = []
+    for row in rows:
+        kind = str(row.get("Msg_type") or "").lower()
+        text = str(row.get("Msg_text") or "")
+        if (kind, text) != ("status", "OK"):
+            problems.append("%s: %s" % (kind, text))
+    return problems
+
+
+# -- the checks against the server ------------------------------------------------------
+
+def _identity(conn: db.Connection, server: serverinfo.Server) -> Dict[str, Any]:
+    return serverinfo.identity(conn.query(serverinfo.identity_statement(server))[0])
+
+
+def _check_identity(report: _Report, name: str, path: str, position: Dict[str, Any],
+                    server: serverinfo.Server, current: Dict[str, Any]) -> None:
+    if position.get("flavour") and position["flavour"] != server.flavour:
+        report.fail(RestoreError("%sthe position file is from a %s server, this one is %s; fix: pass the file "
+                                 "of this server's snapshot with --position-file"
+                                 % (name, position["flavour"], server.label)))
+        return
+    failures, warnings = identity_findings(position, current)
+    for failure in failures:
+        report.fail(RestoreError(name + failure))
+    for warning in warnings:
+        report.warn(name + warning)
+    if not failures:
+        report.ok("%sposition file %s (locked %s with %s) belongs to this server (server_id %s%s)"
+                  % (name, path, position.get("locked_at"), position.get("lock"), current.get("server_id"),
+                     ", server_uuid %s" % current["server_uuid"] if current.get("server_uuid") else ""))
+
+
+def _check_binlog(report: _Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
+    if not position.get("binlog_file"):
+        report.warn("%sbinary logging was off at the snapshot: no coordinates to compare" % name)
+        return
+    try:
+        logs = [(str(r["Log_name"]), int(r["File_size"])) for r in conn.query("SHOW BINARY LOGS")]
+    except db.DbError as exc:
+        report.fail(RestoreError("%scannot list the binary logs: %s; fix: enable log_bin as on the original, "
+                                 "or GRANT BINLOG MONITOR (MySQL: REPLICATION CLIENT)" % (name, exc.message)))
+        return
+    problem, later = binlog_findings(position["binlog_file"], int(position["binlog_position"]), logs)
+    if problem:
+        report.fail(RestoreError(name + problem))
+        return
+    for log_name in later:
+        events = conn.query("SHOW BINLOG EVENTS IN '%s' LIMIT %d" % (log_name.replace("'", "''"),
+                                                                     LATER_EVENTS_LIMIT))
+        written = transactions_in(events)
+        if written:
+            report.fail(RestoreError("%sbinlog %s, opened after the snapshot, holds transactions (%s at %s): this "
+                                     "server took writes since it was restored, so it no longer matches the "
+                                     "snapshot" % (name, log_name, written[0].get("Event_type"),
+                                                   written[0].get("Pos"))))
+            return
+    report.ok("%sbinlog ends exactly at the recorded %s:%s%s" % (
+        name, position["binlog_file"], position["binlog_position"],
+        " (then %s, opened at start-up, holds no transactions)" % ", ".join(later) if later else ""))
+
+
+def _check_gtid(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server,
+                position: Dict[str, Any]) -> None:
+    current = conn.query(current_gtid_statement(server))[0].get("gtid")
+    recorded = position.get("gtid")
+    variable = "gtid_binlog_pos" if server.flavour == serverinfo.MARIADB else "gtid_executed"
+    if gtid_set(current) == gtid_set(recorded):
+        report.ok("%sGTID state %s = %r, as recorded" % (name, variable, current or ""))
+    else:
+        report.fail(RestoreError("%sGTID state %s is %r, the snapshot recorded %r" % (name, variable, current or "",
+                                                                                     recorded or "")))
+
+
+def _check_recovery(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server,
+                    local: bool) -> None:
+    if uses_error_log_table(server):
+        try:
+            rows = conn.query(error_log_table_statement(conn.query(UPTIME_STATEMENT)))
+        except db.DbError as exc:
+            report.warn("%scannot read performance_schema.error_log (%s): start-up errors not checked"
+                        % (name, exc.message))
+            return
+        errors = ["%s [%s] %s" % (r.get("LOGGED"), r.get("ERROR_CODE"), r.get("DATA")) for r in rows]
+        where = "performance_schema.error_log"
+    else:
+        path = error_log_path(conn.query(ERROR_LOG_FILE_STATEMENT)[0])
+        if not local:
+            report.warn("%sthe server's error log is a file on its own host: start-up errors not checked; run "
+                        "verify there" % name)
+            return
+        if path is None:
+            report.warn("%sthe server logs to stderr (the journal): start-up errors not checked; look with "
+                        "journalctl" % name)
+            return
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(max(0, os.fstat(handle.fileno()).st_size - ERROR_LOG_TAIL))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError as exc:
+            report.warn("%scannot read the error log %s (%s): start-up errors not checked; run verify as root on "
+                        "the server's host" % (name, path, exc.strerror))
+            return
+        errors = errors_since_last_start(text)
+        where = path
+    if errors:
+        report.fail(RestoreError("%sthe server logged %d error(s) since it started (%s), first: %s"
+                                 % (name, len(errors), where, errors[0][:300])))
+    else:
+        report.ok("%sno errors logged since the server started (%s)" % (name, where))
+
+
+def _check_tables(report: _Report, name: str, conn: db.Connection, target: Target, settings: Settings,
+                  timeout: float) -> None:
+    tables = conn.query(NON_TRANSACTIONAL_TABLES_STATEMENT)
+    if not tables:
+        report.ok("%sno MyISAM or Aria tables to check" % name)
+        return
+    deadline = time.monotonic() + timeout
+    killer = locking.connect(target, settings)
+    bad = []
+    checked = 0
+    try:
+        for table in tables:
+            remaining = deadline - time.monotonic()
+            full_name = "%s.%s" % (quote_name(table["db"]), quote_name(table["name"]))
+            failure = None
+            fired = remaining <= 0
+            if not fired:
+                # KILL QUERY from a second connection: the drivers do not bound a running statement.
+                with locking.Watchdog(killer, conn.thread_id, remaining) as watchdog:
+                    try:
+                        rows = conn.query("CHECK TABLE %s QUICK" % full_name)
+                    except db.DbError as exc:
+                        failure = exc
+                fired = watchdog.fired or bool(failure and failure.errno in db.INTERRUPTED_ERRORS)
+            if fired:
+                report.fail(RestoreError("%sCHECK TABLE did not finish within --check-timeout=%g s (%d of %d "
+                                         "tables checked); fix: raise --check-timeout, or --skip-table-check"
+                                         % (name, timeout, checked, len(tables))))
+                return
+            if failure is not None:
+                bad.append("%s: %s" % (full_name, failure.message))
+            else:
+                bad.extend("%s: %s" % (full_name, p) for p in check_table_problems(rows))
+            checked += 1
+    finally:
+        killer.close()
+    if bad:
+        report.fail(RestoreError("%sCHECK TABLE ... QUICK found %d problem(s) in MyISAM/Aria tables, first: %s; fix: "
+                                 "restore from a snapshot taken under the lock, or REPAIR TABLE"
+                                 % (name, len(bad), bad[0])))
+    else:
+        report.ok("%s%d MyISAM/Aria table(s) check clean (CHECK TABLE ... QUICK)" % (name, checked))
+
+
+def _report_galera(report: _Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
+    recorded = position.get("galera")
+    current = serverinfo.galera_state(conn.query(serverinfo.GALERA_STATEMENT))
+    if not recorded and not current:
+        return
+    where = "%s:%s" % (recorded["uuid"], recorded["seqno"]) if recorded else "none recorded"
+    if current:
+        report.ok("%sGalera: snapshot at %s; this node now at %s:%s (%s)" % (
+            name, where, current["uuid"], current["seqno"], current.get("cluster_status")))
+    else:
+        report.warn("%sGalera: snapshot at %s; this node is not in a cluster now (see restore-plan --galera to "
+                    "rejoin by IST)" % (name, where))
+
+
+def verify_target(report: _Report, target: Target, settings: Settings, many: bool) -> None:
+    name = "%s: " % target.name if many else ""
+    try:
+        position = load_position(target.position_file)
+        conn = locking.connect(target, settings)
+    except QuiesceError as exc:
+        report.fail(type(exc)(name + str(exc)))
+        return
+    try:
+        server = locking.identify_server(conn)
+        _check_identity(report, name, target.position_file, position, server, _identity(conn, server))
+        _check_binlog(report, name, conn, position)
+        _check_gtid(report, name, conn, server, position)
+        _check_recovery(report, name, conn, server, target.is_local)
+        if settings.restore["skip_table_check"]:
+            report.warn("%sMyISAM/Aria tables not checked (--skip-table-check)" % name)
+        else:
+            _check_tables(report, name, conn, target, settings, float(settings.restore["check_timeout"]))
+        _report_galera(report, name, conn, position)
+    except db.DbError as exc:
+        report.fail(RestoreError("%sverify stopped: %s" % (name, exc)))
+    finally:
+        conn.close()
+
+
+def run(settings: Settings) -> int:
+    report = _Report()
+    for target in settings.targets:
+        verify_target(report, target, settings, len(settings.targets) > 1)
+    if report.failure is not None:
+        return int(report.failure.exit_code)
+    return 0

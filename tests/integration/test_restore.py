@@ -1,0 +1,285 @@
+"""After the snapshot: verify a server booted from a copy, turn it into a replica of the
+original, replay the original's binlogs to a point in time.
+
+Copies are made as in test_snapshot_consistency.py (the server paused while its datadir is
+copied, between freeze and thaw) and booted with crash recovery, like a restored VM.
+"""
+
+import datetime
+import os
+import re
+import socket
+import subprocess
+
+import pytest
+
+from .load import table_rows
+from .runner import QuiesceEnv
+
+ENGINES = ("InnoDB", "MyISAM", "Aria")
+
+
+def _frozen_copies(mariadb, env, load, tmp_path, names=("snapshot",)):
+    """Copies of the datadir made while frozen under write load; the position file's path."""
+    load.wait_for_progress(20)
+    result = env.run("freeze")
+    assert result.rc == 0, result
+    try:
+        dests = []
+        for name in names:
+            dest = tmp_path / name
+            mariadb.copy_datadir(str(dest))
+            dests.append(str(dest))
+    finally:
+        assert env.run("thaw").rc == 0
+    return dests
+
+
+def _boot(request, server, dest):
+    copy = server.boot_copy(dest)
+    request.addfinalizer(copy.cleanup)
+    return copy
+
+
+def _env_for(request, server, position_file=None, **settings):
+    if position_file:
+        settings["position_file"] = position_file
+    env = QuiesceEnv(server, driver=None, **settings)
+    request.addfinalizer(env.cleanup)
+    return env
+
+
+def _commit_ends(events):
+    """Events that end a transaction: Xid (InnoDB) or a COMMIT query (MyISAM: BEGIN, INSERT, COMMIT)."""
+    return [e for e in events if e["Event_type"] == "Xid" or (e["Event_type"] == "Query" and e["Info"] == "COMMIT")]
+
+
+def _lines(result, word):
+    return [line for line in result.stdout.splitlines() if line.startswith(word)]
+
+
+def test_verify_passes_on_a_frozen_copy_and_fails_on_unlocked_and_truncated_ones(
+        request, mariadb, quiesce_env, writers, tmp_path):
+    load = writers(engines=ENGINES)
+    good, truncated = _frozen_copies(mariadb, quiesce_env, load, tmp_path, ("good", "truncated"))
+    position = quiesce_env.position()
+    # The identity verify compares: what the position file says about the server.
+    assert position["server_id"] == 1 and position["server_uuid"] is None
+    assert position["hostname"] == socket.gethostname() and position["galera"] is None
+    # Control: a copy of the same server made after thaw, without the lock, writers still going.
+    load.wait_for_progress(10)
+    unlocked = str(tmp_path / "unlocked")
+    mariadb.copy_datadir(unlocked)
+    load.stop()
+
+    # Cut the last three transactions off the truncated copy's binlog, at an event boundary.
+    events = mariadb.query("SHOW BINLOG EVENTS IN %s", (position["binlog_file"],), as_dict=True)
+    boundaries = [int(e["End_log_pos"]) for e in _commit_ends(events)
+                  if int(e["End_log_pos"]) < position["binlog_position"]]
+    os.truncate(os.path.join(truncated, position["binlog_file"]), boundaries[-3])
+
+    results = {}
+    for name, dest in (("good", good), ("unlocked", unlocked), ("truncated", truncated)):
+        copy = _boot(request, mariadb, dest)
+        results[name] = _env_for(request, copy, quiesce_env.position_file).run("verify", timeout=120)
+
+    ok = results["good"]
+    assert ok.rc == 0, ok
+    assert not _lines(ok, "FAIL"), ok
+    said = ok.stdout
+    assert "binlog ends exactly at the recorded %s:%s" % (position["binlog_file"], position["binlog_position"]) in said
+    assert "GTID state gtid_binlog_pos = %r, as recorded" % position["gtid"] in said
+    assert "no errors logged since the server started" in said
+    assert re.search(r"ok +\d+ MyISAM/Aria table\(s\) check clean", said), said
+
+    bad = results["unlocked"]
+    assert bad.rc == 9, bad
+    assert "more than the recorded position" in bad.stdout and "GTID state gtid_binlog_pos is" in bad.stdout, bad
+    assert "CHECK TABLE ... QUICK found" in bad.stdout, bad
+
+    cut = results["truncated"]
+    assert cut.rc == 9, cut
+    assert "short of the recorded position" in cut.stdout and "GTID state" in cut.stdout, cut
+
+
+def test_verify_says_when_the_position_file_is_missing_or_foreign(request, mariadb, mariadb_factory, quiesce_env):
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    other = mariadb_factory(name="other", server_id=7)
+    foreign = _env_for(request, other, quiesce_env.position_file).run("verify", "--skip-table-check")
+    assert foreign.rc == 9, foreign
+    assert "the position file is from another server: server_id 1 recorded, this server has 7" in foreign.stdout
+
+    missing = str(quiesce_env.position_file) + ".absent"
+    result = quiesce_env.run("verify", "--position-file", missing)
+    assert result.rc == 9, result
+    assert _lines(result, "FAIL") == ["FAIL  position file %s does not exist, so there is nothing to compare with: "
+                                      "was this server restored from a snapshot taken by quiesce? fix: pass the "
+                                      "file with --position-file" % missing], result
+
+
+def _user_tables(server):
+    return [(db, name) for db, name in server.query(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
+        "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') "
+        "ORDER BY 1, 2")]
+
+
+def _checksums(server, tables):
+    return {t: server.query("CHECKSUM TABLE `%s`.`%s`" % t)[0][1] for t in tables}
+
+
+def _credentials_file(tmp_path, user, password):
+    path = tmp_path / "source.cnf"
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("[client]\nuser = %s\npassword = %s\n" % (user, password))
+    return str(path)
+
+
+@pytest.mark.parametrize("replication", ["gtid", "position"])
+def test_restored_copy_becomes_a_replica_of_the_original(request, mariadb, quiesce_env, writers, tmp_path,
+                                                          replication):
+    mariadb.create_user("repl", "repl-Secret-1", grants=("REPLICATION SLAVE",), host="127.0.0.1")
+    load = writers(engines=ENGINES)
+    (dest,) = _frozen_copies(mariadb, quiesce_env, load, tmp_path)
+    copy = _boot(request, mariadb, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    assert env.run("verify").rc == 0
+    credentials = _credentials_file(tmp_path, "repl", "repl-Secret-1")
+
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port, "--replication",
+                     replication, "--server-id", "2", "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 0, result
+    assert "repl-Secret-1" not in result.output
+    assert "replicating from 127.0.0.1:%d" % mariadb.port in result.stdout
+    position = quiesce_env.position()
+    if replication == "gtid":
+        assert "SET GLOBAL gtid_slave_pos = '%s';" % position["gtid"] in result.stdout
+    else:
+        assert ("MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d, MASTER_USE_GTID=no;"
+                % (position["binlog_file"], position["binlog_position"])) in result.stdout
+    assert copy.value("SELECT @@GLOBAL.server_id") == 2
+
+    load.wait_for_progress(20)   # the original goes on; the replica follows
+    load.stop()
+    copy.wait_caught_up(mariadb, timeout=60)
+    tables = _user_tables(mariadb)
+    assert ("load", "t_myisam") in tables and ("load", "t_aria") in tables
+    assert _checksums(copy, tables) == _checksums(mariadb, tables)
+    assert table_rows(copy, load.database, load.tables) == table_rows(mariadb, load.database, load.tables)
+
+
+def test_apply_refuses_a_clone_with_the_original_server_id(request, mariadb, quiesce_env, tmp_path):
+    assert quiesce_env.run("freeze").rc == 0
+    dest = str(tmp_path / "copy")
+    mariadb.copy_datadir(dest)
+    assert quiesce_env.run("thaw").rc == 0
+    copy = _boot(request, mariadb, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    credentials = _credentials_file(tmp_path, "repl", "x")
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port,
+                     "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 9, result
+    assert "still has the original's server_id 1" in result.stderr
+    # Without --yes it asks, and without a terminal to ask on it refuses.
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port, "--server-id", "2",
+                     "--source-credentials", credentials, "--apply")
+    assert result.rc == 2 and "there is no terminal; fix: add --yes" in result.stderr, result
+    assert copy.replica_status() is None, "nothing may be changed when the plan is refused"
+    assert copy.value("SELECT @@GLOBAL.server_id") == 1
+
+
+def _replay(plan_output):
+    commands = [line for line in plan_output.splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 1, plan_output
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", commands[0]], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    assert proc.returncode == 0, proc.stdout.decode(errors="replace")
+    return commands[0]
+
+
+@pytest.mark.parametrize("until", ["gtid", "position", "datetime"])
+def test_pitr_command_brings_a_copy_to_exactly_the_target(request, mariadb, quiesce_env, writers, tmp_path, until):
+    load = writers(engines=("InnoDB", "MyISAM"))
+    (dest,) = _frozen_copies(mariadb, quiesce_env, load, tmp_path)
+    position = quiesce_env.position()
+    load.wait_for_progress(30)
+    mariadb.sql("FLUSH BINARY LOGS")   # the replay spans two binlog files
+    load.wait_for_progress(30)
+    load.stop()
+    # A target in the middle of what was committed after the snapshot, in the second file.
+    events = mariadb.query("SHOW BINLOG EVENTS IN %s", (mariadb.binlog_files()[-1][0],), as_dict=True)
+    commits = _commit_ends(events)
+    middle = commits[len(commits) // 2]
+    target_pos = "%s:%s" % (middle["Log_name"], middle["End_log_pos"])
+    target_gtid = mariadb.value("SELECT BINLOG_GTID_POS(%s, %s)", (middle["Log_name"], int(middle["End_log_pos"])))
+    assert target_gtid and target_gtid != position["gtid"]
+
+    copy = _boot(request, mariadb, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    if until == "datetime":
+        # A moment after every commit (a day ahead: mariadb-binlog reads it in local time).
+        target = (datetime.datetime.now() + datetime.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+        target_gtid = mariadb.value("SELECT @@GLOBAL.gtid_binlog_pos")
+    else:
+        target = target_gtid if until == "gtid" else target_pos
+    result = env.run("restore-plan", "--pitr-until", target)
+    assert result.rc == 0, result
+    command = _replay(result.stdout)
+    assert "--socket=%s" % copy.socket in command
+    assert copy.value("SELECT @@GLOBAL.gtid_binlog_pos") == target_gtid
+
+
+def test_table_check_is_bounded_by_check_timeout(mariadb, quiesce_env):
+    """A table CHECK TABLE cannot get (held by LOCK TABLES ... WRITE) fails verify after
+    --check-timeout instead of hanging; the other checks pass on the unchanged server."""
+    mariadb.sql("CREATE TABLE quiesce_probe.held (a INT) ENGINE=MyISAM")
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    holder = mariadb.connect()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLES quiesce_probe.held WRITE")
+        result = quiesce_env.run("verify", "--check-timeout", "1", timeout=60)
+    finally:
+        holder.close()
+    assert result.rc == 9, result
+    assert result.elapsed < 20, result
+    assert "ok    binlog ends exactly at the recorded" in result.stdout
+    assert "CHECK TABLE did not finish within --check-timeout=1 s" in result.stdout, result
+
+
+@pytest.mark.parametrize("replication", ["gtid", "position"])
+def test_snapshot_of_a_replica_follows_its_source_from_the_recorded_coordinates(
+        request, mariadb, replica_of, writers, tmp_path, replication):
+    primary = mariadb
+    replica = replica_of(primary)
+    env = _env_for(request, replica)
+    load = writers(engines=("InnoDB", "MyISAM"))
+    load.wait_for_progress(20)
+    replica.wait_caught_up(primary)
+    assert env.run("freeze").rc == 0
+    dest = str(tmp_path / "replica-snapshot")
+    replica.copy_datadir(dest)
+    assert env.run("thaw").rc == 0
+    (channel,) = env.position()["replica"]
+
+    copy = _boot(request, replica, dest)
+    copy_env = _env_for(request, copy, env.position_file)
+    credentials = _credentials_file(tmp_path, "repl", "repl-secret")   # made by make_replica
+    result = copy_env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % primary.port, "--replication",
+                          replication, "--server-id", "3", "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 0, result
+    assert "the snapshot's replication coordinates from 127.0.0.1:%d" % primary.port in result.stdout
+    if replication == "gtid":
+        assert "SET GLOBAL gtid_slave_pos = '%s';" % channel["gtid"] in result.stdout
+    else:
+        assert ("MASTER_LOG_FILE='%s', MASTER_LOG_POS=%d" % (channel["source_log_file"],
+                                                            channel["source_log_position"])) in result.stdout
+    load.wait_for_progress(10)
+    load.stop()
+    copy.wait_caught_up(primary, timeout=60)
+    tables = _user_tables(primary)
+    assert _checksums(copy, tables) == _checksums(primary, tables)

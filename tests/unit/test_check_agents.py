@@ -1,0 +1,117 @@
+"""quiesce check: which snapshot agents are here, whether quiesce is wired in, and time budgets."""
+
+import os
+
+import pytest
+
+from quiesce import agents, check, config, register
+
+
+def _settings(conf, *options):
+    return config.parse(["--config", conf, *options, "check"])
+
+
+def _write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def _report(settings, root, installed=lambda name: False):
+    report = check._Report()
+    check.check_agents(report, settings, root, installed)
+    return report
+
+
+def test_agents_are_detected_by_package_service_and_files(root):
+    assert check.detect_agent(agents.GCE, root, lambda name: False) == []
+    assert check.detect_agent(agents.VMWARE, root, lambda name: name == "open-vm-tools") == ["package open-vm-tools"]
+    _write(root + "/lib/systemd/system/amazon-ssm-agent.service", "[Unit]\n")
+    assert check.detect_agent(agents.AWS, root, lambda name: False) == ["service amazon-ssm-agent"]
+    os.makedirs(root + "/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0.9225.0")
+    assert check.detect_agent(agents.AZURE, root, lambda name: False) == [
+        "/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0.9225.0"]
+
+
+def test_each_agent_reports_whether_quiesce_is_wired_in(conf, root, capsys):
+    settings = _settings(conf)
+    layout = register.Layout(root, "/usr/lib/quiesce")
+    os.makedirs(root + "/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0")
+    _write(root + agents.GCE_CONFIG, "[Snapshots]\nenabled = false\n")
+    _report(settings, root, lambda name: name == "nutanix-guest-agent")
+    out = capsys.readouterr().out
+    for title in (agents.AZURE.title, agents.GCE.title, agents.NUTANIX.title):
+        assert "agent %s" % title in out and "NOT wired in" in out, out
+    assert "fix: quiesce register nutanix" in out
+
+    for agent in (agents.GCE, agents.AZURE, agents.NUTANIX):
+        register.register(agent, layout, settings)
+    assert check.agent_wiring(agents.AZURE, root) == (True, [])
+    assert check.agent_wiring(agents.NUTANIX, root) == (True, [])
+    wired, problems = check.agent_wiring(agents.GCE, root)
+    assert wired and "[Snapshots] enabled = true" in problems[0], problems
+    _write(root + agents.GCE_CONFIG, "[Snapshots]\nenabled = true\n")
+    assert check.agent_wiring(agents.GCE, root) == (True, [])
+
+    # What Azure silently refuses, check says.
+    os.chmod(root + agents.AZURE_CONFIG, 0o644)
+    wired, problems = check.agent_wiring(agents.AZURE, root)
+    assert not wired and "0600 or 0400" in problems[0], problems
+    os.chmod(root + agents.AZURE_CONFIG, 0o600)
+    os.chmod(root + "/etc/azure/quiesce-pre.sh", 0o750)
+    assert check.agent_wiring(agents.AZURE, root)[0] is False
+    os.chmod(root + "/etc/azure/quiesce-pre.sh", 0o700)
+    _write(root + agents.AZURE_WORKLOAD_CONF, "[workload]\nworkload_name = mysql\n")
+    wired, problems = check.agent_wiring(agents.AZURE, root)
+    assert not wired and "workload_name = mysql" in problems[0]
+
+
+def test_vmware_link_counts_whatever_its_name(conf, root):
+    os.makedirs(root + "/etc/vmware-tools/backupScripts.d")
+    assert check.agent_wiring(agents.VMWARE, root) == (False, [])
+    os.symlink("/usr/lib/quiesce/hook", root + "/etc/vmware-tools/backupScripts.d/50-mysql")
+    assert check.agent_wiring(agents.VMWARE, root) == (True, [])
+
+
+def test_legacy_vmware_script_that_locks_mysql_is_flagged(conf, root, capsys):
+    _write(root + "/usr/sbin/pre-freeze-script",
+           "#!/bin/sh\nmysql -e 'FLUSH TABLES WITH READ LOCK; SELECT SLEEP(600)' &\n", 0o755)
+    _write(root + "/usr/sbin/post-thaw-script", "#!/bin/sh\nlogger thawed\n", 0o755)
+    assert check.legacy_lock_scripts(root) == ["/usr/sbin/pre-freeze-script"]
+    _report(_settings(conf), root)
+    assert "/usr/sbin/pre-freeze-script locks MySQL by itself" in capsys.readouterr().out
+    os.unlink(root + "/usr/sbin/pre-freeze-script")
+    os.symlink("/usr/lib/quiesce/freeze", root + "/usr/sbin/pre-freeze-script")
+    assert check.legacy_lock_scripts(root) == []
+
+
+def test_budget_warns_when_the_waits_cannot_fit_the_agents_timeout(conf, root):
+    # Defaults: 2 x 5 + 10 + 5 + 2 = 27 s, far beyond AWS's default 10 s.
+    warnings = check.budget_warnings(_settings(conf), [agents.AWS, agents.GCE], root)
+    assert len(warnings) == 1 and "gives freeze 10 s" in warnings[0] and "27 s" in warnings[0], warnings
+    tuned = _settings(conf, "--connect-timeout", "1", "--long-query-wait", "2", "--acquire-timeout", "2")
+    assert register.freeze_budget(tuned) < 10
+    assert check.budget_warnings(tuned, [agents.AWS], root) == []
+    # Azure: the timeout is the one its config file names (10 s when missing).
+    assert check.budget_warnings(_settings(conf), [agents.AZURE], root)
+    register.register(agents.AZURE, register.Layout(root, "/usr/lib/quiesce"), _settings(conf))
+    assert check.budget_warnings(_settings(conf), [agents.AZURE], root) == []
+
+
+@pytest.mark.parametrize("path, text", [
+    ("/etc/qemu/qemu-ga.conf", "[general]\nfsfreeze-hook = /etc/qemu/fsfreeze-hook\n"),
+    ("/etc/sysconfig/qemu-ga", "FSFREEZE_HOOK_PATHNAME=/etc/qemu-ga/fsfreeze-hook\n"),
+    ("/etc/systemd/system/qemu-guest-agent.service.d/override.conf",
+     "[Service]\nExecStart=\nExecStart=-/usr/sbin/qemu-ga -F\n"),
+    ("/etc/default/qemu-guest-agent", 'DAEMON_ARGS="-F"\n'),
+])
+def test_qemu_ga_hook_switch_is_found_wherever_it_is_set(root, path, text):
+    os.makedirs(root + "/etc/qemu/fsfreeze-hook.d")
+    os.symlink("/usr/lib/quiesce/hook", root + "/etc/qemu/fsfreeze-hook.d/zz-quiesce")
+    wired, problems = check.agent_wiring(agents.QEMU_GA, root)
+    assert wired and "only when started with -F" in problems[0], problems
+    _write(root + path, "#FSFREEZE_HOOK_PATHNAME=/x\n# DAEMON_ARGS=-F\n")
+    assert check.agent_wiring(agents.QEMU_GA, root)[1], "a commented-out switch counted"
+    _write(root + path, text)
+    assert check.agent_wiring(agents.QEMU_GA, root) == (True, [])

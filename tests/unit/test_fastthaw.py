@@ -1,0 +1,62 @@
+"""fastthaw finds runtime-dir as the full configuration parse does, without parsing it all."""
+
+import os
+
+import pytest
+
+from quiesce import fastthaw, paths
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("runtime-dir = /run/q\n", "/run/q"),
+    ("runtime-dir=/run/q\n", "/run/q"),
+    ("runtime-dir: /run/q\n", "/run/q"),
+    ("runtime-dir /run/q\n", "/run/q"),
+    ("  runtime-dir = '/run/q'  \n", "/run/q"),
+    ('runtime-dir = "/run/q" # where the holder listens\n', "/run/q"),
+    ("runtime-dir = /run/q ; comment\n", "/run/q"),
+    ("runtime-dir = /run/a\nruntime-dir = /run/b\n", "/run/b"),
+    ("# runtime-dir = /run/q\n; runtime-dir = /run/q\n", None),
+    ("runtime-dirs = /run/q\n", None),
+    ("[quiesce]\nruntime-dir = /run/q\n", "/run/q"),
+    ("[instance:a]\nruntime-dir = /run/q\n", None),
+    ("[instance:a]\nsocket = /s\n[main]\nruntime-dir = /run/q\n", "/run/q"),
+    ("lock-timeout = banana\nruntime-dir = /run/q\n\xff\n", "/run/q"),
+])
+def test_config_value(text, expected):
+    assert fastthaw.config_value(text, "runtime-dir") == expected
+
+
+def _config(tmp_path, text, mode=0o600):
+    path = tmp_path / "quiesce.conf"
+    path.write_text(text)
+    os.chmod(path, mode)
+    return str(path)
+
+
+def test_runtime_dir_precedence(tmp_path):
+    conf = _config(tmp_path, "runtime-dir = /from/file\n")
+    environ = {"QUIESCE_CONFIG": conf}
+    assert fastthaw.runtime_dir(["hook", "thaw"], environ) == "/from/file"
+    assert fastthaw.runtime_dir(["hook", "thaw"], dict(environ, QUIESCE_RUNTIME_DIR="/from/env")) == "/from/env"
+    assert fastthaw.runtime_dir(["--runtime-dir", "/from/argv", "thaw"],
+                                dict(environ, QUIESCE_RUNTIME_DIR="/from/env")) == "/from/argv"
+    assert fastthaw.runtime_dir(["--runtime-dir=/from/argv", "thaw"], environ) == "/from/argv"
+    assert fastthaw.runtime_dir(["--config", conf, "thaw"], {}) == "/from/file"
+    assert fastthaw.runtime_dir(["-c", conf, "thaw"], {}) == "/from/file"
+
+
+def test_runtime_dir_default_and_refusals(tmp_path):
+    assert fastthaw.runtime_dir(["thaw"], {"QUIESCE_CONFIG": _config(tmp_path, "user = x\n")}) == paths.RUNTIME_DIR
+    # A file the full parse refuses, or that is missing, is not acted on.
+    assert fastthaw.runtime_dir(["thaw"], {"QUIESCE_CONFIG": _config(tmp_path, "runtime-dir = /x\n", 0o622)}) is None
+    assert fastthaw.runtime_dir(["thaw"], {"QUIESCE_CONFIG": str(tmp_path / "missing")}) is None
+
+
+def test_release_sends_nothing_without_a_holder(tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    assert fastthaw.release(["hook", "thaw"], {"QUIESCE_RUNTIME_DIR": str(runtime)}) is None
+    assert fastthaw.release(["hook", "thaw"], {"QUIESCE_RUNTIME_DIR": "relative/dir"}) is None
+    os.chmod(runtime, 0o777)
+    assert fastthaw.release(["hook", "thaw"], {"QUIESCE_RUNTIME_DIR": str(runtime)}) is None

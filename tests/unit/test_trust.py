@@ -1,0 +1,109 @@
+"""Which server sockets quiesce trusts with credentials (quiesce/trust.py, paths.DEFAULT_SOCKETS).
+
+Real socket files in private directories; owners changed with chown (the suite runs as root).
+"""
+
+import os
+import pwd
+import socket
+
+import pytest
+
+from quiesce import paths, trust
+from quiesce.errors import ConnectError
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.fixture
+def bound(tmp_path):
+    """A socket file bound in a private 0755 directory; yields its path."""
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o755)
+    path = str(directory / "mysqld.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    yield path
+    sock.close()
+
+
+def test_no_default_socket_in_a_directory_everyone_can_write():
+    shared = ("/tmp/", "/var/tmp/", "/dev/shm/")
+    assert not [p for p in paths.DEFAULT_SOCKETS if p.startswith(shared)]
+
+
+def test_root_owned_socket_passes(bound):
+    trust.check_socket_file(bound)
+
+
+def test_absent_socket_is_left_to_the_connect_error(tmp_path):
+    trust.check_socket_file(str(tmp_path / "absent.sock"))
+
+
+def test_socket_owned_by_another_user_is_refused(bound):
+    os.chown(bound, NOBODY, -1)
+    with pytest.raises(ConnectError) as caught:
+        trust.check_socket_file(bound)
+    message = str(caught.value)
+    assert bound in message and "nobody" in message and "fix:" in message
+    assert "\n" not in message
+
+
+def test_server_account_may_own_the_socket(bound):
+    uids, _gids = trust.trusted_ids()
+    for uid in uids:
+        os.chown(bound, uid, -1)
+        trust.check_socket_file(bound)
+
+
+def test_regular_file_is_refused(tmp_path):
+    path = tmp_path / "mysqld.sock"
+    path.write_text("")
+    with pytest.raises(ConnectError, match="not a socket"):
+        trust.check_socket_file(str(path))
+
+
+@pytest.mark.parametrize("mode", (0o777, 0o757))
+def test_directory_others_can_write_is_refused(bound, mode):
+    os.chmod(os.path.dirname(bound), mode)
+    with pytest.raises(ConnectError, match="chmod go-w"):
+        trust.check_socket_file(bound)
+
+
+def test_group_writable_directory_of_another_group_is_refused(bound):
+    directory = os.path.dirname(bound)
+    os.chown(directory, 0, pwd.getpwnam("nobody").pw_gid)
+    os.chmod(directory, 0o775)
+    with pytest.raises(ConnectError, match="write to"):
+        trust.check_socket_file(bound)
+
+
+def test_sticky_directory_passes(bound):
+    # Only the owner may remove or rename a file in a sticky directory: root's socket stays root's.
+    os.chmod(os.path.dirname(bound), 0o1777)
+    trust.check_socket_file(bound)
+
+
+def test_symlink_is_judged_by_its_target(tmp_path, bound):
+    os.chown(bound, NOBODY, -1)
+    link = tmp_path / "link.sock"
+    link.symlink_to(bound)
+    with pytest.raises(ConnectError, match="nobody"):
+        trust.check_socket_file(str(link))
+
+
+@pytest.mark.parametrize("family, address", ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
+                                             (socket.AF_INET6, "::")))
+def test_listening_sockets_are_found_with_their_owner(family, address):
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        found = list(trust._listeners(port))
+        trust.check_local_port("127.0.0.1", port)
+    assert [(str(a), uid) for a, uid in found] == [(address, os.getuid())]
+
+
+def test_only_loopback_hosts_are_checked():
+    assert trust._is_loopback("localhost") and trust._is_loopback("127.0.0.2") and trust._is_loopback("::1")
+    assert not trust._is_loopback("db.example.com") and not trust._is_loopback("10.0.0.5")
