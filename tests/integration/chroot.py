@@ -8,7 +8,10 @@ bind-mounted over the root's /tmp, then chroot. So a server's work directory, da
 socket under /tmp have the same path inside and outside, the host's quiesce reaches the
 server's socket directly, and every mount dies with the process: nothing is left mounted
 on the host. The command execs all the way down, so its pid is the server's own (SIGSTOP,
-SIGKILL and /proc work on it as on a host server).
+SIGKILL and /proc work on it as on a host server). Where the mount namespace cannot be made
+private (the test process itself runs in a chroot, whose / is no mount point), the root is
+bind-mounted onto itself and made private once instead, so that the mounts under it still
+stay out of the host's namespace; that mount is undone when the root is removed.
 
 Extracted roots are removed when the process ends; roots of a test process that died are
 removed by the next one (the owner is recorded as for server work directories).
@@ -114,12 +117,37 @@ def _sweep_stale_roots() -> None:
     for entry in os.listdir(ROOTS_DIR):
         path = os.path.join(ROOTS_DIR, entry)
         if entry.startswith(ROOT_PREFIX) and _owner_gone(path):
-            for pid in pids_rooted_in(path):
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-            shutil.rmtree(path, ignore_errors=True)
+            _kill_and_delete(path)
+
+
+def _kill_and_delete(path: str) -> None:
+    for pid in pids_rooted_in(path):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    if _mounted(path):
+        subprocess.run(["umount", "--recursive", "--lazy", path], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    if _mounted(path):
+        raise ChrootError("cannot unmount %s; remove it by hand" % path)
+    subprocess.run(["rm", "-rf", "--one-file-system", path], stdin=subprocess.DEVNULL, timeout=300)
+
+
+def _mounted(path: str) -> bool:
+    """Is something mounted at path? (os.path.ismount misses a directory bound onto itself.)"""
+    try:
+        with open("/proc/self/mountinfo") as handle:
+            return any(line.split()[4] == path for line in handle)
+    except OSError:
+        return os.path.ismount(path)
+
+
+def _private_namespaces_work() -> bool:
+    """Can a new mount namespace be made private here (not in a chroot)?"""
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    return result.returncode == 0
 
 
 def pids_rooted_in(root: str) -> List[int]:
@@ -150,12 +178,21 @@ class Root:
             raise ChrootError("cannot extract %s: %s; fix: delete it so that it is rebuilt"
                               % (tarball, result.stdout.decode("utf-8", "replace")[-500:]))
         atexit.register(self.remove)
+        self.propagation = "private"
+        if not _private_namespaces_work():
+            self.propagation = "unchanged"
+            for cmd in (["mount", "--bind", self.path, self.path], ["mount", "--make-private", self.path]):
+                done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, timeout=60)
+                if done.returncode != 0:
+                    self.remove()
+                    raise ChrootError("%s failed: %s" % (" ".join(cmd), done.stdout.decode(errors="replace")))
 
     def command(self, argv: Sequence[str]) -> List[str]:
         """argv run inside the root, with /proc and the shared /tmp mounted in a private namespace."""
         script = ('mount -t proc proc "$0/proc" && mount --rbind %s "$0%s" && exec chroot "$0" "$@"'
                   % (SHARED, SHARED))
-        return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script,
+        return ["unshare", "--mount", "--propagation", self.propagation, "--", "/bin/sh", "-c", script,
                 self.path, *argv]
 
     def run(self, argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
@@ -169,14 +206,8 @@ class Root:
 
     def remove(self) -> None:
         """Kill what still runs in the root, then delete it (nothing is mounted on the host)."""
-        if not os.path.isdir(self.path):
-            return
-        for pid in pids_rooted_in(self.path):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.path, ignore_errors=True)
+        if os.path.isdir(self.path):
+            _kill_and_delete(self.path)
 
 
 def root_for(name: str, image: Image) -> Root:
