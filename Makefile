@@ -23,6 +23,11 @@ DEB_PACKAGES := mariadb-server mariadb-client \
 	util-linux e2fsprogs procps ca-certificates \
 	mmdebstrap galera-4 rsync iproute2
 
+# MySQL 9.7 (Debian unstable root, built by mmdebstrap); a Galera cluster (galera-4, rsync
+# state transfer, ss); PyMySQL's login to MySQL's caching_sha2_password over TCP without
+# TLS (python3-cryptography, which python3-pymysql only recommends).
+DEB_PACKAGES += python3-cryptography
+
 # Loop-device filesystems (tests/integration/loopfs.py): losetup, mount, umount (mount),
 # mkfs.ext4 and chattr (e2fsprogs), fsfreeze and unshare (util-linux).
 DEB_PACKAGES += mount
