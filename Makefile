@@ -20,7 +20,13 @@ MYSQL_CONNECTOR_STAMP := $(DEPS_DIR)/mysql_connector_python-$(MYSQL_CONNECTOR_VE
 # Debian packages the test suite uses. Others may append to DEB_PACKAGES.
 DEB_PACKAGES := mariadb-server mariadb-client \
 	python3-pytest python3-pytest-timeout python3-pymysql python3-configargparse python3-pip \
-	util-linux e2fsprogs procps ca-certificates
+	util-linux e2fsprogs procps ca-certificates \
+	mmdebstrap galera-4 rsync iproute2
+
+# MySQL 9.7 (Debian unstable root, built by mmdebstrap); a Galera cluster (galera-4, rsync
+# state transfer, ss); PyMySQL's login to MySQL's caching_sha2_password over TCP without
+# TLS (python3-cryptography, which python3-pymysql only recommends).
+DEB_PACKAGES += python3-cryptography
 
 # Loop-device filesystems (tests/integration/loopfs.py): losetup, mount, umount (mount),
 # mkfs.ext4 and chattr (e2fsprogs), fsfreeze and unshare (util-linux).

@@ -211,9 +211,10 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: 
     except db.DbError as exc:
         start_replica(conn, server, stopped, log)
         if exc.errno in db.PRIVILEGE_ERRORS:
-            raise PrivilegeError("cannot stop the replica SQL thread: %s; fix: GRANT REPLICATION SLAVE ADMIN "
-                                 "(MySQL: REPLICATION_APPLIER or SUPER) ON *.* TO the account, or set "
-                                 "stop-replica = never" % exc.message)
+            raise PrivilegeError("cannot stop the replica SQL thread: %s; fix: GRANT %s ON *.* TO the account, "
+                                 "or set stop-replica = never"
+                                 % (exc.message, "REPLICATION SLAVE ADMIN" if server.flavour == serverinfo.MARIADB
+                                    else "REPLICATION_SLAVE_ADMIN"))
         raise ConnectError("cannot stop the replica SQL thread: %s" % exc.message)
     log.info("stopped replica SQL thread(s): %s", ", ".join(repr(c) for c in stopped))
     return stopped
@@ -263,6 +264,7 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
         conn.execute("SET SESSION wait_timeout = %d" % (math.ceil(settings.lock_timeout) + 600))
         conn.execute("SET SESSION lock_wait_timeout = %d" % max(1, math.ceil(settings.acquire_timeout)))
         info = conn.query(serverinfo.DURABILITY_STATEMENT)[0]
+        _refuse_unsynced_galera(conn, target)
         warnings = serverinfo.durability_warnings(info)
         identity = _identity(conn, server)
         for warning in warnings:
@@ -313,6 +315,7 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
         coordinates = _coordinates(conn, server)
         identity = prepared.identity
         if identity["galera"]:
+            _check_desynced(conn, target, strategy)
             identity = _identity(conn, server)  # the seqno as of the lock: the node is paused now
         try:
             replica = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server))) or None
@@ -368,6 +371,30 @@ def _sync_warning(synced: durable.Synced, settings: Settings) -> str:
                 "use an agent that freezes the filesystems" % settings.acquire_timeout)
     return ("could not sync some of the server's files (%s); a snapshot taken without a filesystem freeze may "
             "miss the last commits written to them" % "; ".join(synced.problems))
+
+
+def _refuse_unsynced_galera(conn: db.Connection, target: Target) -> None:
+    """A Galera node that is not Synced is refused before anything is locked."""
+    if not serverinfo.is_galera_node(conn.query(serverinfo.WSREP_ON_STATEMENT)):
+        return
+    refusal = serverinfo.galera_refusal(serverinfo.galera_status(conn.query(serverinfo.WSREP_STATUS_STATEMENT)))
+    if refusal:
+        raise LockTimeout("%s: %s; nothing was locked; fix: retry when the node is Synced (SHOW STATUS LIKE "
+                          "'wsrep_local_state_comment')" % (target.name, refusal))
+
+
+def _check_desynced(conn: db.Connection, target: Target, strategy: Strategy) -> None:
+    """The lock must have desynced the Galera node.
+
+    A lock the server does not desync for stalls the whole cluster through flow control;
+    MariaDB desyncs and pauses the node for BACKUP STAGE and FTWRL, and this proves it did.
+    """
+    status = serverinfo.galera_status(conn.query(serverinfo.WSREP_STATUS_STATEMENT))
+    state = status.get("wsrep_local_state_comment")
+    if state != serverinfo.GALERA_DESYNCED:
+        raise LockTimeout("%s: the server did not desync this Galera node for %s (state %s), so the lock would "
+                          "stall the whole cluster; nothing stays locked; fix: use a server that desyncs for it "
+                          "(MariaDB 10.4 or later)" % (target.name, strategy.name, state))
 
 
 def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],

@@ -72,9 +72,12 @@ def replica_status_statement(server: Server) -> str:
     return "SHOW REPLICA STATUS" if server.version >= (8, 0, 22) else "SHOW SLAVE STATUS"
 
 
-def gtid_statement(server: Server) -> Optional[str]:
-    # MySQL reports its GTID set in the binlog status row itself.
-    return "SELECT @@GLOBAL.gtid_binlog_pos AS gtid" if server.flavour == MARIADB else None
+def gtid_statement(server: Server) -> str:
+    # MySQL's binlog status row repeats gtid_executed, but has no row when binary logging
+    # is off, while GTIDs are still kept (mysql.gtid_executed).
+    if server.flavour == MARIADB:
+        return "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
+    return "SELECT @@GLOBAL.gtid_executed AS gtid"
 
 
 def binlog_coordinates(rows: Sequence[Dict[str, Any]], gtid_rows: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
@@ -89,7 +92,7 @@ def binlog_coordinates(rows: Sequence[Dict[str, Any]], gtid_rows: Sequence[Dict[
         if executed:
             coordinates["gtid"] = re.sub(r"\s+", "", str(executed))
     if gtid_rows and gtid_rows[0].get("gtid"):
-        coordinates["gtid"] = str(gtid_rows[0]["gtid"])
+        coordinates["gtid"] = _gtid_text(gtid_rows[0]["gtid"])
     return coordinates
 
 
@@ -111,12 +114,17 @@ def replica_channels(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "source_port": _int_or_none(_first(row, "Source_Port", "Master_Port")),
             "source_log_file": _first(row, "Relay_Source_Log_File", "Relay_Master_Log_File"),
             "source_log_position": _int_or_none(position),
-            "gtid": _first(row, "Gtid_Slave_Pos", "Executed_Gtid_Set"),
+            "gtid": _gtid_text(_first(row, "Gtid_Slave_Pos", "Executed_Gtid_Set")),
             "using_gtid": _first(row, "Using_Gtid", "Auto_Position"),
             "sql_running": _first(row, "Replica_SQL_Running", "Slave_SQL_Running") == "Yes",
             "io_running": _first(row, "Replica_IO_Running", "Slave_IO_Running"),
         })
     return channels
+
+
+def _gtid_text(value: Any) -> Optional[str]:
+    """MySQL breaks a GTID set of several servers over lines ("uuid:1-5,\nuuid:1-3")."""
+    return re.sub(r"\s+", "", str(value)) if value not in (None, "") else None
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -162,6 +170,36 @@ def parallel_applier_needs_stop(server: Server, row: Dict[str, Any]) -> bool:
     # coordinator, so one worker is not parallel.
     threshold = 0 if server.flavour == MARIADB else 1
     return workers > threshold and preserve
+
+
+WSREP_ON_STATEMENT = "SHOW GLOBAL VARIABLES LIKE 'wsrep_on'"     # no row on MySQL
+WSREP_STATUS_STATEMENT = "SHOW GLOBAL STATUS LIKE 'wsrep_%'"
+GALERA_SYNCED, GALERA_DESYNCED = "Synced", "Donor/Desynced"
+
+
+def is_galera_node(variable_rows: Sequence[Dict[str, Any]]) -> bool:
+    return any(str(r.get("Value", "")).upper() == "ON" for r in variable_rows)
+
+
+def galera_status(status_rows: Sequence[Dict[str, Any]]) -> Dict[str, str]:
+    return {str(r["Variable_name"]).lower(): str(r["Value"]) for r in status_rows}
+
+
+def galera_refusal(status: Dict[str, str]) -> Optional[str]:
+    """Why this Galera node must not be frozen now, or None.
+
+    A joiner's data is incomplete and a donor is busy serving a state transfer; a node
+    outside the primary component may be stale. Only a Synced node in the primary
+    component gives a snapshot of the cluster's state.
+    """
+    state = status.get("wsrep_local_state_comment", "?")
+    component = status.get("wsrep_cluster_status", "?")
+    if state != GALERA_SYNCED:
+        return "this Galera node is %s, not %s (a joiner, or a donor serving a state transfer)" % (
+            state, GALERA_SYNCED)
+    if component != "Primary":
+        return "this Galera node is in a %s component, not the primary one" % component
+    return None
 
 
 # Also where the server keeps its files (durable.server_files); only variables that both
@@ -310,12 +348,15 @@ def missing_privileges(server: Server, granted: set, method: str, binlog_on: boo
         recommended.append("REPLICA MONITOR" if server.flavour == MARIADB and server.version >= (10, 5, 9)
                            else "REPLICATION CLIENT")
         if stop_replica:
-            recommended.append("REPLICATION SLAVE ADMIN" if server.flavour == MARIADB else "REPLICATION_APPLIER")
+            # STOP REPLICA: MySQL's REPLICATION_APPLIER is for the applier's own account, not this.
+            recommended.append("REPLICATION SLAVE ADMIN" if server.flavour == MARIADB else "REPLICATION_SLAVE_ADMIN")
     if kill_selects:
         recommended.append("CONNECTION ADMIN" if server.flavour == MARIADB else "CONNECTION_ADMIN")
     aliases = {"REPLICATION CLIENT": {"BINLOG MONITOR", "SUPER"}, "BINLOG MONITOR": {"REPLICATION CLIENT", "SUPER"},
-               "CONNECTION ADMIN": {"SUPER"}, "CONNECTION_ADMIN": {"SUPER"}, "REPLICA MONITOR": {"SUPER"},
-               "REPLICATION SLAVE ADMIN": {"SUPER"}, "REPLICATION_APPLIER": {"SUPER"}}
+               "CONNECTION ADMIN": {"SUPER"}, "CONNECTION_ADMIN": {"SUPER"},
+               # MariaDB's SHOW GRANTS names REPLICA MONITOR by its older name.
+               "REPLICA MONITOR": {"SLAVE MONITOR", "SUPER"},
+               "REPLICATION SLAVE ADMIN": {"SUPER"}, "REPLICATION_SLAVE_ADMIN": {"SUPER"}}
 
     def lacks(privilege: str) -> bool:
         return privilege not in granted and not (aliases.get(privilege, set()) & granted)

@@ -69,7 +69,7 @@ def check_position(position: dict, server, lock: Optional[str], live: Optional[d
     missing = [k for k in POSITION_KEYS if k not in position]
     assert not missing, "position file lacks %s: %r" % (missing, position)
     assert position["instance"] == "default"
-    assert position["flavour"] == "mariadb"
+    assert position["flavour"] == server.flavour
     assert position["server_version"] == server.value("SELECT VERSION()")
     if lock:
         assert position["lock"] == lock

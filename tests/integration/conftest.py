@@ -7,6 +7,12 @@ check, and then enforce, that nothing is left behind: no quiesce process of the 
 something behind errors at teardown even if its own assertions passed.
 
 A test that takes a `driver` argument runs once per database driver quiesce supports.
+
+Servers: by default the host's MariaDB (Debian 12's 10.11). A test or module marked
+`@pytest.mark.flavours(*names)` (names from servers.FLAVOURS, or none for all of them) runs
+once per server kind, its `mariadb` fixture and factories then giving that kind (MariaDB
+11.8 and MySQL 9.7 run in chroots built once and cached, see chroot.py). The kind a test
+runs against is the `server_flavour` fixture.
 """
 
 import importlib.util
@@ -16,18 +22,43 @@ import statistics
 import pytest
 
 from .load import Writers
-from .mariadb import MariaDB, kill_all_started, mariadb_version
+from . import servers
+from .chroot import ChrootError
+from .mariadb import MariaDB, kill_all_started
 from .runner import QuiesceEnv
 
 DRIVERS = ("mysql-connector", "pymysql")
 TEST_TIMEOUT = 180          # seconds, per integration test (needs pytest-timeout)
 
-_start_times = []
+_start_times = {}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "flavours(*names): run once per server kind named (none: all of %s)"
+                            % ", ".join(servers.FLAVOURS))
 
 
 def pytest_generate_tests(metafunc):
     if "driver" in metafunc.fixturenames:
         metafunc.parametrize("driver", DRIVERS, indirect=True)
+    marker = metafunc.definition.get_closest_marker("flavours")
+    if marker is not None and "server_flavour" in metafunc.fixturenames and not _parametrizes_flavour(metafunc):
+        names = marker.args or servers.FLAVOURS
+        unknown = set(names) - set(servers.FLAVOURS)
+        if unknown:
+            raise ValueError("unknown server flavour(s) %s in %s" % (sorted(unknown), metafunc.definition.nodeid))
+        metafunc.parametrize("server_flavour", names, indirect=True, scope="function")
+
+
+def _parametrizes_flavour(metafunc) -> bool:
+    """The test parametrizes server_flavour itself (with other arguments, e.g. servers.with_locks())."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "server_flavour" in names:
+            return True
+    return False
 
 
 def pytest_collection_modifyitems(config, items):
@@ -42,14 +73,13 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     kill_all_started()
+    servers.forget_roots()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _start_times:
-        terminalreporter.write_line(
-            "mariadb start-up (%s): %d starts, median %.3f s, max %.3f s"
-            % (mariadb_version().split(" for ")[0], len(_start_times),
-               statistics.median(_start_times), max(_start_times)))
+    for flavour, times in sorted(_start_times.items()):
+        terminalreporter.write_line("%s server start-up: %d starts, median %.3f s, max %.3f s"
+                                    % (flavour, len(times), statistics.median(times), max(times)))
 
 
 @pytest.fixture(scope="session")
@@ -74,23 +104,43 @@ def driver(request, driver_modules):
     return name
 
 
+@pytest.fixture
+def server_flavour(request) -> str:
+    """The server kind this test runs against (see the flavours marker)."""
+    return getattr(request, "param", servers.HOST_MARIADB)
+
+
+@pytest.fixture
+def server_class(server_flavour):
+    """The class of this test's servers; a chroot that cannot be built fails the test."""
+    try:
+        return servers.server_class(server_flavour)
+    except ChrootError as exc:
+        pytest.fail("%s: %s" % (server_flavour, exc), pytrace=False)
+
+
+def _note_start(server: MariaDB) -> None:
+    _start_times.setdefault(getattr(server, "KIND", "") or servers.HOST_MARIADB, []).append(server.start_seconds)
+
+
 def _new_server(request, **kwargs) -> MariaDB:
-    server = MariaDB(**kwargs)
+    server = request.getfixturevalue("server_class")(**kwargs)
     request.addfinalizer(server.cleanup)
     server.start()
-    _start_times.append(server.start_seconds)
+    _note_start(server)
     server.create_probe_tables()
     return server
 
 
 @pytest.fixture
-def mariadb(request) -> MariaDB:
-    """A fresh private MariaDB server for this test (killed and removed afterwards)."""
+def mariadb(request, server_class) -> MariaDB:
+    """A fresh private server for this test (killed and removed afterwards): the host's
+    MariaDB, or the kind the flavours marker asks for."""
     return _new_server(request)
 
 
 @pytest.fixture
-def mariadb_factory(request):
+def mariadb_factory(request, server_class):
     """Start more servers: mariadb_factory(name=..., server_id=..., options={...})."""
     def make(**kwargs) -> MariaDB:
         return _new_server(request, **kwargs)
@@ -99,11 +149,12 @@ def mariadb_factory(request):
 
 @pytest.fixture
 def replica_of(request):
-    """replica_of(primary, parallel_threads=0, ...) -> a running replica (GTID, slave_pos)."""
+    """replica_of(primary, parallel_threads=0, ...) -> a running replica (GTID, slave_pos) of
+    the primary's kind."""
     def make(primary: MariaDB, **kwargs) -> MariaDB:
         replica = primary.make_replica(**kwargs)
         request.addfinalizer(replica.cleanup)
-        _start_times.append(replica.start_seconds)
+        _note_start(replica)
         return replica
     return make
 

@@ -65,7 +65,8 @@ _TEMPLATE_KEYS = ("innodb-data-file-path", "innodb-log-file-size", "innodb-buffe
 
 _registry_lock = threading.RLock()
 _live: "set[MariaDB]" = set()
-_template: Optional[str] = None
+_template: Optional[str] = None          # the host's template (test_mariadb_helper inspects it)
+_templates: Dict[str, str] = {}         # template key -> directory holding data/
 _swept = False
 
 
@@ -85,8 +86,8 @@ def _merge(*layers: Optional[Dict[str, object]]) -> Dict[str, object]:
     return merged
 
 
-def _render_cnf(options: Dict[str, object]) -> str:
-    lines = ["[mariadbd]"]
+def _render_cnf(options: Dict[str, object], section: str = "mariadbd") -> str:
+    lines = ["[%s]" % section]
     for key, value in options.items():
         lines.append(key if value is None else "%s = %s" % (key, value))
     return "\n".join(lines) + "\n"
@@ -197,33 +198,33 @@ def _sweep_stale_dirs(in_use: Iterable[str]) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _build_template(options: Dict[str, object]) -> str:
-    """mariadb-install-db once per process; every server starts from a copy of it."""
+def _build_template(server: "MariaDB") -> str:
+    """A fresh datadir once per process and server kind; every server starts from a copy of it."""
     global _template
+    key = server.template_key()
     with _registry_lock:
-        if _template and os.path.isdir(os.path.join(_template, "data", "mysql")):
-            return _template
+        ready = _templates.get(key)
+        if ready and os.path.isdir(os.path.join(ready, "data", "mysql")):
+            return ready
         root = tempfile.mkdtemp(prefix=TEMPLATE_PREFIX, dir=TMP_ROOT)
         _write_owner(root)
         datadir = os.path.join(root, "data")
         cnf = os.path.join(root, "install.cnf")
-        install_opts = {k: options[k] for k in _TEMPLATE_KEYS if k in options}
+        install_opts = {k: server.options[k] for k in server.TEMPLATE_KEYS if k in server.options}
         install_opts["datadir"] = datadir
         with open(cnf, "w") as handle:
-            handle.write(_render_cnf(install_opts))
-        # --force: no host name lookup (a fresh container may have no /etc/hosts).
-        cmd = [INSTALL_DB, "--defaults-file=%s" % cnf, "--skip-test-db", "--force",
-               "--auth-root-authentication-method=socket", "--skip-name-resolve"]
-        if os.geteuid() == 0:
-            cmd.append("--user=root")
-        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            handle.write(_render_cnf(install_opts, server.CNF_SECTION))
+        result = subprocess.run(server.install_command(cnf), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, timeout=180,
                                 env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
         if result.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
-            raise ServerError("mariadb-install-db failed (%d):\n%s"
-                              % (result.returncode, result.stdout.decode(errors="replace")[-4000:]))
-        _template = root
+            raise ServerError("initialising a datadir for %s failed (%d):\n%s"
+                              % (key, result.returncode, result.stdout.decode(errors="replace")[-4000:]))
+        server.after_install(datadir)
+        _templates[key] = root
+        if key == "host":
+            _template = root
         atexit.register(shutil.rmtree, root, True)
         return root
 
@@ -241,13 +242,24 @@ class MariaDB:
     """One private mariadbd.
 
     >>> db = MariaDB(); db.start(); db.query("SELECT 1"); db.cleanup()
+
+    Servers of other kinds (in a chroot, or MySQL: servers.py) are subclasses that override
+    the class attributes and the hooks below; tests use the same methods on all of them.
     """
+
+    flavour = "mariadb"
+    CNF_SECTION = "mariadbd"
+    TEMPLATE_KEYS = _TEMPLATE_KEYS
+    # Non-transactional engines this server has (the load and the consistency checks use them).
+    ENGINES = ("InnoDB", "MyISAM", "Aria")
+    # Options a copy boots with so that an unflushed table shows in CHECK TABLE.
+    NO_REPAIR = {"myisam-recover-options": "OFF", "aria-recover-options": "OFF"}
 
     def __init__(self, name: str = "primary", server_id: int = 1,
                  options: Optional[Dict[str, object]] = None, datadir: Optional[str] = None):
         self.name = name
         self.server_id = server_id
-        self.options = _merge(BASE_OPTIONS, options)
+        self.options = _merge(BASE_OPTIONS, self.flavour_options(), options)
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=TMP_ROOT)
         _write_owner(self.workdir)
         self._own_datadir = datadir is None
@@ -260,9 +272,36 @@ class MariaDB:
         self.start_seconds: Optional[float] = None
         self.start_count = 0
 
+    # ----------------------------------------------------------------- kind-specific hooks
+    @classmethod
+    def flavour_options(cls) -> Dict[str, object]:
+        """Overrides of BASE_OPTIONS for this kind of server."""
+        return {}
+
+    def template_key(self) -> str:
+        return "host"
+
+    def install_command(self, cnf: str) -> List[str]:
+        # --force: no host name lookup (a fresh container may have no /etc/hosts).
+        cmd = [INSTALL_DB, "--defaults-file=%s" % cnf, "--skip-test-db", "--force",
+               "--auth-root-authentication-method=socket", "--skip-name-resolve"]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        return cmd
+
+    def after_install(self, datadir: str) -> None:
+        """Adjust a freshly initialised template datadir."""
+
+    def server_command(self, args: Sequence[str]) -> List[str]:
+        return [MARIADBD, *args]
+
+    def version(self) -> str:
+        return mariadb_version()
+
     # ----------------------------------------------------------------- life cycle
     def __repr__(self) -> str:
-        return "<MariaDB %s pid=%s socket=%s port=%s>" % (self.name, self.pid, self.socket, self.port)
+        return "<%s %s pid=%s socket=%s port=%s>" % (type(self).__name__, self.name, self.pid, self.socket,
+                                                     self.port)
 
     @property
     def pid(self) -> Optional[int]:
@@ -302,7 +341,7 @@ class MariaDB:
                 _swept = True
                 reap_stale_servers()
         if not os.path.isdir(os.path.join(self.datadir, "mysql")):
-            template = _build_template(self.options)
+            template = _build_template(self)
             copy_tree(os.path.join(template, "data"), self.datadir)
         os.makedirs(os.path.join(self.workdir, "tmp"), exist_ok=True)
         last_error = None
@@ -323,13 +362,13 @@ class MariaDB:
 
     def _launch(self, options, extra_args, timeout) -> None:
         with open(self.cnf, "w") as handle:
-            handle.write(_render_cnf(self._effective_options(options)))
+            handle.write(_render_cnf(self._effective_options(options), self.CNF_SECTION))
         log_offset = os.path.getsize(self.error_log) if os.path.exists(self.error_log) else 0
         console = open(os.path.join(self.workdir, "console.log"), "ab")
         try:
             with _registry_lock:
                 self.proc = subprocess.Popen(
-                    [MARIADBD, "--defaults-file=%s" % self.cnf, *extra_args],
+                    self.server_command(["--defaults-file=%s" % self.cnf, *extra_args]),
                     stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                     cwd=self.workdir, start_new_session=True,
                     env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "TZ": "UTC"})
@@ -339,8 +378,8 @@ class MariaDB:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise ServerError("mariadbd exited with %s during start:\n%s"
-                                  % (self.proc.returncode, self.log_tail(since=log_offset)))
+                raise ServerError("%r exited with %s during start:\n%s"
+                                  % (self, self.proc.returncode, self.log_tail(since=log_offset)))
             if os.path.exists(self.socket):
                 try:
                     self.connect(connect_timeout=2).close()
@@ -349,8 +388,8 @@ class MariaDB:
                     pass
             if time.monotonic() > deadline:
                 self.kill()
-                raise ServerError("mariadbd did not accept connections within %.0f s:\n%s"
-                                  % (timeout, self.log_tail(since=log_offset)))
+                raise ServerError("%r did not accept connections within %.0f s:\n%s"
+                                  % (self, timeout, self.log_tail(since=log_offset)))
             time.sleep(0.02)
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -459,20 +498,30 @@ class MariaDB:
         conn = self.connect()
         try:
             with conn.cursor() as cur:
-                if password is None:
-                    cur.execute("CREATE OR REPLACE USER %s@%s", (name, host))
-                else:
-                    cur.execute("CREATE OR REPLACE USER %s@%s IDENTIFIED BY %s", (name, host, password))
+                for statement, args in self.create_user_statements(name, host, password):
+                    cur.execute(statement, args)
                 grants = [g for g in grants if g]
                 if grants:
                     cur.execute("GRANT %s ON %s TO %%s@%%s" % (", ".join(grants), on), (name, host))
         finally:
             conn.close()
 
+    def create_user_statements(self, name: str, host: str, password: Optional[str]):
+        if password is None:
+            return [("CREATE OR REPLACE USER %s@%s", (name, host))]
+        return [("CREATE OR REPLACE USER %s@%s IDENTIFIED BY %s", (name, host, password))]
+
+    BINLOG_STATUS = "SHOW MASTER STATUS"
+    GTID_POSITION = "SELECT @@GLOBAL.gtid_binlog_pos"
+
+    def gtid(self) -> Optional[str]:
+        """The server's GTID position as quiesce records it (MariaDB: gtid_binlog_pos)."""
+        return self.value(self.GTID_POSITION) or None
+
     def binlog_status(self) -> Dict[str, object]:
         """{'file', 'position', 'gtid'} of the running server."""
-        rows = self.query("SHOW MASTER STATUS", as_dict=True)
-        gtid = self.value("SELECT @@GLOBAL.gtid_binlog_pos")
+        rows = self.query(self.BINLOG_STATUS, as_dict=True)
+        gtid = self.gtid()
         if not rows:
             return {"file": None, "position": None, "gtid": gtid}
         return {"file": rows[0]["File"], "position": int(rows[0]["Position"]), "gtid": gtid}
@@ -480,12 +529,14 @@ class MariaDB:
     def binlog_files(self) -> List[Tuple[str, int]]:
         return [(r[0], int(r[1])) for r in self.query("SHOW BINARY LOGS")]
 
+    TIME_MS = "TIME_MS"     # MySQL's process list has whole seconds only
+
     def connection_ids(self) -> Dict[int, Dict[str, object]]:
         """Client connections in the process list (not the one asking), by id."""
-        rows = self.query("SELECT ID, USER, HOST, DB, COMMAND, TIME, TIME_MS, STATE, INFO "
+        rows = self.query("SELECT ID, USER, HOST, DB, COMMAND, TIME, %s AS TIME_MS, STATE, INFO "
                           "FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
-                          "AND COMMAND NOT IN ('Daemon', 'Slave_IO', 'Slave_SQL', 'Slave_worker')",
-                          as_dict=True)
+                          "AND COMMAND NOT IN ('Daemon', 'Slave_IO', 'Slave_SQL', 'Slave_worker') "
+                          "AND USER <> 'system user'" % self.TIME_MS, as_dict=True)
         return {int(r["ID"]): r for r in rows}
 
     # ----------------------------------------------------------------- copies
@@ -520,10 +571,8 @@ class MariaDB:
         switched off so that a table left unflushed shows up in CHECK TABLE instead of being
         mended silently.
         """
-        copy = MariaDB(name=name or self.name + "-copy", server_id=self.server_id,
-                       options=_merge(self.options, {"myisam-recover-options": "OFF",
-                                                     "aria-recover-options": "OFF"}, options),
-                       datadir=dest)
+        copy = type(self)(name=name or self.name + "-copy", server_id=self.server_id,
+                          options=_merge(self.options, self.NO_REPAIR, options), datadir=dest)
         try:
             copy.start(timeout=timeout)
         except Exception:
@@ -532,38 +581,62 @@ class MariaDB:
         return copy
 
     # ----------------------------------------------------------------- replication
+    REPLICA_OPTIONS: Dict[str, object] = {"log-slave-updates": None}
+
     def make_replica(self, name: str = "replica", server_id: Optional[int] = None,
-                     parallel_threads: int = 0, parallel_mode: str = "optimistic",
+                     parallel_threads: Optional[int] = 0, parallel_mode: str = "optimistic",
                      options: Optional[Dict[str, object]] = None,
-                     repl_user: str = "repl", repl_password: str = "repl-secret") -> "MariaDB":
-        """Start a new server replicating from this one over TCP with GTID (slave_pos)."""
-        self.create_user(repl_user, repl_password, grants=("REPLICATION SLAVE",), host="127.0.0.1")
-        replica = MariaDB(name=name, server_id=server_id or self.server_id + 1,
-                          options=_merge({"log-slave-updates": None}, options))
+                     repl_user: str = "repl", repl_password: str = "repl-secret",
+                     channel: str = "") -> "MariaDB":
+        """Start a new server replicating from this one over TCP with GTID (slave_pos).
+
+        parallel_threads=None keeps the server's default applier (MySQL: 4 workers).
+        """
+        replica = type(self)(name=name, server_id=server_id or self.server_id + 1,
+                             options=_merge(self.REPLICA_OPTIONS, options))
         try:
             replica.start()
-            replica.sql("SET GLOBAL slave_parallel_threads = %d" % parallel_threads)
-            if parallel_threads:
-                replica.sql("SET GLOBAL slave_parallel_mode = %s", (parallel_mode,))
-            replica.sql("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER=%s, "
-                        "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
-                        (self.port, repl_user, repl_password))
-            replica.sql("START SLAVE")
-            replica.wait_replica_running()
-            replica.wait_caught_up(self)
+            replica.replicate_from(self, parallel_threads=parallel_threads, parallel_mode=parallel_mode,
+                                   repl_user=repl_user, repl_password=repl_password, channel=channel)
         except Exception:
             replica.cleanup()
             raise
         return replica
 
-    def replica_status(self) -> Optional[Dict[str, object]]:
-        rows = self.query("SHOW SLAVE STATUS", as_dict=True)
-        return rows[0] if rows else None
+    def replicate_from(self, primary: "MariaDB", parallel_threads: Optional[int] = 0,
+                       parallel_mode: str = "optimistic", repl_user: str = "repl",
+                       repl_password: str = "repl-secret", channel: str = "") -> None:
+        """Add a replication channel (named: a multi-source connection) from primary and start it."""
+        primary.create_user(repl_user, repl_password, grants=("REPLICATION SLAVE",), host="127.0.0.1")
+        name = " '%s'" % channel if channel else ""
+        if parallel_threads is not None:
+            self.sql("SET GLOBAL slave_parallel_threads = %d" % parallel_threads)
+            if parallel_threads:
+                self.sql("SET GLOBAL slave_parallel_mode = %s", (parallel_mode,))
+        self.sql("CHANGE MASTER%s TO MASTER_HOST='127.0.0.1', MASTER_PORT=%%s, MASTER_USER=%%s, "
+                 "MASTER_PASSWORD=%%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1" % name,
+                 (primary.port, repl_user, repl_password))
+        self.sql("START SLAVE%s" % name)
+        self.wait_replica_running(channel=channel)
+        self.wait_caught_up(primary)
 
-    def wait_replica_running(self, timeout: float = 30.0) -> Dict[str, object]:
+    def replica_status(self, channel: str = "") -> Optional[Dict[str, object]]:
+        """The channel's status row, with MySQL's Replica_/Source_ names also under Slave_/Master_."""
+        rows = self.query(self.replica_status_statement(channel), as_dict=True)
+        if not rows:
+            return None
+        row = dict(rows[0])
+        for key, value in rows[0].items():
+            row.setdefault(key.replace("Replica_", "Slave_").replace("Source_", "Master_"), value)
+        return row
+
+    def replica_status_statement(self, channel: str) -> str:
+        return "SHOW SLAVE '%s' STATUS" % channel if channel else "SHOW SLAVE STATUS"
+
+    def wait_replica_running(self, timeout: float = 30.0, channel: str = "") -> Dict[str, object]:
         deadline = time.monotonic() + timeout
         while True:
-            status = self.replica_status() or {}
+            status = self.replica_status(channel) or {}
             if status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes":
                 return status
             if time.monotonic() > deadline:
@@ -573,10 +646,14 @@ class MariaDB:
             time.sleep(0.05)
 
     def wait_caught_up(self, primary: "MariaDB", timeout: float = 30.0) -> None:
-        gtid = primary.value("SELECT @@GLOBAL.gtid_binlog_pos")
-        result = self.value("SELECT MASTER_GTID_WAIT(%s, %s)", (gtid, timeout))
+        gtid = primary.gtid()
+        result = self.value(self.GTID_WAIT, (gtid or "", timeout))
         if result != 0:
             raise ServerError("replica did not reach %s within %.0f s" % (gtid, timeout))
+
+    GTID_WAIT = "SELECT MASTER_GTID_WAIT(%s, %s)"
+    # What a replica channel's recorded GTID position is (MySQL: the replica's whole executed set).
+    REPLICA_GTID = "SELECT @@GLOBAL.gtid_slave_pos"
 
     # ----------------------------------------------------------------- probes
     def try_write(self, timeout: float = 1.0, database: str = "quiesce_probe") -> Optional[float]:

@@ -20,6 +20,7 @@ from .load import Writers
 from .runner import wait_for
 
 BACKUP_LOCK_WAIT = "Waiting for backup lock"
+GLOBAL_READ_LOCK_WAIT = "Waiting for global read lock"     # MySQL's FTWRL
 INTERRUPTED = (1317, 1927, 2013)
 
 
@@ -89,8 +90,8 @@ class Background:
 
 
 def processlist_row(server, conn_id: int) -> Optional[Dict[str, object]]:
-    rows = server.query("SELECT ID, COMMAND, TIME_MS, STATE, INFO FROM information_schema.PROCESSLIST "
-                        "WHERE ID = %s", (conn_id,), as_dict=True)
+    rows = server.query("SELECT ID, COMMAND, %s AS TIME_MS, STATE, INFO FROM information_schema.PROCESSLIST "
+                        "WHERE ID = %%s" % getattr(server, "TIME_MS", "TIME_MS"), (conn_id,), as_dict=True)
     return rows[0] if rows else None
 
 
@@ -117,8 +118,8 @@ def wait_state(server, conn_id: int, state: str, timeout: float = 10.0) -> Dict[
 
 def lock_waiters(server) -> List[Dict[str, object]]:
     """Connections waiting for the backup/FTWRL lock right now."""
-    return server.query("SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST WHERE STATE = %s",
-                        (BACKUP_LOCK_WAIT,), as_dict=True)
+    return server.query("SELECT ID, STATE, INFO FROM information_schema.PROCESSLIST WHERE STATE IN (%s, %s)",
+                        (BACKUP_LOCK_WAIT, GLOBAL_READ_LOCK_WAIT), as_dict=True)
 
 
 def no_lock_held(server, timeout: float = 1.0) -> bool:
@@ -155,11 +156,14 @@ def table_blocked_seconds(load: Writers, table: str, start: float, end: float) -
 
 # --------------------------------------------------------------------------- binlog / gtid
 def gtid_seq(gtid: Optional[str], domain: int = 0) -> int:
-    """Sequence number of `domain` in a MariaDB GTID position such as '0-1-42,1-2-7'."""
+    """Sequence number of `domain` in a MariaDB GTID position such as '0-1-42,1-2-7'; for a
+    MySQL GTID set of one server ('uuid:1-42'), its last transaction number."""
     for part in (gtid or "").split(","):
         part = part.strip()
         if not part:
             continue
+        if ":" in part:
+            return int(part.rsplit(":", 1)[1].rsplit("-", 1)[-1])
         d, _server, seq = part.split("-")
         if int(d) == domain:
             return int(seq)

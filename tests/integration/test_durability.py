@@ -16,7 +16,7 @@ unmounted. The image is then mounted again (journal replay) and a server boots f
 (crash recovery), like a VM restored from a snapshot taken without a filesystem freeze.
 
 A control run with a plain lock (no log flush, no sync) loses acknowledged commits in the
-same harness: the check can fail.
+same harness: the check can fail. Both run on every server kind.
 """
 
 import datetime
@@ -30,13 +30,13 @@ import pytest
 
 from quiesce import durable, serverinfo
 
-from .load import table_rows
+from . import servers
 from .mariadb import MariaDB
+from .load import table_rows
 from .prodhelpers import (PowerCutDisk, ProbeWriters, check_tables, gtid_seq, innodb_lsns, unclean,
                           why_no_power_cut)
 from .runner import QuiesceEnv
 
-ENGINES = ("InnoDB", "MyISAM", "Aria")
 _NO_POWER_CUT = why_no_power_cut()
 
 
@@ -49,19 +49,19 @@ def _relaxed(trx_commit):
 class PowerCutRun:
     """One server on a PowerCutDisk with writers; lock, cut the power, boot the image."""
 
-    def __init__(self, request, options):
+    def __init__(self, request, server_class, options):
         self.disk = PowerCutDisk(size_mb=256)
         request.addfinalizer(self.disk.close)
-        self.server = MariaDB(name="pc", datadir=os.path.join(self.disk.mnt, "data"), options=options)
+        self.server = server_class(name="pc", datadir=os.path.join(self.disk.mnt, "data"), options=options)
         request.addfinalizer(self.server.cleanup)
         self.request = request
         self.server.start()
         self.server.create_probe_tables()
-        self.load = ProbeWriters(self.server, engines=ENGINES, threads_per_engine=1, max_seconds=60,
+        self.load = ProbeWriters(self.server, engines=self.server.ENGINES, threads_per_engine=1, max_seconds=60,
                                  read_timeout=20)
         self.load.create_tables()
         request.addfinalizer(lambda: self.load.stop(timeout=5))
-        self.base_seq = gtid_seq(self.server.value("SELECT @@GLOBAL.gtid_binlog_pos"))
+        self.base_seq = gtid_seq(self.server.gtid())
         # Everything up to here is durable; every commit from now on is not, by itself.
         self.disk.sync()
 
@@ -89,9 +89,12 @@ class PowerCutRun:
 
 
 @pytest.mark.skipif(_NO_POWER_CUT is not None, reason=_NO_POWER_CUT or "")
-@pytest.mark.parametrize("method, trx_commit", [("backup-stage", 0), ("ftwrl", 2)])
-def test_power_cut_after_freeze_loses_no_acknowledged_commit(method, trx_commit, request):
-    run = PowerCutRun(request, _relaxed(trx_commit))
+@pytest.mark.parametrize("server_flavour, method, trx_commit",
+                         [(servers.HOST_MARIADB, "backup-stage", 0), (servers.HOST_MARIADB, "ftwrl", 2),
+                          (servers.MARIADB_LTS, "backup-stage", 0), (servers.MYSQL, "ftwrl", 0)],
+                         indirect=["server_flavour"])
+def test_power_cut_after_freeze_loses_no_acknowledged_commit(method, trx_commit, request, server_class):
+    run = PowerCutRun(request, server_class, _relaxed(trx_commit))
     env = QuiesceEnv(run.server, driver=None, lock_method=method)
     request.addfinalizer(env.cleanup)
     run.write()
@@ -114,24 +117,26 @@ def test_power_cut_after_freeze_loses_no_acknowledged_commit(method, trx_commit,
         "commits acknowledged before freeze lost in a power cut after it (%s, trx_commit=%d): %s; " \
         "InnoDB right after freeze: %s" % (method, trx_commit, missing, lsns)
     # The binlog survived up to the recorded position, and agrees with the tables.
-    assert copy.value("SELECT @@GLOBAL.gtid_binlog_pos") == position["gtid"]
+    assert copy.gtid() == position["gtid"]
     assert sum(len(r) for r in rows.values()) == gtid_seq(position["gtid"]) - run.base_seq
     assert set(rows["t_innodb"].values()) == {2}
-    checked = check_tables(copy, ["load.t_myisam", "load.t_aria", "quiesce_probe.probe_myisam"])
+    checked = check_tables(copy, ["load.%s" % t for t in run.load.tables if t != "t_innodb"]
+                           + ["quiesce_probe.probe_myisam"])
     assert unclean(checked) == {}, unclean(checked)
 
 
 @pytest.mark.skipif(_NO_POWER_CUT is not None, reason=_NO_POWER_CUT or "")
-def test_power_cut_harness_detects_lost_commits(request):
+@pytest.mark.flavours()
+def test_power_cut_harness_detects_lost_commits(request, server_class):
     """Control: the same run with a bare FTWRL (no log flush, no sync) loses commits."""
-    run = PowerCutRun(request, _relaxed(0))
+    run = PowerCutRun(request, server_class, _relaxed(0))
     run.write()
     conn = run.server.connect()
     request.addfinalizer(conn.close)
     with conn.cursor() as cur:
         cur.execute("FLUSH TABLES WITH READ LOCK")
         frozen_at = time.monotonic()
-        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        cur.execute(run.server.GTID_POSITION)
         gtid = cur.fetchone()[0]
     lsns = innodb_lsns(run.server)
     run.cut()
@@ -142,7 +147,7 @@ def test_power_cut_harness_detects_lost_commits(request):
         pass
     copy = run.boot_image()
     _rows, missing = run.missing(copy, frozen_at)
-    lost_binlog = copy.value("SELECT @@GLOBAL.gtid_binlog_pos") != gtid
+    lost_binlog = (copy.gtid() or "") != gtid
     assert sum(missing.values()) > 0 or lost_binlog, \
         "the power cut lost nothing without quiesce: this harness cannot show lost writes " \
         "(lsns %s, missing %s)" % (lsns, missing)

@@ -9,23 +9,23 @@ import time
 
 import pytest
 
-from .checks import (LOCK_METHODS, assert_clean, assert_frozen, assert_no_holder, assert_one_line,
+from . import servers
+from .checks import (assert_clean, assert_frozen, assert_no_holder, assert_one_line,
                      assert_writable, check_position)
 from .load import table_rows
 from .runner import base_env, wait_for
 
-ENGINES = ("InnoDB", "MyISAM", "Aria")
 # A commit acknowledged this soon after freeze returned may have been committed before the
 # lock and only recorded late by its thread; any real leak shows up as many commits.
 GRACE = 0.1
 FROZEN_WINDOW = 1.5
 
 
-@pytest.mark.parametrize("lock", LOCK_METHODS)
+@pytest.mark.parametrize("server_flavour, lock", servers.with_locks(), indirect=["server_flavour"])
 def test_no_commit_between_freeze_and_thaw(mariadb, quiesce_env, writers, driver, lock):
     env = quiesce_env
     env.write_config(lock_method=lock)
-    load = writers(engines=ENGINES)
+    load = writers(engines=mariadb.ENGINES)
     load.wait_for_progress(20)
 
     t_freeze = time.monotonic()

@@ -418,6 +418,7 @@ def db_on_loop(lab, mariadb_factory):
         env.cleanup()
 
 
+@pytest.mark.flavours()
 def test_mariadb_lock_released_at_filesystem_thaw(db_on_loop):
     fs, server, make = db_on_loop
     env = make()

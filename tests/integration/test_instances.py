@@ -16,6 +16,8 @@ from .prodhelpers import Background, instance_section, lock_waiters, no_lock_hel
 
 RESUME = 0.5       # seconds within which writers must commit again once freeze has failed
 
+pytestmark = pytest.mark.flavours()
+
 
 @pytest.fixture
 def two(mariadb, mariadb_factory, quiesce_env, request):
@@ -55,6 +57,7 @@ def _read(path):
 
 def test_two_instances_lock_together_and_thaw_reports_each(driver, two, request):
     first, second, env, files, _configure = two
+    lock = "backup-stage" if first.flavour == "mariadb" else "ftwrl"    # lock-method auto
     loads = _writers(request, first, second)
     result = env.run("freeze")
     assert result.rc == 0, result
@@ -73,16 +76,20 @@ def test_two_instances_lock_together_and_thaw_reports_each(driver, two, request)
     # One position file per instance, each with its own server's coordinates.
     for name, position in positions.items():
         assert position["instance"] == name
-        assert position["lock"] == "backup-stage"
+        assert position["lock"] == lock
         assert position["binlog_file"] == masters[name]["file"]
         assert position["binlog_position"] == masters[name]["position"]
         assert position["gtid"] == masters[name]["gtid"]
-    assert positions["First"]["gtid"].startswith("0-1-") and positions["Second"]["gtid"].startswith("0-2-")
+    if first.flavour == "mariadb":
+        assert positions["First"]["gtid"].startswith("0-1-") and positions["Second"]["gtid"].startswith("0-2-")
+    else:
+        assert positions["First"]["gtid"].split(":")[0] == first.value("SELECT @@server_uuid")
+        assert positions["Second"]["gtid"].split(":")[0] == second.value("SELECT @@server_uuid")
     assert not os.path.exists(env.position_file), "the single-instance position file was written too"
 
     assert status["frozen"] is True
     assert [(i["name"], i["lock"], i["position_file"]) for i in status["instances"]] == \
-        [("First", "backup-stage", files["First"]), ("Second", "backup-stage", files["Second"])]
+        [("First", lock, files["First"]), ("Second", lock, files["Second"])]
 
     # Thaw released both at once, and says so for each.
     for load in loads:

@@ -12,7 +12,10 @@ import threading
 
 import pytest
 
+from . import servers
 from .prodhelpers import BACKUP_LOCK_WAIT, Background, lock_waiters, no_lock_held, wait_state
+
+pytestmark = pytest.mark.flavours(*servers.ALL_MARIADB)
 
 
 @pytest.mark.parametrize("method, expected", [("auto", "backup-stage"), ("ftwrl", "ftwrl")])

@@ -6,7 +6,7 @@ on unlocked (on-failure=continue) without ever having blocked a writer. A statem
 pre-check does not catch but that really blocks the lock is the watchdog's: the pending
 lock statement is killed after acquire-timeout, so writers wait no longer than that.
 
-What blocks each lock on MariaDB 10.11 (measured; see test_what_blocks_each_lock):
+What blocks each lock on MariaDB 10.11 and 11.8 (measured; see test_what_blocks_each_lock):
   - FTWRL waits for running data-changing statements on any engine (UPDATE on InnoDB,
     MyISAM, Aria; SELECT ... FOR UPDATE) and for LOCK TABLES ... WRITE held by any
     session; while it waits, every new write on the server waits behind it. It does NOT
@@ -23,8 +23,13 @@ import time
 
 import pytest
 
+from . import servers
 from .prodhelpers import (INTERRUPTED, Background, lock_waiters, no_lock_held, table_blocked_seconds,
                           wait_running_for)
+
+# MariaDB's locks (BACKUP STAGE, and FTWRL that does not wait for reads), on both MariaDB
+# releases; MySQL's long statements: test_mysql.py and test_faults.py.
+pytestmark = pytest.mark.flavours(*servers.ALL_MARIADB)
 
 NOT_BLOCKED = 0.5        # a commit slower than this while freeze ran means writers were blocked
 MARGIN = 0.75            # allowed beyond acquire-timeout for a writer blocked by a pending lock

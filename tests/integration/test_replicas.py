@@ -1,4 +1,5 @@
-"""Freezing a replica, on a real two-server MariaDB replication set-up (GTID, slave_pos).
+"""Freezing a replica, on a real two-server replication set-up with GTIDs (MariaDB:
+slave_pos; MySQL: auto-position), on every server kind.
 
 quiesce records the replica's source coordinates and GTID state in the position file,
 stops the SQL (applier) threads before locking when told to (stop-replica = always, or
@@ -13,7 +14,9 @@ import time
 import pytest
 
 from .prodhelpers import Background, instance_section, no_lock_held, sql_thread_running, wait_sql_thread
-from .runner import QuiesceEnv
+from .runner import QuiesceEnv, wait_for
+
+pytestmark = pytest.mark.flavours()
 
 
 @pytest.fixture
@@ -50,9 +53,9 @@ def test_replica_coordinates_recorded_and_applier_restarted(parallel, stop_repli
     try:
         position = env.position()
         # While frozen the replica applies nothing: its GTID state stays where it was recorded.
-        gtid_now = replica.value("SELECT @@GLOBAL.gtid_slave_pos")
+        gtid_now = replica.value(replica.REPLICA_GTID)
         load.wait_for_progress(20)
-        assert replica.value("SELECT @@GLOBAL.gtid_slave_pos") == gtid_now
+        assert replica.value(replica.REPLICA_GTID) == gtid_now
         sql_state = sql_thread_running(replica)
         io_state = replica.replica_status()["Slave_IO_Running"]
     finally:
@@ -139,3 +142,43 @@ def test_replica_restarted_when_another_instance_fails(mariadb, replica_pair):
     assert sql_thread_running(replica) == "Yes", "the failed freeze left the replica's applier stopped"
     assert env.wait_no_holder(5) == set()
     assert no_lock_held(replica) and no_lock_held(mariadb)
+
+
+def test_multi_source_replica_records_and_restarts_every_channel(mariadb, mariadb_factory, replica_of, writers):
+    """Two sources, two named channels (MariaDB: connections in their own GTID domains):
+    each channel's coordinates are recorded, each applier stopped while frozen and restarted."""
+    second = mariadb_factory(name="source2", server_id=2, options={"gtid-domain-id": 2}
+                             if mariadb.flavour == "mariadb" else None)
+    replica = mariadb_factory(name="multi", server_id=3, options=mariadb.REPLICA_OPTIONS)
+    replica.replicate_from(mariadb, parallel_threads=4, channel="one")
+    # MariaDB sets the parallel applier once for all connections (and not while one runs).
+    replica.replicate_from(second, parallel_threads=None if mariadb.flavour == "mariadb" else 4, channel="two")
+    env = QuiesceEnv(replica, driver=None)
+    try:
+        load = writers(server=second, engines=("InnoDB",), interval=0.005)
+        load.wait_for_progress(5)
+        result = env.run("freeze")
+        assert result.rc == 0, result
+        try:
+            position = env.position()
+            running = {name: sql_thread_running_on(replica, name) for name in ("one", "two")}
+        finally:
+            thawed = env.run("thaw")
+        assert thawed.rc == 0, thawed
+    finally:
+        report = env.cleanup()
+    assert not report["holders"], report
+    channels = {c["connection_name"]: c for c in position["replica"]}
+    assert set(channels) == {"one", "two"}, position["replica"]
+    assert channels["one"]["source_port"] == mariadb.port and channels["two"]["source_port"] == second.port
+    assert all(c["gtid"] and not any(ch.isspace() for ch in c["gtid"]) for c in channels.values()), channels
+    assert position["replica_stopped"] is True
+    assert running == {"one": "No", "two": "No"}
+    for name in ("one", "two"):
+        wait_for(lambda: sql_thread_running_on(replica, name) == "Yes", 5, what="channel %s to run" % name)
+    load.stop()
+    replica.wait_caught_up(second)
+
+
+def sql_thread_running_on(replica, channel):
+    return (replica.replica_status(channel) or {}).get("Slave_SQL_Running")

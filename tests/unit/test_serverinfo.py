@@ -195,6 +195,17 @@ def test_missing_privileges_names_what_to_grant():
     assert si.missing_privileges(MARIADB_1011, {"ALL"}, "ftwrl", True, True, True, True) == ([], [])
 
 
+def test_replica_privileges_are_the_ones_stop_replica_needs():
+    # MySQL's STOP REPLICA needs REPLICATION_SLAVE_ADMIN (or SUPER), not REPLICATION_APPLIER.
+    _, recommended = si.missing_privileges(MYSQL_80, {"RELOAD", "LOCK TABLES", "PROCESS", "REPLICATION CLIENT"},
+                                           "ftwrl", True, True, False, True)
+    assert recommended == ["REPLICATION_SLAVE_ADMIN"]
+    # MariaDB's SHOW GRANTS says SLAVE MONITOR for a GRANT REPLICA MONITOR.
+    granted = si.global_privileges(["GRANT RELOAD, PROCESS, BINLOG MONITOR, SLAVE MONITOR, REPLICATION SLAVE ADMIN "
+                                    "ON *.* TO `quiesce`@`localhost`"])
+    assert si.missing_privileges(MARIADB_1011, granted, "backup-stage", True, True, False, True) == ([], [])
+
+
 @pytest.mark.parametrize("server,method,kinds", [
     (MARIADB_1011, "backup-stage", "update"), (MARIADB_1011, "ftwrl", "update"),
     (MARIADB_103, "ftwrl", "all"), (MYSQL_80, "ftwrl", "all"), (PERCONA_80, "ftwrl", "all")])
