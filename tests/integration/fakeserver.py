@@ -115,12 +115,22 @@ def start_thread(path: str, mode: str, record_path: str, plugin: str = "mysql_cl
     return server
 
 
+def _readable_copy() -> str:
+    """This file where any user can read it (the checkout may sit in root's 0700 home)."""
+    copy = "/tmp/quiesce-fakeserver-%d.py" % os.getpid()
+    with open(os.path.abspath(__file__), "rb") as source, open(copy + ".new", "wb") as target:
+        target.write(source.read())
+    os.chmod(copy + ".new", 0o644)
+    os.replace(copy + ".new", copy)
+    return copy
+
+
 def start_as(user: str, *args: str) -> subprocess.Popen:
     """Run this file as `user` (setpriv) with args; returns once it listens. Kill it when done."""
     account = pwd.getpwnam(user)
     server = subprocess.Popen(
         ["setpriv", "--reuid=%d" % account.pw_uid, "--regid=%d" % account.pw_gid, "--clear-groups",
-         sys.executable, os.path.abspath(__file__), *args], stdout=subprocess.PIPE, cwd="/")
+         sys.executable, _readable_copy(), *args], stdout=subprocess.PIPE, cwd="/")
     ready, _, _ = select.select([server.stdout], [], [], 10.0)
     if not ready or server.stdout.readline().strip() != b"ready":
         server.kill()

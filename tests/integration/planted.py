@@ -1,18 +1,15 @@
-"""A socket planted by an unprivileged user at /tmp/mysql.sock, and quiesce in front of it.
+"""A socket planted by an unprivileged user in a world-writable sticky directory (as /tmp
+is), and quiesce in front of it.
 
-Run as root as the only process of private mount and pid namespaces (test_db_safety.py
-starts it with `unshare --mount --propagation private --pid --fork --mount-proc`): mounts a
-private tmpfs on /tmp (the real /tmp is untouched), runs fakeserver.py there as `nobody`
-(greeting, then an auth switch to mysql_clear_password), and tries quiesce against it:
-db.connect with clear-text auth allowed (so only the socket checks stand in the way), the
-same after root has chowned the socket file to itself (then only the listener check does),
-and `quiesce freeze` with socket = /tmp/mysql.sock. Prints one JSON object. Everything it
-started dies with the pid namespace.
+Runs fakeserver.py there as `nobody` (greeting, then an auth switch to
+mysql_clear_password) and tries quiesce against it: db.connect with clear-text auth
+allowed (so only the socket checks stand in the way), the same after root has chowned
+the socket file to itself (then only the listener check does), and `quiesce freeze` with
+that socket. Prints one JSON object.
 
-    OUTER_MOUNT_NS=$(readlink /proc/self/ns/mnt) unshare ... python3 planted.py DRIVER PASSWORD
+    python3 planted.py DIRECTORY DRIVER PASSWORD
 """
 
-import ctypes
 import json
 import os
 import pwd
@@ -24,21 +21,10 @@ from quiesce.config import Target
 
 import fakeserver
 
-SOCKET = "/tmp/mysql.sock"
-RECORD = "/tmp/received"
 
 
-def mount_private_tmp() -> None:
-    # The caller passes its own mount namespace: mounting over /tmp in that one would hide the real /tmp.
-    if os.readlink("/proc/self/ns/mnt") == os.environ.get("OUTER_MOUNT_NS") or os.getpid() != 1:
-        raise SystemExit("planted.py: not in private mount and pid namespaces; refusing to mount over /tmp")
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, b"mode=1777") != 0:
-        raise OSError(ctypes.get_errno(), "mount tmpfs on /tmp")
-
-
-def try_connect(driver: str, password: str) -> str:
-    target = Target(name="default", socket=SOCKET, host=None, port=3306, user="root", password=password,
+def try_connect(socket_path: str, driver: str, password: str) -> str:
+    target = Target(name="default", socket=socket_path, host=None, port=3306, user="root", password=password,
                     position_file=None)
     try:
         db.connect(target, driver, 5.0, allow_cleartext=True).close()
@@ -47,14 +33,15 @@ def try_connect(driver: str, password: str) -> str:
     return "connected"
 
 
-def run_freeze(driver: str, password: str) -> dict:
-    os.makedirs("/tmp/q/run", mode=0o700)
-    conf = "/tmp/q/quiesce.conf"
+def run_freeze(socket_path: str, driver: str, password: str) -> dict:
+    private = os.path.join(os.path.dirname(socket_path), "q")
+    os.makedirs(private + "/run", mode=0o700)
+    conf = private + "/quiesce.conf"
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write("socket = %s\nuser = root\npassword = %s\ndriver = %s\nruntime-dir = /tmp/q/run\n"
-                     "position-file = /tmp/q/position.json\nconnect-timeout = 5\n"
-                     % (SOCKET, password, driver))
+        handle.write("socket = %s\nuser = root\npassword = %s\ndriver = %s\nruntime-dir = %s/run\n"
+                     "position-file = %s/position.json\nmetrics-file = none\nconnect-timeout = 5\n"
+                     % (socket_path, password, driver, private, private))
     done = subprocess.run([sys.executable, "-m", "quiesce", "--config", conf, "freeze"], cwd="/",
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": os.environ["PYTHONPATH"]})
@@ -63,16 +50,19 @@ def run_freeze(driver: str, password: str) -> dict:
 
 
 def main() -> None:
-    driver, password = sys.argv[1], sys.argv[2]
-    mount_private_tmp()
-    server = fakeserver.start_as("nobody", "--socket", SOCKET, "--mode", "switch", "--record", RECORD)
-    result = {"owner": pwd.getpwuid(os.stat(SOCKET).st_uid).pw_name}
-    result["planted"] = try_connect(driver, password)
-    result["freeze"] = run_freeze(driver, password)
-    os.chown(SOCKET, 0, 0)
-    result["chowned"] = try_connect(driver, password)
-    server.kill()
-    with open(RECORD, "rb") as handle:
+    directory, driver, password = sys.argv[1:4]
+    socket_path, record = os.path.join(directory, "mysql.sock"), os.path.join(directory, "received")
+    server = fakeserver.start_as("nobody", "--socket", socket_path, "--mode", "switch", "--record", record)
+    try:
+        result = {"owner": pwd.getpwuid(os.stat(socket_path).st_uid).pw_name}
+        result["planted"] = try_connect(socket_path, driver, password)
+        result["freeze"] = run_freeze(socket_path, driver, password)
+        os.chown(socket_path, 0, 0)
+        result["chowned"] = try_connect(socket_path, driver, password)
+    finally:
+        server.kill()
+        server.wait()
+    with open(record, "rb") as handle:
         received = handle.read()
     result["received_bytes"] = len(received)
     result["password_received"] = password.encode() in received

@@ -3,8 +3,8 @@
 Every wait is bounded: connect + greeting + authentication within the connect timeout
 (a socket that accepts and never greets, one that greets a byte a second, a SIGSTOPped
 mariadbd), each statement within set_timeout(), and abandon() never waits. Credentials go
-only to a socket root or the server's account runs: a fake server planted by `nobody`
-(private mount and pid namespaces, so the real /tmp is untouched) gets nothing, and no
+only to a socket root or the server's account runs: a fake server planted by `nobody` in
+a world-writable sticky directory (as /tmp is) gets nothing, and no
 server gets the password in clear text unless allow_cleartext; the same for a loopback
 port another user listens on.
 """
@@ -13,8 +13,10 @@ import contextlib
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -181,24 +183,27 @@ def test_connector_sends_clear_text_only_over_tls_even_when_allowed(fake):
 
 
 # ------------------------------------------------------------------ planted sockets
-def test_socket_planted_by_an_unprivileged_user_gets_no_credentials(driver):
-    for tool in ("/usr/bin/unshare", "/usr/bin/setpriv"):
-        assert os.path.exists(tool), "%s missing: install util-linux" % tool
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": "%s:%s/.deps" % (REPO, REPO),
-           "OUTER_MOUNT_NS": os.readlink("/proc/self/ns/mnt")}
-    done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc",
-         sys.executable, os.path.join(HERE, "planted.py"), driver, SECRET],
-        env=env, cwd="/", capture_output=True, timeout=120)
+def test_socket_planted_by_an_unprivileged_user_gets_no_credentials(driver, tmp_path):
+    assert os.path.exists("/usr/bin/setpriv"), "/usr/bin/setpriv missing: install util-linux (make deps)"
+    # A directory like /tmp (world-writable, sticky), private to this test.
+    shared = tempfile.mkdtemp(prefix="quiesce-planted-", dir="/tmp")
+    try:
+        os.chmod(shared, 0o1777)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": "%s:%s/.deps" % (REPO, REPO)}
+        done = subprocess.run([sys.executable, os.path.join(HERE, "planted.py"), shared, driver, SECRET],
+                              env=env, cwd="/", capture_output=True, timeout=120)
+    finally:
+        shutil.rmtree(shared)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     result = json.loads(done.stdout)
+    socket_path = os.path.join(shared, "mysql.sock")
     assert result["owner"] == "nobody"
     # The socket file is nobody's: refused before connecting, by db.connect and by freeze.
-    assert result["planted"].startswith("ConnectError: socket /tmp/mysql.sock is owned by nobody")
+    assert result["planted"].startswith("ConnectError: socket %s is owned by nobody" % socket_path), result
     assert result["freeze"]["rc"] == 3, result["freeze"]
-    assert "/tmp/mysql.sock" in result["freeze"]["stderr"] and "nobody" in result["freeze"]["stderr"]
+    assert socket_path in result["freeze"]["stderr"] and "nobody" in result["freeze"]["stderr"]
     # Root chowned the file: the listener, still nobody's, is refused before anything is sent.
-    assert result["chowned"].startswith("ConnectError: the server on socket /tmp/mysql.sock runs as nobody")
+    assert result["chowned"].startswith("ConnectError: the server on socket %s runs as nobody" % socket_path)
     assert result["received_bytes"] == 0 and not result["password_received"]
     assert SECRET not in json.dumps(result)
 
