@@ -42,6 +42,10 @@ def test_piuparts_install_upgrade_purge_on_newer_debian(debs, tmp_path, suite):
     assert proc.returncode == 0, text[-6000:]
     assert "PASS: Installation and purging test." in text
     assert "PASS: Installation, upgrade and purging tests." in text
+    # The driver apt chose: Connector/Python where Debian packages it (unstable), else PyMySQL.
+    driver = "python3-mysql.connector" if suite == "unstable" else "python3-pymysql"
+    other = "python3-pymysql" if suite == "unstable" else "python3-mysql.connector"
+    assert "Setting up %s " % driver in text and "Setting up %s " % other not in text, text[-6000:]
 
 
 # In the root: the distribution's server as its package set it up (root logs in by
@@ -79,7 +83,7 @@ def test_zero_config_freeze_and_thaw_on_debian_13(debs, tmp_path):
         said = result.stdout.decode("utf-8", "replace")
         files = {p.name: p.read_text(errors="replace") for p in out.iterdir() if p.is_file()}
         assert result.returncode == 0, (said, files.get("apt.log", "")[-3000:], files.get("mariadbd.log"))
-        assert files["link"].strip() == "/usr/lib/quiesce/hook"
+        assert files["link"].strip() == "/usr/lib/quiesce/vmware-hook"
         assert files["freeze.rc"].strip() == "0", files["freeze.out"]
         assert files["thaw.rc"].strip() == "0", files["thaw.out"]
         position = json.loads(files["position.json"])
