@@ -193,7 +193,14 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: 
     try:
         channels = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server)))
     except db.DbError as exc:
-        log.info("no replica status (%s)", exc.message)
+        if exc.errno in db.PRIVILEGE_ERRORS:
+            # Without the privilege a replica looks like a primary: say what that costs.
+            log.warning("cannot read the replica status (%s): if this server is a replica, its applier is "
+                        "not stopped and its source coordinates are not recorded; fix: GRANT %s ON *.* TO "
+                        "the account", exc.message,
+                        "REPLICA MONITOR" if server.flavour == serverinfo.MARIADB else "REPLICATION CLIENT")
+        else:
+            log.info("no replica status (%s)", exc.message)
         return []
     running = [c["connection_name"] for c in channels if c["sql_running"]]
     if not running:
