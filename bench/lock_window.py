@@ -644,7 +644,7 @@ class WriteThrottle:
         self._write(0)
 
 
-def section_e(plan: Plan) -> Dict[str, Any]:
+def section_e(plan: Plan, drivers: Sequence[str]) -> Dict[str, Any]:
     reason = loopfs.unavailable_reason()
     if reason:
         return {"skipped": reason}
@@ -677,15 +677,18 @@ def section_e(plan: Plan) -> Dict[str, Any]:
         variants = [("page cache", size, None) for size in plan.dirty_sizes]
         if throttle_reason is None:
             variants.append(("slow disk %d MB/s" % (plan.slow_bps // MIB), plan.slow_size, plan.slow_bps))
-        for label, size, bps in variants:
-            with (WriteThrottle(fs.dev, bps) if bps else contextlib.nullcontext()):
-                for i in range(plan.cycles_e):
-                    log("E  %-18s %5d MB dirty, cycle %d/%d" % (label, size // MIB, i + 1, plan.cycles_e))
-                    dirtied_s = make_dirty(unrelated, size) if size else 0.0
-                    dirty = dirty_kb()
-                    cycle = lock_cycle(env, plan.hold_a, plan.settle, thaw_command=hook_thaw)
-                    cycle.update(variant=label, size=size, dirty_kb=dirty, dirtied_s=dirtied_s)
-                    runs.append(cycle)
+        for driver in drivers:
+            env.write_config(driver=driver)
+            for label, size, bps in variants:
+                with (WriteThrottle(fs.dev, bps) if bps else contextlib.nullcontext()):
+                    for i in range(plan.cycles_e):
+                        log("E  %-15s %-18s %5d MB dirty, cycle %d/%d"
+                            % (driver, label, size // MIB, i + 1, plan.cycles_e))
+                        dirtied_s = make_dirty(unrelated, size) if size else 0.0
+                        dirty = dirty_kb()
+                        cycle = lock_cycle(env, plan.hold_a, plan.settle, thaw_command=hook_thaw)
+                        cycle.update(variant=label, size=size, driver=driver, dirty_kb=dirty, dirtied_s=dirtied_s)
+                        runs.append(cycle)
         writers.wait_for_progress(5)
     finally:
         if env is not None:
@@ -697,8 +700,8 @@ def section_e(plan: Plan) -> Dict[str, Any]:
         fs.close()
     acks = ack_times(writers.snapshot()[0])
     rows = []
-    for label, size in dict.fromkeys((r["variant"], r["size"]) for r in runs):
-        cycles = [r for r in runs if (r["variant"], r["size"]) == (label, size)]
+    for driver, label, size in dict.fromkeys((r["driver"], r["variant"], r["size"]) for r in runs):
+        cycles = [r for r in runs if (r["driver"], r["variant"], r["size"]) == (driver, label, size)]
         derived = []
         for c in cycles:
             d = analyse_a(c, acks)
@@ -708,7 +711,7 @@ def section_e(plan: Plan) -> Dict[str, Any]:
             derived.append(d)
         keys = ("freeze_ms", "drain_ms", "acquire_ms", "under_lock_ms", "sync_ms", "flush_ms", "lock_to_return_ms",
                 "extra_blocked_ms", "thaw_ms", "dirty_mb")
-        rows.append({"variant": label, "size_mb": size // MIB, "cycles": len(cycles),
+        rows.append({"variant": label, "driver": driver, "size_mb": size // MIB, "cycles": len(cycles),
                      "errors": [c["error"] for c in cycles if c.get("error")],
                      "median": {k: median(d.get(k) for d in derived) for k in keys},
                      "p90": {k: p90(d.get(k) for d in derived) for k in keys}, "raw": derived})
@@ -716,7 +719,7 @@ def section_e(plan: Plan) -> Dict[str, Any]:
             "rows": rows}
 
 
-HEAD_E = ["unrelated dirty data", "cycles", "Dirty at freeze (MB)", "freeze", "drain (before lock)",
+HEAD_E = ["unrelated dirty data", "driver", "cycles", "Dirty at freeze (MB)", "freeze", "drain (before lock)",
           "lock wait", "under the lock", "of which sync", "lock->freeze returns", "extra blocked", "targets"]
 
 
@@ -731,7 +734,8 @@ def table_e(data: Dict[str, Any]) -> List[List[str]]:
     rows = []
     for row in data["rows"]:
         m = lambda key: [d.get(key) for d in row["raw"]]  # noqa: E731
-        rows.append(["%d MB, %s" % (row["size_mb"], row["variant"]), str(row["cycles"]), fmt(row["median"]["dirty_mb"]),
+        rows.append(["%d MB, %s" % (row["size_mb"], row["variant"]), row.get("driver") or "auto", str(row["cycles"]),
+                     fmt(row["median"]["dirty_mb"]),
                      med_p90(m("freeze_ms")), med_p90(m("drain_ms")), med_p90(m("acquire_ms"), 1),
                      med_p90(m("under_lock_ms"), 1), med_p90(m("sync_ms"), 1), med_p90(m("lock_to_return_ms")),
                      med_p90(m("extra_blocked_ms")),
@@ -835,9 +839,10 @@ def targets_overview(results: Dict[str, Any]) -> List[List[str]]:
         for row in e["rows"]:
             m, t = row["median"], targets_e(row)
             what = "%d MB dirty, %s" % (row["size_mb"], row["variant"])
-            rows.append(["time under the lock, %s" % what, "-", "<= %.0f ms" % TARGETS["under_lock_ms"],
+            driver = row.get("driver") or "-"
+            rows.append(["time under the lock, %s" % what, driver, "<= %.0f ms" % TARGETS["under_lock_ms"],
                          "%s ms" % fmt(m["under_lock_ms"], 1), mark(t["under lock"])])
-            rows.append(["extra blocked time, %s" % what, "-", "<= %.0f ms" % TARGETS["extra_blocked_ms"],
+            rows.append(["extra blocked time, %s" % what, driver, "<= %.0f ms" % TARGETS["extra_blocked_ms"],
                          "%s ms" % fmt(m["extra_blocked_ms"]), mark(t["extra blocked"])])
     f = results.get("F")
     if f:
@@ -993,7 +998,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     parser.add_argument("--sections", default="ABCDEF", help="which sections to run (default ABCDEF)")
     parser.add_argument("--drivers", default=None,
-                        help="comma-separated drivers for section A (default: both if installed; --quick: one)")
+                        help="comma-separated drivers for sections A and E (default: both if installed; --quick: one)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown to FILE")
     parser.add_argument("--render", metavar="JSON", help="run nothing: print the tables of an earlier --json output")
     args = parser.parse_args(argv)
@@ -1053,7 +1058,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if "D" in sections:
             attempt("D", lambda: section_d(plan))
         if "E" in sections:
-            attempt("E", lambda: section_e(plan))
+            attempt("E", lambda: section_e(plan, drivers))
     except KeyboardInterrupt:
         log("interrupted: everything started was stopped")
         return 130
