@@ -269,7 +269,8 @@ def galera_plan(position: Dict[str, Any]) -> Plan:
     galera = position.get("galera")
     if not galera or not galera.get("uuid") or galera.get("seqno") is None:
         raise RestoreError("the position file holds no Galera state: the snapshot was not taken on a Galera node")
-    path = os.path.join(str(position.get("datadir") or "/var/lib/mysql"), "grastate.dat")
+    datadir = str(position.get("datadir") or "/var/lib/mysql")
+    path = os.path.join(datadir, "grastate.dat")
     content = ("# GALERA saved state\nversion: 2.1\nuuid:    %s\nseqno:   %d\nsafe_to_bootstrap: 0\n"
                % (galera["uuid"], int(galera["seqno"])))
     steps = ["Stop the restored server (systemctl stop mariadb).",
@@ -277,8 +278,10 @@ def galera_plan(position: Dict[str, Any]) -> Plan:
              % (int(galera["seqno"]), galera["uuid"]),
              "Start it (systemctl start mariadb): it joins and receives only the writesets after seqno %d by IST "
              "when a donor's gcache still holds them, else a full state transfer (SST)." % int(galera["seqno"])]
-    command = "cat > %s <<'EOF'\n%sEOF" % (shlex.quote(path), content)
-    return Plan("Rejoin the Galera cluster %s by IST" % galera["uuid"], steps, [command],
+    commands = ["cat > %s <<'EOF'\n%sEOF" % (shlex.quote(path), content),
+                # The server rewrites the file: it must belong to the server's account, as its datadir does.
+                "chown --reference=%s %s" % (shlex.quote(datadir), shlex.quote(path))]
+    return Plan("Rejoin the Galera cluster %s by IST" % galera["uuid"], steps, commands,
                 "SHOW STATUS LIKE 'wsrep_local_state_comment' -- Synced")
 
 

@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from . import servers
 from .load import table_rows
 from .runner import QuiesceEnv
 
@@ -283,3 +284,47 @@ def test_snapshot_of_a_replica_follows_its_source_from_the_recorded_coordinates(
     copy.wait_caught_up(primary, timeout=60)
     tables = _user_tables(primary)
     assert _checksums(copy, tables) == _checksums(primary, tables)
+
+
+# ------------------------------------------------------------------ MySQL
+
+@pytest.mark.flavours(servers.MYSQL)
+@pytest.mark.parametrize("replication", ["gtid", "position"])
+def test_mysql_copy_verifies_then_becomes_a_replica_of_the_original(request, server_flavour, mariadb, quiesce_env,
+                                                                    writers, tmp_path, replication):
+    """MySQL 9.7: the position file names the server's UUID; verify passes on the booted copy;
+    once the clone has its own identity (auto.cnf removed, new server_id), the plan makes it
+    a replica by GTID auto-position or by file and position, and it catches up exactly."""
+    mysql = mariadb
+    mysql.create_user("repl", "repl-Secret-1", grants=("REPLICATION SLAVE",), host="127.0.0.1")
+    load = writers(engines=mysql.ENGINES)
+    (dest,) = _frozen_copies(mysql, quiesce_env, load, tmp_path)
+    position = quiesce_env.position()
+    uuid = mysql.value("SELECT @@GLOBAL.server_uuid")
+    assert position["server_uuid"] == uuid and position["gtid"].startswith(uuid + ":1-")
+    copy = _boot(request, mysql, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    verified = env.run("verify")
+    assert verified.rc == 0, verified
+    assert not _lines(verified, "FAIL"), verified
+
+    # The clone still carries the original's identity: the plan refuses until it is fixed.
+    credentials = _credentials_file(tmp_path, "repl", "repl-Secret-1")
+    plan = ("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mysql.port, "--replication", replication,
+            "--server-id", "2", "--source-credentials", credentials)
+    refused = env.run(*plan, "--apply", "--yes")
+    assert refused.rc == 9 and "auto.cnf" in refused.stderr, refused
+    copy.stop()
+    os.unlink(os.path.join(dest, "auto.cnf"))
+    copy.start()
+    result = env.run(*plan, "--apply", "--yes")
+    assert result.rc == 0, result
+    assert "repl-Secret-1" not in result.output
+    assert copy.value("SELECT @@GLOBAL.server_uuid") != uuid and copy.value("SELECT @@GLOBAL.server_id") == 2
+
+    load.wait_for_progress(20)   # the original goes on; the replica follows
+    load.stop()
+    copy.wait_caught_up(mysql, timeout=60)
+    tables = _user_tables(mysql)
+    assert _checksums(copy, tables) == _checksums(mysql, tables)
+    assert table_rows(copy, load.database, load.tables) == table_rows(mysql, load.database, load.tables)

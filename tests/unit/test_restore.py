@@ -275,7 +275,8 @@ def test_galera_grastate_for_ist():
                                             "cluster_status": "Primary"}))
     assert plan.statements == ["cat > /var/lib/mysql/grastate.dat <<'EOF'\n# GALERA saved state\nversion: 2.1\n"
                                "uuid:    6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a\nseqno:   1234\n"
-                               "safe_to_bootstrap: 0\nEOF"]
+                               "safe_to_bootstrap: 0\nEOF",
+                               "chown --reference=/var/lib/mysql/ /var/lib/mysql/grastate.dat"]
     with pytest.raises(RestoreError, match="no Galera state"):
         rp.galera_plan(_position())
 
