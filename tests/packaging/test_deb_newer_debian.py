@@ -53,6 +53,8 @@ def test_piuparts_install_upgrade_purge_on_newer_debian(debs, tmp_path, suite):
 ZERO_CONFIG = r"""
 set -e
 export DEBIAN_FRONTEND=noninteractive
+# VMware Tools as its own installer leaves it: the package registers only where it is.
+mkdir -p /etc/vmware-tools
 apt-get install -y -q --no-install-recommends "$DEB" >"$OUT/apt.log" 2>&1
 install -d -o mysql -g mysql /run/mysqld
 /usr/sbin/mariadbd --user=mysql --skip-networking >"$OUT/mariadbd.log" 2>&1 &
