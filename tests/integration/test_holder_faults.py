@@ -42,14 +42,18 @@ def _load(request, server):
 
 # ------------------------------------------------------------------ several instances
 
+def _long_statement(request, server, seconds):
+    """A SELECT that has been running for over a second when this returns."""
+    sleeper = Background(server, ["SELECT SLEEP(%g)" % seconds])
+    request.addfinalizer(sleeper.close)
+    wait_for(lambda: sleeper.elapsed() > 1.0, 10, what="the long statement to run")
+
 def test_long_statement_on_second_instance_never_blocks_the_first(first_and_second, request):
     """The first server is not locked while the second waits for its long statements."""
     first, second, env, configure = first_and_second
     configure(long_query_type="all", long_query_time=0.5, long_query_wait=2.5, acquire_timeout=1)
     load = _load(request, first)
-    sleeper = Background(second, ["SELECT SLEEP(8)"])
-    request.addfinalizer(sleeper.close)
-    wait_for(lambda: sleeper.elapsed() > 1.0, 10, what="the long statement to run")
+    _long_statement(request, second, 8)
     began = time.monotonic()
     result = env.run("freeze")
     ended = time.monotonic()
@@ -66,9 +70,7 @@ def test_deadline_counts_from_the_first_lock(first_and_second, request):
     first, second, env, configure = first_and_second
     configure(long_query_type="all", long_query_time=0.5, long_query_wait=6, lock_timeout=2, acquire_timeout=1)
     load = _load(request, first)
-    sleeper = Background(second, ["SELECT SLEEP(2.5)"])
-    request.addfinalizer(sleeper.close)
-    wait_for(lambda: sleeper.elapsed() > 1.0, 10, what="the long statement to run")
+    _long_statement(request, second, 2.5)
     began = time.monotonic()
     result = env.run("freeze")
     assert result.rc == 0, result
@@ -155,9 +157,7 @@ def test_holder_killed_before_reporting_leaves_no_applier_stopped(mariadb, repli
     request.addfinalizer(env.cleanup)
     env.write_config(extra_text=instance_section("Replica", replica, os.path.join(env.state_dir, "r.json"))
                      + instance_section("Other", other, os.path.join(env.state_dir, "o.json")))
-    sleeper = Background(other, ["SELECT SLEEP(60)"])
-    request.addfinalizer(sleeper.close)
-    wait_for(lambda: sleeper.elapsed() > 1.0, 10, what="the long statement to run")
+    _long_statement(request, other, 60)
     freeze = env.start("freeze")
     wait_for(lambda: sql_thread_running(replica) == "No", 20, what="the holder to stop the applier")
     for pid in env.process_pids() - {freeze.proc.pid}:   # the holder and its probe

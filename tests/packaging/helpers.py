@@ -318,6 +318,26 @@ def build_stub_rpms(workdir, stubs):
 # The distribution's MariaDB server
 # ---------------------------------------------------------------------------
 
+def piuparts(debs, tmp_path, suite, base, mirror, extra=()):
+    """piuparts install, upgrade from the current version (served from a local repository,
+    so apt installs it) to the newer one, and purge, in the chroot tarball `base`; its log."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run(["cp", debs["current"]["deb"], str(repo)])
+    run(["sh", "-c", "dpkg-scanpackages --multiversion . >Packages"], cwd=str(repo))
+    log = str(tmp_path / "piuparts.log")
+    proc = run(["piuparts", "--distribution=%s" % suite, "--mirror=%s main" % mirror,
+                "--basetgz=" + base, "--bindmount=" + str(repo),
+                "--extra-repo=deb [trusted=yes] file://%s ./" % repo, *extra,
+                "--log-file=" + log, debs["newer"]["deb"]], check=False, timeout=1200)
+    with open(log) as handle:
+        text = handle.read()
+    assert proc.returncode == 0, text[-6000:]
+    assert "PASS: Installation and purging test." in text
+    assert "PASS: Installation, upgrade and purging tests." in text
+    return text
+
+
 def _mariadb(sql, timeout=30):
     return run(["mariadb", "--batch", "--skip-column-names", "-e", sql], check=False, timeout=timeout)
 

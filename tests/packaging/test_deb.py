@@ -335,20 +335,4 @@ def test_piuparts_install_upgrade_purge(debs, tmp_path):
         sources.append("deb %s bookworm-security main" % security)
     run(["mmdebstrap", "--quiet", "--variant=minbase", "bookworm", base] + sources, timeout=900)
 
-    # A local repository with the current version, so that piuparts also installs it
-    # with apt and upgrades it to the newer one.
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    run(["cp", debs["current"]["deb"], str(repo)])
-    run(["sh", "-c", "dpkg-scanpackages --multiversion . >Packages"], cwd=str(repo))
-
-    log = str(tmp_path / "piuparts.log")
-    proc = run(["piuparts", "--distribution=bookworm", "--mirror=%s main" % main,
-                "--basetgz=" + base, "--bindmount=" + str(repo),
-                "--extra-repo=deb [trusted=yes] file://%s ./" % repo,
-                "--log-file=" + log, debs["newer"]["deb"]], check=False, timeout=1200)
-    with open(log) as handle:
-        text = handle.read()
-    assert proc.returncode == 0, text[-6000:]
-    assert "PASS: Installation and purging test." in text
-    assert "PASS: Installation, upgrade and purging tests." in text
+    helpers.piuparts(debs, tmp_path, "bookworm", base, main)

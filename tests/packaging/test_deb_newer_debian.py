@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration import chroot
 
-from .helpers import run
+from .helpers import piuparts, run
 
 MIRROR = chroot.MIRROR
 NO_VALID_UNTIL = 'Acquire::Check-Valid-Until "false"'      # unstable's Release file may be past it
@@ -26,22 +26,8 @@ def test_piuparts_install_upgrade_purge_on_newer_debian(debs, tmp_path, suite):
     base = str(tmp_path / ("%s.tar.gz" % suite))
     run(["mmdebstrap", "--quiet", "--variant=minbase", "--aptopt=" + NO_VALID_UNTIL, suite, base,
          "deb %s %s main" % (MIRROR, suite)], timeout=900)
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    run(["cp", debs["current"]["deb"], str(repo)])
-    run(["sh", "-c", "dpkg-scanpackages --multiversion . >Packages"], cwd=str(repo))
-    log = str(tmp_path / "piuparts.log")
-    proc = run(["piuparts", "--distribution=%s" % suite, "--mirror=%s main" % MIRROR,
-                "--basetgz=" + base, "--bindmount=" + str(repo),
-                "--extra-repo=deb [trusted=yes] file://%s ./" % repo,
-                # Newer debconf leaves this directory; Debian 12's piuparts does not know it yet.
-                "--ignore=/var/cache/debconf/tmp.ci/",
-                "--log-file=" + log, debs["newer"]["deb"]], check=False, timeout=1200)
-    with open(log) as handle:
-        text = handle.read()
-    assert proc.returncode == 0, text[-6000:]
-    assert "PASS: Installation and purging test." in text
-    assert "PASS: Installation, upgrade and purging tests." in text
+    # Newer debconf leaves this directory; Debian 12's piuparts does not know it yet.
+    text = piuparts(debs, tmp_path, suite, base, MIRROR, extra=("--ignore=/var/cache/debconf/tmp.ci/",))
     # The driver apt chose: Connector/Python where Debian packages it (unstable), else PyMySQL.
     driver = "python3-mysql.connector" if suite == "unstable" else "python3-pymysql"
     other = "python3-pymysql" if suite == "unstable" else "python3-mysql.connector"
