@@ -30,6 +30,9 @@ def collect(settings: Settings) -> dict[str, object]:
                 for item in report["instances"]:
                     item["lost"] = lost.get(item["name"])
                 report["fs_frozen_seen"] = live.get("fs_frozen_seen")
+            except (ConnectionRefusedError, FileNotFoundError):
+                # It closed its socket: it has released and is recording its result.
+                report.update(frozen=False, releasing=True)
             except (OSError, ValueError, StateError):
                 report["holder_responding"] = False
         else:
