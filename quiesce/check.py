@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 from . import db, locking, paths, selinux, serverinfo, state
 from .agentcheck import check_agents
 from .config import Settings
-from .errors import ConfigError, ConnectError, Exit, PrivilegeError, QuiesceError
+from .errors import Busy, ConfigError, ConnectError, Exit, PrivilegeError, QuiesceError
 
 
 class _Report:
@@ -88,8 +88,7 @@ def _check_target(report: _Report, target, settings: Settings) -> None:
         report.fail(exc)
         return
     try:
-        row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
-        server = serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
+        server = locking.identify_server(conn)
         method = serverinfo.choose_lock_method(server, settings.lock_method)
         report.ok("%s: connected to %s at %s as %s (driver %s); lock method %s"
                   % (target.name, server.label, target.address, target.user, conn.driver, method))
@@ -128,19 +127,38 @@ def _check_target(report: _Report, target, settings: Settings) -> None:
             report.warn("%s: %s" % (target.name, warning))
     except db.DbError as exc:
         report.fail(ConnectError("%s: %s" % (target.name, exc)))
+    except QuiesceError as exc:
+        # e.g. a lock-method this server cannot use: say so, and go on with the others.
+        report.fail(type(exc)("%s: %s" % (target.name, exc)))
+    except ValueError as exc:
+        report.fail(ConnectError("%s: the server's answer was not understood (%s); fix: check that it is "
+                                 "MySQL or MariaDB" % (target.name, exc)))
     finally:
         conn.close()
+
+
+# The name check --cycle freezes and thaws under: never an agent's, so it can share nothing.
+CYCLE_CALLER = "check-cycle"
 
 
 def _cycle(report: _Report, settings: Settings) -> None:
     from . import freeze, thaw
     files = state.RuntimeFiles(settings.runtime_dir)
+    current = files.read_state() if state.ensure_runtime_dir(settings.runtime_dir, create=False) else None
+    if current is not None and state.holder_alive(current):
+        # Joining would end in a thaw inside someone's snapshot window.
+        report.fail(Busy("freeze/thaw cycle not run: the server is frozen now (since %s, holder pid %s, for %s); "
+                         "fix: run check --cycle again when no snapshot is being taken"
+                         % (current.get("since"), current.get("holder_pid"),
+                            ", ".join(str(c) for c in current.get("callers") or []) or "a snapshot")))
+        return
+    cycle = settings._replace(caller=CYCLE_CALLER, all_agents=False)
     started = time.monotonic()
     try:
-        freeze.run(settings)
+        freeze.run(cycle, test=True)
         frozen = time.monotonic()
         holder = files.read_state()
-        thaw.run(settings)
+        thaw.run(cycle)
     except QuiesceError as exc:
         report.fail(exc)
         return
@@ -149,8 +167,8 @@ def _cycle(report: _Report, settings: Settings) -> None:
     if holder is not None and not state.wait_holder_gone(holder, 10.0):
         report.warn("freeze/thaw cycle: the holder did not end within 10 s after thaw")
     result = files.read_result() or {}
-    report.ok("freeze/thaw cycle: freeze took %.0f ms, thaw %.0f ms; writes were blocked for %s ms"
-              % ((frozen - started) * 1000, (done - frozen) * 1000, result.get("held_ms")))
+    report.ok("freeze/thaw cycle: freeze took %.0f ms, thaw %.0f ms; writes were blocked for %s ms (recorded as a "
+              "test, not as a backup)" % ((frozen - started) * 1000, (done - frozen) * 1000, result.get("held_ms")))
 
 
 def _tool_output(argv: List[str]) -> str:

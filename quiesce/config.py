@@ -32,7 +32,7 @@ _WORD_COMMANDS = ("hook", "register", "unregister")
 HOOK_ACTIONS = {"freeze": "freeze", "thaw": "thaw", "freezefail": "freezeFail"}
 CONNECTION_KEYS = ("socket", "host", "port", "user", "password", "defaults-file", "position-file")
 # Per-invocation switches and the sources of other settings: not settable in the config file.
-_COMMAND_LINE_ONLY = ("help", "version", "config", "json", "cycle", "instance", "all", "root",
+_COMMAND_LINE_ONLY = ("help", "version", "config", "json", "cycle", "instance", "all", "root", "caller",
                       # verify and restore-plan: what to check or do this once, never a standing setting.
                       "skip-table-check", "check-timeout", "as-replica-of", "pitr-until", "galera", "apply",
                       "yes", "replication", "server-id", "source-credentials", "binlog-dir")
@@ -56,7 +56,7 @@ _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "d
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
                     "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets", "words", "all_agents",
-                    "root", "metrics_file", "restore")
+                    "root", "metrics_file", "restore", "caller")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -132,6 +132,13 @@ def _absolute_path(text: str) -> str:
             "must be an absolute path: a relative one depends on the working directory, "
             "which differs when a hook runner starts quiesce")
     return text
+
+
+def _caller_name(text: str) -> str:
+    if not _NAME_RE.match(str(text)):
+        raise argparse.ArgumentTypeError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                                         "or digit")
+    return str(text)
 
 
 def _auto_none_or_path(text: str) -> str:
@@ -362,7 +369,11 @@ def build_parser() -> _Parser:
         help="config file (default %s)" % paths.CONFIG_FILE)
     add("--json", action="store_true", help="status: print JSON")
     add("--cycle", action="store_true", help="check: do one real short freeze and thaw")
-    add("--all", dest="all_agents", action="store_true", help="unregister: every agent")
+    add("--all", dest="all_agents", action="store_true",
+        help="unregister: every agent; thaw: release now, for every caller that shares the lock")
+    add("--caller", metavar="NAME", type=_caller_name, env_var="QUIESCE_CALLER",
+        help="freeze, thaw: who asks (default: the snapshot agent found among the parent processes); callers "
+             "with different names share a lock and the last one's thaw releases it")
     add("--root", default="/", type=_absolute_path, help=argparse.SUPPRESS)
     add("--defaults-file", metavar="FILE", type=_absolute_path, help="MySQL option file with [client] credentials")
     add("--socket", metavar="PATH", type=_absolute_path, help="server socket (default: the distribution's)")
@@ -587,7 +598,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     # Command-line-only options have no environment variable either (QUIESCE_APPLY must not apply).
     for key in _COMMAND_LINE_ONLY:
         name = "QUIESCE_" + key.upper().replace("-", "_")
-        if key not in ("config", "instance") and name in env:
+        if key not in ("config", "instance", "caller") and name in env:
             raise ConfigError("%s is not read from the environment; fix: give --%s on the command line, or unset "
                               "it" % (name, key))
     env_vars = {k: v for k, v in env.items() if k != "QUIESCE_INSTANCE"}
@@ -653,7 +664,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
         allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets,
         words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root, metrics_file=ns.metrics_file,
-        restore=_restore_options(ns))
+        restore=_restore_options(ns), caller=ns.caller)
 
 
 def settings_to_dict(settings: Settings) -> dict[str, object]:

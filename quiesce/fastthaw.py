@@ -24,12 +24,19 @@ import stat
 import sys
 import time
 
-from . import paths
+from . import caller as callers, paths
 
 # How long the fast path waits for the holder's answer; the normal path (thaw.thaw_timeout)
 # gives a holder that got this request the rest of its time.
 REPLY_TIMEOUT = 30.0
-THAW_REQUEST = b'{"cmd":"thaw"}\n'      # protocol.encode({"cmd": "thaw"})
+
+def thaw_request(argv: list[str], environ) -> bytes:
+    """protocol.encode({"all": ..., "caller": ..., "cmd": "thaw"}), built without json."""
+    # clean(): nothing left to escape.
+    caller = callers.identify(_option(argv, ("--caller",)) or environ.get("QUIESCE_CALLER"))
+    everyone = "true" if "--all" in argv else "false"
+    return ('{"all":%s,"caller":"%s","cmd":"thaw"}\n' % (everyone, caller)).encode("ascii")
+
 _MAX_REPLY = 1 << 20
 _MAX_CONFIG = 1 << 20
 
@@ -56,6 +63,9 @@ class Answer:
             result = {}
         if not isinstance(result, dict):
             result = {}
+        if result.get("held"):
+            return ("thaw was sent before the configuration was read; the lock stays held for %s"
+                    % ", ".join(str(c) for c in result.get("callers") or []))
         text = ("the lock was released before the configuration was read: outcome %s, held %s ms"
                 % (result.get("outcome"), result.get("held_ms")))
         if result.get("outcome") not in ("released", "released-at-fs-thaw"):
@@ -166,12 +176,12 @@ def release(argv: list[str], environ=None) -> Answer | None:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return None
-        return _request(socket_path)
+        return _request(socket_path, thaw_request(argv, environ))
     finally:
         os.close(lock_fd)
 
 
-def _request(socket_path: str) -> Answer | None:
+def _request(socket_path: str, request: bytes) -> Answer | None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(REPLY_TIMEOUT)
@@ -182,7 +192,7 @@ def _request(socket_path: str) -> Answer | None:
             return None         # a stale socket: the normal path finds out what happened
         pid = int.from_bytes(creds[:4], sys.byteorder, signed=True)
         try:
-            sock.sendall(THAW_REQUEST)
+            sock.sendall(request)
             line = _read_line(sock, time.monotonic() + REPLY_TIMEOUT)
         except (OSError, ValueError) as exc:
             return Answer(None, pid, str(exc) or type(exc).__name__)

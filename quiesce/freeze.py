@@ -1,36 +1,63 @@
 """quiesce freeze: start a holder and return once it holds every lock.
 
 A freeze that finds a healthy lock of ours joins it instead (two snapshot agents in one
-backup, e.g. VMware Tools and a Veeam job script): the holder's deadline is extended
-and each joined freeze's thaw later reports the same outcome.
+backup, e.g. VMware Tools and a Veeam job script, or two snapshots that overlap): the
+holder counts its callers and releases when the last of them thaws (quiesce/sharing.py).
 """
 
-from . import holder, log as logsetup, protocol, recovery, state
+from __future__ import annotations
+
+from . import caller as callers, holder, log as logsetup, protocol, recovery, sharing, state
 from .config import Settings
 from .errors import LockLost, StateError, error_for_code
 
 JOIN_TIMEOUT = 10.0
 
 
-def _join(files: state.RuntimeFiles, current: dict) -> int:
+def _join(files: state.RuntimeFiles, current: dict, caller: str) -> int:
     try:
-        reply = protocol.request(files.socket, {"cmd": protocol.JOIN}, JOIN_TIMEOUT)
+        reply = protocol.request(files.socket, {"cmd": protocol.JOIN, "caller": caller}, JOIN_TIMEOUT)
     except (OSError, ValueError, StateError) as exc:
         raise StateError("already frozen by holder pid %s, which did not answer (%s); the lock cannot be "
-                         "shared; fix: run 'quiesce thaw' (it reports whether the lock lasted)"
+                         "shared; fix: run 'quiesce thaw --all' (it reports whether the lock lasted)"
                          % (current.get("holder_pid"), exc))
     if not reply.get("joined"):
         raise LockLost("already frozen since %s by holder pid %s, but that lock is lost (%s); this freeze "
-                       "cannot join it; fix: run 'quiesce thaw', then freeze again"
+                       "cannot join it; fix: run 'quiesce thaw --all', then freeze again"
                        % (current.get("since"), current.get("holder_pid"), reply.get("reason") or reply))
-    logsetup.get().info("joined the lock held since %s by holder pid %s (another agent's freeze): it now "
-                        "lasts at most %s s more; the first thaw releases it",
-                        current.get("since"), current.get("holder_pid"), reply.get("seconds_left"))
+    shared = [str(c) for c in reply.get("callers") or []]
+    if reply.get("retry"):
+        logsetup.get().info("%s already holds the lock held since %s by holder pid %s (a repeated freeze); it now "
+                            "lasts at most %s s more", caller, current.get("since"), current.get("holder_pid"),
+                            reply.get("seconds_left"))
+    else:
+        logsetup.get().info("joined the lock held since %s by holder pid %s (callers: %s): it is released when the "
+                            "last of them thaws, at most %s s from now", current.get("since"),
+                            current.get("holder_pid"), ", ".join(shared), reply.get("seconds_left"))
     return 0
 
 
-def run(settings: Settings) -> int:
+def _supersede(settings: Settings, files: state.RuntimeFiles, caller: str) -> None:
+    """A caller that freezes again has no thaw to come for its previous lock.
+
+    Its unheard outcome goes into the history now (the holder about to start overwrites
+    result.json), so that a failed freeze's thaw does not report an older cycle's loss.
+    """
+    result = files.read_result()
+    if result is None:
+        return
+    had, rest = sharing.take(sharing.pending_of(result), caller)
+    if not had:
+        return
+    from . import history
+    history.after_thaw(settings, result)
+    state.write_json_atomic(files.result, dict(result, pending=rest, thaws_pending=len(rest)))
+
+
+def run(settings: Settings, test: bool = False) -> int:
+    """test: check --cycle's cycle, which the history and the metrics do not count as a backup."""
     log = logsetup.get()
+    caller = callers.identify(settings.caller)
     files = state.RuntimeFiles(settings.runtime_dir)
     state.ensure_runtime_dir(settings.runtime_dir)
     with files.exclusive(holder.spawn_timeout(settings), "freeze"):
@@ -39,12 +66,13 @@ def run(settings: Settings) -> int:
         current = files.read_state()
         if current is not None:
             if state.holder_alive(current):
-                return _join(files, current)
-            # Kept unacknowledged: the next thaw still reports the loss.
+                return _join(files, current, caller)
+            # Its callers' thaws report the loss (result.json, pending).
             recovery.adopt_dead_holder(settings, files, current, acknowledged=False)
         else:
             recovery.restart_orphaned_replicas(settings, files)
-        reply = holder.spawn(settings)
+        _supersede(settings, files, caller)
+        reply = holder.spawn(settings, caller, test)
     status = reply.get("status")
     if status == "not-running":
         log.info("%s: nothing to quiesce, freeze succeeds", reply.get("message"))

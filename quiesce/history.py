@@ -23,49 +23,17 @@ import json
 import os
 from collections.abc import Sequence
 
-from . import paths, state
+from . import outcome, paths, state
+from .caller import calling_agent  # noqa: F401  (history names the agent that asked)
 from .errors import Busy
 
-SUCCESS = ("released", "released-at-fs-thaw")
+SUCCESS = outcome.GOOD
 LOCK_WAIT = 5.0
-
-# Processes between the agent and the holder that say nothing about who asked.
-_GENERIC = {"sh", "bash", "dash", "zsh", "ksh", "busybox", "python", "python3", "quiesce", "hook", "freeze", "env",
-            "sudo", "su", "runuser", "timeout", "run-parts", "flock", "nice", "ionice", "setsid", "nohup", "xargs",
-            "systemd-run", "sg", "script"}
-_AGENTS = {"vmtoolsd": "vmware-tools", "qemu-ga": "qemu-guest-agent", "waagent": "azure-waagent",
-           "google_guest_ag": "google-guest-agent", "amazon-ssm-agen": "aws-ssm-agent",
-           "ssm-agent-worke": "aws-ssm-agent", "ngt_guest_agent": "nutanix-guest-tools"}
 
 
 def path_for(position_file: str) -> str:
     return os.path.join(os.path.dirname(position_file), paths.HISTORY_NAME)
 
-
-def _comm_and_parent(pid: int) -> tuple[str, int] | None:
-    try:
-        with open("/proc/%d/stat" % pid, encoding="utf-8", errors="replace") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    name = data[data.index("(") + 1:data.rindex(")")]
-    return name, int(data.rsplit(")", 1)[1].split()[1])
-
-
-def calling_agent(pid: int, limit: int = 16) -> str:
-    """Who asked for the freeze: the first ancestor of pid (itself included) that is not a
-    shell, interpreter or wrapper, named after the snapshot agent when it is a known one."""
-    for _ in range(limit):
-        found = _comm_and_parent(pid)
-        if found is None:
-            break
-        name, parent = found
-        if name not in _GENERIC:
-            return _AGENTS.get(name, name)
-        if parent <= 1:
-            break
-        pid = parent
-    return "unknown"
 
 
 def entry_from_result(result: dict[str, object], agent: str | None) -> dict[str, object]:
@@ -74,12 +42,28 @@ def entry_from_result(result: dict[str, object], agent: str | None) -> dict[str,
             "ok": result.get("outcome") in SUCCESS, "agent": agent or "unknown",
             "lock": sorted({str(i.get("lock")) for i in instances if i.get("lock")}),
             "instances": [i.get("name") for i in instances], "held_ms": result.get("held_ms"),
-            "reason": result.get("reason"), "errors": list(result.get("problems") or [])}
+            "reason": result.get("reason"), "errors": list(result.get("problems") or []),
+            **_marks(result.get("callers"), bool(result.get("test")))}
 
 
-def failure_entry(message: str, agent: str | None, at: str, since: str) -> dict[str, object]:
+def failure_entry(message: str, agent: str | None, at: str, since: str, test: bool = False) -> dict[str, object]:
     return {"at": at, "since": since, "outcome": "failed", "ok": False, "agent": agent or "unknown", "lock": [],
-            "instances": [], "held_ms": None, "reason": None, "errors": [message]}
+            "instances": [], "held_ms": None, "reason": None, "errors": [message], **_marks(None, test)}
+
+
+def _marks(callers: object, test: bool) -> dict[str, object]:
+    """Who held the lock; and whether it was only check --cycle's test, which is no backup."""
+    marks: dict[str, object] = {}
+    if callers:
+        marks["callers"] = [str(c) for c in callers]  # type: ignore[union-attr]
+    if test:
+        marks["test"] = True
+    return marks
+
+
+def backups(entries: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+    """The entries of real snapshots: check --cycle's tests left out."""
+    return [e for e in entries if not e.get("test")]
 
 
 def holder_recorded(result: dict[str, object]) -> bool:
@@ -108,8 +92,12 @@ def appended(entries: Sequence[dict[str, object]], entry: dict[str, object],
     key = (entry.get("at"), entry.get("since"), entry.get("outcome"))
     if any((e.get("at"), e.get("since"), e.get("outcome")) == key for e in entries):
         return list(entries)[-keep:]
-    previous = entries[-1] if entries else {}
-    streak = 0 if entry.get("ok") else int(previous.get("consecutive_failures") or 0) + 1
+    # A test cycle neither breaks nor extends a streak of failed backups.
+    earlier = backups(entries)
+    previous = earlier[-1] if earlier else {}
+    streak = int(previous.get("consecutive_failures") or 0)
+    if not entry.get("test"):
+        streak = 0 if entry.get("ok") else streak + 1
     return (list(entries) + [dict(entry, consecutive_failures=streak)])[-keep:]
 
 
@@ -172,8 +160,8 @@ def after_release(settings, result: dict[str, object], agent: str | None, log) -
         record(settings, entry_from_result(result, agent), log)
 
 
-def after_failed_freeze(settings, message: str, agent: str | None, since: str, log) -> None:
-    record(settings, failure_entry(message, agent, state.utc_now(), since), log)
+def after_failed_freeze(settings, message: str, agent: str | None, since: str, log, test: bool = False) -> None:
+    record(settings, failure_entry(message, agent, state.utc_now(), since, test), log)
 
 
 def after_thaw(settings, result: dict[str, object]) -> None:
@@ -182,7 +170,8 @@ def after_thaw(settings, result: dict[str, object]) -> None:
     The agent is this command's caller: the one that asked for the freeze, too.
     """
     if not holder_recorded(dict(result, acknowledged=False)):
-        record(settings, entry_from_result(result, calling_agent(os.getppid())))
+        callers = result.get("callers") or [calling_agent(os.getppid())]
+        record(settings, entry_from_result(result, str(callers[0])))
 
 
 def recent(settings, count: int = 10) -> list[dict[str, object]]:

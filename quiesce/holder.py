@@ -3,8 +3,9 @@
 freeze starts it with spawn() and waits for one readiness line. From "locked" until the
 lock is released the holder writes nothing to disk and logs only into memory: the
 filesystems may be frozen then, and any write would block it for the whole snapshot.
-It releases on the thaw command, at its deadline, when a filesystem probe sees the
-data directory thaw, or on SIGTERM; a lost connection is remembered for thaw to report.
+It releases when the last of the callers sharing the lock thaws (quiesce/sharing.py), at
+its deadline, when a filesystem probe sees the data directory thaw (one caller only), or on
+SIGTERM; a lost connection is remembered for thaw to report.
 """
 
 import json
@@ -15,10 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import config, durable, history, log as logsetup, outcome, protocol, state
+from . import config, durable, history, log as logsetup, outcome, protocol, sharing, state
 from .config import Settings
 from .control import ControlSocket, reply
 from .errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
@@ -35,8 +37,11 @@ def spawn_timeout(settings: Settings) -> float:
     return per_target * len(settings.targets) + SPAWN_MARGIN
 
 
-def spawn(settings: Settings) -> Dict[str, Any]:
-    """Start a holder and return its readiness message ({"status": "locked"|"not-running"|"error"})."""
+def spawn(settings: Settings, caller: str = "unknown", test: bool = False) -> Dict[str, Any]:
+    """Start a holder and return its readiness message ({"status": "locked"|"not-running"|"error"}).
+
+    caller: who asked (quiesce/caller.py); test: check --cycle's cycle, which is no backup.
+    """
     settings_r, settings_w = os.pipe()
     ready_r, ready_w = os.pipe()
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,7 +59,8 @@ def spawn(settings: Settings) -> Dict[str, Any]:
     files = state.RuntimeFiles(settings.runtime_dir)
     try:
         try:
-            protocol.write_all_fd(settings_w, protocol.encode(config.settings_to_dict(settings)))
+            protocol.write_all_fd(settings_w, protocol.encode(
+                {"settings": config.settings_to_dict(settings), "caller": caller, "test": test}))
         finally:
             os.close(settings_w)
         try:
@@ -91,7 +97,8 @@ def _clean_up_after(settings: Settings, files: state.RuntimeFiles) -> None:
 class Holder:
     """Locks every instance, holds until thaw / fs thaw / deadline / signal, then releases."""
 
-    def __init__(self, settings: Settings, gate: logsetup.GatedHandler, ready_fd: Optional[int] = None):
+    def __init__(self, settings: Settings, gate: logsetup.GatedHandler, ready_fd: Optional[int] = None,
+                 caller: str = "unknown", test: bool = False):
         self.settings = settings
         self.ready_fd = ready_fd
         self.gate = gate
@@ -104,8 +111,12 @@ class Holder:
         self.started_wall = time.time()
         self.deadline = 0.0
         self.thaw_watch = ThawWatch(settings.release_on_fs_thaw, self._probe_fired, self.log)
-        self.joins = 0
-        self.agent = history.calling_agent(os.getppid())  # the freeze command's caller, while it waits
+        # The callers sharing this lock, in the order they froze; the last one's thaw releases.
+        self.callers: List[str] = [caller]
+        self.everyone: List[str] = [caller]   # every caller that held it, for the record
+        self.agent = caller
+        self.test = test
+        self.finished = False
 
     # -- acquisition ------------------------------------------------------------------
 
@@ -123,20 +134,20 @@ class Holder:
                 prepared.append(locking.prepare(target, self.settings, self.log, self._record_stopping))
             for item in prepared:
                 self.thaw_watch.watch(item.target, item.info.get("datadir"))
+            # From the first lock statement on, writers wait: no log line may block on the
+            # system log now. What is held goes out at the release (or below, on failure).
+            self.gate.hold()
             while prepared:
                 self._check_still_wanted(prepared[0].target)
                 self.locked.append(locking.lock(prepared.pop(0), self.settings, self.log))
                 if len(self.locked) == 1:
                     # The deadline counts from the first lock: that is when writers start waiting.
                     self.deadline = self.locked[0].locked_monotonic + self.settings.lock_timeout
-            try:
-                for item in self.locked:
-                    os.makedirs(os.path.dirname(item.target.position_file), mode=0o700, exist_ok=True)
-                    state.write_json_atomic(item.target.position_file, item.position, mode=0o644)
-                state.write_json_atomic(self.files.state, self.state_record())
-            except OSError as exc:
-                raise StateError("cannot write %s: %s; nothing stays locked; fix: check position-file and "
-                                 "runtime-dir" % (exc.filename, exc.strerror))
+            started = time.monotonic()
+            _within(self.settings.acquire_timeout, "the position and state files", self._write_records)
+            written_ms = round((time.monotonic() - started) * 1000.0, 1)
+            for item in self.locked:
+                item.timings_ms["records"] = written_ms
         except BaseException:
             for item in prepared:
                 locking.abandon(item, self.settings, self.log)
@@ -144,7 +155,20 @@ class Holder:
             self._restart_replicas()
             self.thaw_watch.stop()
             state.remove(self.files.state)
+            self.gate.release()
             raise
+
+    def _write_records(self) -> None:
+        """Under the lock, before freeze returns: every snapshot then holds these coordinates."""
+        try:
+            # check --cycle's test lock is no backup: the last backup's coordinates stay.
+            for item in ([] if self.test else self.locked):
+                os.makedirs(os.path.dirname(item.target.position_file), mode=0o700, exist_ok=True)
+                state.write_json_atomic(item.target.position_file, item.position, mode=0o644)
+            state.write_json_atomic(self.files.state, self.state_record())
+        except OSError as exc:
+            raise StateError("cannot write %s: %s; nothing stays locked; fix: check position-file and "
+                             "runtime-dir" % (exc.filename, exc.strerror))
 
     def _record_stopping(self, target: config.Target, channels: List[str]) -> None:
         """On disk before any applier stops: whoever kills us can restart them."""
@@ -162,6 +186,8 @@ class Holder:
             since=state.utc_at(self.started_wall),
             deadline=state.utc_at(time.time() + (self.deadline - time.monotonic())),
             release_on_fs_thaw=self.settings.release_on_fs_thaw,
+            callers=list(self.callers),
+            test=self.test,
             instances=[{"name": i.target.name, "lock": i.strategy.name, "server": i.server.label,
                         "position_file": i.target.position_file, "wait_ms": round(i.wait_ms, 1),
                         "replica_stopped": list(i.stopped_channels)}
@@ -228,6 +254,12 @@ class Holder:
             self.finish(outcome.LOST, "the holder was stopped by a signal before thaw; the lock ended then")
             return True
         if b"T" in data:
+            if len(self.callers) > 1:
+                # Whose snapshot that was is unknown: each caller's thaw says when its own is done.
+                self.log.info("the data directory's filesystem thawed, but %d callers share the lock (%s): "
+                              "it is released when the last of them thaws", len(self.callers),
+                              ", ".join(self.callers))
+                return False
             self.finish(outcome.RELEASED_AT_FS_THAW, "the data directory's filesystem thawed, so the snapshot "
                         "was complete; released at once")
             return True
@@ -241,32 +273,63 @@ class Holder:
         with client:
             command = request.get("cmd")
             if command == protocol.THAW:
-                self.finish(outcome.RELEASED, None, client)
-                return True
+                return self.thaw(client, request)
             if command == protocol.STATUS:
                 reply(client, self.live_status())
             elif command == protocol.JOIN:
-                reply(client, self.join())
+                reply(client, self.join(str(request.get("caller") or "unknown")))
             else:
                 reply(client, {"error": "unknown command %r" % command})
         return False
 
-    def join(self) -> Dict[str, Any]:
-        """Another freeze of the same backup: share this lock, and give it a full lock-timeout."""
+    def thaw(self, client: socket.socket, request: Dict[str, Any]) -> bool:
+        """One caller's thaw: release if it is the last (or asks for everyone); True if released."""
+        # A request without a caller comes from a thaw older than counting: it releases, as it did.
+        thawing = str(request.get("caller") or "unknown") if "caller" in request else None
+        # A lost lock holds nothing for anyone: end it now, and every caller hears the loss.
+        everyone = bool(request.get("all")) or thawing is None or self._any_lost()
+        if not everyone and (thawing not in self.callers or len(self.callers) > 1):
+            member = thawing in self.callers
+            if member:
+                self.callers.remove(thawing)
+                self.log.info("%s thawed; the lock stays held for %s", thawing, ", ".join(self.callers))
+            reply(client, dict(self.live_status(), held=True, member=member))
+            return False
+        self.finish(outcome.RELEASED, None, client, thawing=thawing, everyone=everyone)
+        return True
+
+    def _any_lost(self) -> bool:
+        from . import locking
+        # A session may have died in the same instant as the request came in.
+        for item in self.locked:
+            if item.lost is None and locking.session_closed(item):
+                self._mark_lost(item)
+        return any(i.lost for i in self.locked)
+
+    def join(self, caller: str) -> Dict[str, Any]:
+        """Another caller's freeze (or a retry): share this lock, and give it a full lock-timeout."""
+        self._any_lost()
         lost = [i for i in self.locked if i.lost]
         if lost:
             return {"joined": False, "reason": "; ".join("%s: %s" % (i.target.name, i.lost) for i in lost)}
-        self.joins += 1
-        self.deadline = max(self.deadline, time.monotonic() + self.settings.lock_timeout)
+        retry = caller in self.callers
+        if not retry:
+            self.callers.append(caller)
+            if caller not in self.everyone:
+                self.everyone.append(caller)
+        now = time.monotonic()
+        self.deadline = sharing.capped_deadline(self.deadline, self.locked[0].locked_monotonic, now,
+                                                self.settings.lock_timeout)
         # Memory only: the filesystems may be frozen now.
-        self.log.info("a second freeze joined the held lock (%d so far); it now lasts at most %.0f s more",
-                      self.joins, self.deadline - time.monotonic())
-        return {"joined": True, "joins": self.joins, "seconds_left": round(self.deadline - time.monotonic(), 1)}
+        self.log.info("%s %s the held lock (callers: %s); it now lasts at most %.0f s more", caller,
+                      "froze again and keeps" if retry else "joined", ", ".join(self.callers), self.deadline - now)
+        return dict(self.live_status(), joined=True, retry=retry)
 
     def live_status(self) -> Dict[str, Any]:
+        left = self.deadline - time.monotonic()
         return {"instances": [{"name": i.target.name, "lost": i.lost} for i in self.locked],
-                "fs_frozen_seen": self.thaw_watch.frozen_seen,
-                "seconds_left": round(self.deadline - time.monotonic(), 1)}
+                "fs_frozen_seen": self.thaw_watch.frozen_seen, "callers": list(self.callers),
+                "seconds_left": round(left, 1), "deadline": state.utc_at(time.time() + left)}
 
     # -- release ----------------------------------------------------------------------
 
@@ -288,13 +351,18 @@ class Holder:
         if self.stopping:
             state.remove(self.files.replicas)
 
-    def finish(self, requested: str, reason: Optional[str], client: Optional[socket.socket] = None) -> None:
+    def finish(self, requested: str, reason: Optional[str], client: Optional[socket.socket] = None,
+               thawing: Optional[str] = None, everyone: bool = False) -> None:
         """Release, then answer thaw, record the result, and only then drop state.json.
 
         A thaw that comes meanwhile is refused by the closed socket, waits for this process
         to end and finds the result: it never sees "nothing frozen" before the result exists.
+        Runs once: a failure after it (main's last net) must not rewrite what thaw was told.
         """
         from . import locking
+        if self.finished:
+            return
+        self.finished = True
         self.control.close()
         released = time.monotonic()
         # The session may have died in the same instant as the thaw request came in.
@@ -303,6 +371,7 @@ class Holder:
                 self._mark_lost(item)
         problems = self._release_all()
         final, why = outcome.decide(requested, reason, [(i.target.name, i.lost) for i in self.locked if i.lost])
+        pending = sharing.pending_after(self.callers, thawing, everyone)
         result = {
             "outcome": final,
             "reason": why,
@@ -313,8 +382,12 @@ class Holder:
             "problems": problems,
             "fs_probes": self.thaw_watch.describe(),
             "acknowledged": client is not None,
-            # Each freeze that joined this lock has a thaw of its own still to come.
-            "thaws_pending": self.joins,
+            "callers": list(self.everyone),
+            "test": self.test,
+            # Each caller whose thaw has not come yet hears the outcome from its own thaw.
+            "pending": pending,
+            "thaws_pending": len(pending),
+            "released_by": thawing if pending else None,
             "instances": [{"name": i.target.name, "lock": i.strategy.name, "lost": i.lost,
                            "wait_ms": round(i.wait_ms, 1),
                            "held_ms": round((released - i.locked_monotonic) * 1000.0, 1)} for i in self.locked],
@@ -330,7 +403,10 @@ class Holder:
             state.write_json_atomic(self.files.result, dict(result, log=list(self.gate.recent)))
         except OSError as exc:
             self.log.error("cannot record the result in %s: %s", self.files.result, exc.strerror)
-        history.after_release(self.settings, result, self.agent, self.log)
+        try:
+            history.after_release(self.settings, result, self.agent, self.log)
+        except Exception as exc:  # the history is a record, never a reason to leave state behind
+            self.log.error("cannot record the outcome in the history: %s: %s", type(exc).__name__, exc)
         state.remove(self.files.state)
         # Stopping a probe waits for its writer process to end: after the answer, not before.
         self.thaw_watch.stop()
@@ -347,12 +423,36 @@ def _report(ready_fd: int, message: Dict[str, Any]) -> bool:
         os.close(ready_fd)
 
 
-def _read_settings(fd: int) -> Settings:
+def _read_settings(fd: int) -> Tuple[Settings, str, bool]:
+    """The settings, the caller and whether this is a test cycle, as spawn() sent them."""
     chunks = []
     with os.fdopen(fd, "rb") as handle:
         for chunk in iter(lambda: handle.read(65536), b""):
             chunks.append(chunk)
-    return config.settings_from_dict(json.loads(b"".join(chunks).decode("utf-8")))
+    message = json.loads(b"".join(chunks).decode("utf-8"))
+    return (config.settings_from_dict(message["settings"]), str(message.get("caller") or "unknown"),
+            bool(message.get("test")))
+
+
+def _within(seconds: float, what: str, work: Callable[[], None]) -> None:
+    """Run work, but give up waiting for it after seconds (a disk that stalls under the lock)."""
+    done = threading.Event()
+    failure: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the waiting thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="quiesce-records", daemon=True).start()
+    if not done.wait(seconds):
+        raise StateError("writing %s took longer than %g s under the lock; nothing stays locked; fix: check the "
+                         "disk that holds position-file and runtime-dir" % (what, seconds))
+    if failure:
+        raise failure[0]
 
 
 def main(settings_fd: int, ready_fd: int) -> None:
@@ -361,8 +461,8 @@ def main(settings_fd: int, ready_fd: int) -> None:
     log = logsetup.get()
     holder: Optional[Holder] = None
     try:
-        settings = _read_settings(settings_fd)
-        holder = Holder(settings, gate, ready_fd)
+        settings, caller, test = _read_settings(settings_fd)
+        holder = Holder(settings, gate, ready_fd, caller, test)
         wake_w = holder.wake_w
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: os.write(wake_w, b"S"))
@@ -381,7 +481,7 @@ def main(settings_fd: int, ready_fd: int) -> None:
             holder.control.close()
             if message["status"] == "error":  # before reporting: nothing is frozen until freeze returns
                 history.after_failed_freeze(holder.settings, message["message"], holder.agent,
-                                            state.utc_at(holder.started_wall), log)
+                                            state.utc_at(holder.started_wall), log, holder.test)
         _report(ready_fd, message)
         os._exit(int(exit_code_for(exc)))
     summary = [dict(i.position, wait_ms=round(i.wait_ms, 1), warnings=i.warnings) for i in holder.locked]
@@ -389,17 +489,16 @@ def main(settings_fd: int, ready_fd: int) -> None:
         log.info("%s: locked %s with %s in %.1f ms; binlog %s:%s gtid %s; %s", item.target.name, item.server.label,
                  item.strategy.name, item.wait_ms, item.position["binlog_file"], item.position["binlog_position"],
                  item.position["gtid"], protocol.describe_timings(item.timings_ms))
-    gate.hold()
     if not _report(ready_fd, {"status": "locked", "instances": summary}):
         # The freeze command is gone (killed by its caller's timeout): nobody will thaw us.
-        holder.finish("lost", "the freeze command went away before it saw the lock")
+        holder.finish(outcome.LOST, "the freeze command went away before it saw the lock")
         os._exit(int(Exit.LOCK_LOST))
     try:
         holder.serve()
     except BaseException:
         log.exception("holder failed while holding the lock")
         try:
-            holder.finish("lost", "internal error in the holder")
+            holder.finish(outcome.LOST, "internal error in the holder")
         finally:
             os._exit(int(Exit.INTERNAL))
     os._exit(0)

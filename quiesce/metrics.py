@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 
 from . import paths
-from .history import epoch, write_atomic
+from .history import backups, epoch, write_atomic
 
 OFF = ("", "none", "off", "no", "false")
 
@@ -34,7 +34,11 @@ def _gauge(lines: list[str], name: str, help_text: str, value: float, labels: st
 
 
 def render(entries: Sequence[dict[str, object]]) -> str:
-    """Text exposition format from the history (oldest first); empty history, no metrics."""
+    """Text exposition format from the history (oldest first); empty history, no metrics.
+
+    check --cycle's test entries are left out: a daily test must not hide failing backups.
+    """
+    entries = backups(entries)
     if not entries:
         return ""
     last = entries[-1]

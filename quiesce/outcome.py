@@ -8,6 +8,8 @@ RELEASED = "released"
 RELEASED_AT_FS_THAW = "released-at-fs-thaw"
 EXPIRED = "expired"
 LOST = "lost"
+# thaw killed a holder that did not answer: whether the lock lasted is unknown.
+KILLED = "killed"
 
 GOOD = (RELEASED, RELEASED_AT_FS_THAW)
 

@@ -8,7 +8,7 @@ on it, thaw killing it, or the next command finding it dead -- restarts them fro
 
 from __future__ import annotations
 
-from . import state
+from . import sharing, state
 from .config import Settings
 
 
@@ -31,16 +31,27 @@ def restart_orphaned_replicas(settings: Settings, files: state.RuntimeFiles,
 
 
 def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str, object],
-                      acknowledged: bool) -> dict[str, object]:
-    """Turn a dead holder's state.json into a "lost" result and clear it."""
+                      acknowledged: bool, outcome: str = "lost", reason: str | None = None,
+                      thawing: str | None = None) -> dict[str, object]:
+    """Turn a dead (or killed) holder's state.json into a result and clear it.
+
+    Its callers' thaws report it (thawing: the caller whose thaw is reporting it now).
+    state.json names the callers as of the lock: one that joined later may be unknown, so
+    one more thaw, whoever's, hears it too (sharing.ANY).
+    """
     # state.json of a holder from before replicas.json existed names its stopped channels too.
     older = {str(i.get("name")): list(i.get("replica_stopped") or []) for i in current.get("instances", [])
              if i.get("replica_stopped")}
     restart_orphaned_replicas(settings, files, older)
-    result = {"outcome": "lost", "acknowledged": acknowledged, "at": state.utc_now(),
+    pending = [str(c) for c in current.get("callers") or []] + [sharing.ANY]
+    if thawing is not None:
+        pending = sharing.take(pending, thawing)[1]
+    result = {"outcome": outcome, "acknowledged": acknowledged, "at": state.utc_now(),
               "since": current.get("since"), "instances": current.get("instances", []),
-              "reason": "holder pid %s died while frozen (killed?), so the lock ended early"
-                        % current.get("holder_pid")}
+              "holder_pid": current.get("holder_pid"), "callers": current.get("callers") or [],
+              "test": bool(current.get("test")), "pending": pending, "thaws_pending": len(pending),
+              "reason": reason or "holder pid %s died while frozen (killed?), so the lock ended early"
+                                  % current.get("holder_pid")}
     state.write_json_atomic(files.result, result)
     from . import history  # freeze and thaw run while no filesystem is frozen
     history.after_thaw(settings, result)

@@ -13,7 +13,7 @@ from .errors import StateError
 def collect(settings: Settings) -> dict[str, object]:
     files = state.RuntimeFiles(settings.runtime_dir)
     report: dict[str, object] = {"frozen": False, "since": None, "holder_pid": None, "deadline": None,
-                              "instances": [], "release_on_fs_thaw": settings.release_on_fs_thaw,
+                              "instances": [], "callers": [], "release_on_fs_thaw": settings.release_on_fs_thaw,
                               "last_result": None, "history": history.recent(settings)}
     if not state.ensure_runtime_dir(settings.runtime_dir, create=False):
         return report
@@ -30,6 +30,9 @@ def collect(settings: Settings) -> dict[str, object]:
                 for item in report["instances"]:
                     item["lost"] = lost.get(item["name"])
                 report["fs_frozen_seen"] = live.get("fs_frozen_seen")
+                # Joins move the deadline, in the holder's memory only (the disks may be frozen).
+                report["deadline"] = live.get("deadline") or report["deadline"]
+                report["callers"] = live.get("callers") or current.get("callers") or []
             except (ConnectionRefusedError, FileNotFoundError):
                 # It closed its socket: it has released and is recording its result.
                 report.update(frozen=False, releasing=True)
@@ -51,8 +54,8 @@ def run(settings: Settings) -> int:
         sys.stdout.write("\n")
         return 0
     if report["frozen"]:
-        print("frozen since %s by holder pid %s; releases by itself at %s" % (
-            report["since"], report["holder_pid"], report["deadline"]))
+        print("frozen since %s by holder pid %s for %s; releases by itself at %s" % (
+            report["since"], report["holder_pid"], ", ".join(report.get("callers") or ["?"]), report["deadline"]))
         for item in report["instances"]:
             print("  %s: %s on %s%s" % (item["name"], item["lock"], item.get("server", "?"),
                                         " -- LOCK LOST: %s" % item["lost"] if item.get("lost") else ""))

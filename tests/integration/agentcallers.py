@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from quiesce import agents, config, register
 
@@ -106,12 +106,18 @@ def _kill_direct_child_at(proc: subprocess.Popen, timeout: float) -> bool:
         return True
 
 
-def gce(script: str, disks: str, timeout: float = 60.0) -> Outcome:
+def _as(caller: Optional[str]) -> Dict[str, str]:
+    """The agent's environment; caller stands for the agent's process name, which quiesce
+    reads from the process tree (/proc/PID/stat) to tell callers apart."""
+    return dict(AGENT_ENV, QUIESCE_CALLER=caller) if caller else AGENT_ENV
+
+
+def gce(script: str, disks: str, timeout: float = 60.0, caller: Optional[str] = "google-guest-agent") -> Outcome:
     """Google's guest agent: exec'd directly with the disk list; stdout discarded; stderr
     piped and read to EOF (Go's cmd.Wait); on timeout only the direct child is killed."""
     began = time.monotonic()
     proc = subprocess.Popen([script, disks], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=AGENT_ENV, cwd="/")
+                            stderr=subprocess.PIPE, env=_as(caller), cwd="/")
     killed = _kill_direct_child_at(proc, timeout)
     err = _read_to_eof(proc.stderr, time.monotonic() + 20)
     proc.stderr.close()
@@ -192,10 +198,10 @@ def aws(install: Installation, command: str, timeout: float = 10.0) -> Outcome:
     return Outcome(None if killed else proc.returncode, output, time.monotonic() - began)
 
 
-def exec_direct(path: str, args: Sequence[str] = (), timeout: float = 60.0) -> Outcome:
+def exec_direct(path: str, args: Sequence[str] = (), timeout: float = 60.0, caller: Optional[str] = None) -> Outcome:
     """Nutanix Guest Tools: the script run directly as root, no arguments."""
     began = time.monotonic()
-    done = subprocess.run([path, *args], stdin=subprocess.DEVNULL, capture_output=True, env=AGENT_ENV,
+    done = subprocess.run([path, *args], stdin=subprocess.DEVNULL, capture_output=True, env=_as(caller),
                           cwd="/", timeout=timeout)
     return Outcome(done.returncode, done.stdout + done.stderr, time.monotonic() - began)
 

@@ -94,27 +94,30 @@ def test_freeze_exit_0_leaves_holder_and_default_lock_is_backup_stage(mariadb, q
     assert_clean(env, mariadb)
 
 
-def test_second_freeze_joins_the_held_lock_and_each_thaw_reports(mariadb, quiesce_env, driver):
+def test_second_caller_joins_the_held_lock_and_the_last_thaw_releases(mariadb, quiesce_env, driver):
     # Two agents in one backup (VMware Tools and a Veeam job script): the second freeze shares
-    # the lock, the first thaw releases it, the second thaw reports the same outcome.
+    # the lock; the first thaw leaves it held for the other, whose thaw releases it.
     env = quiesce_env
     env.write_config(lock_timeout=60)
-    assert env.run("freeze").rc == 0
+    assert env.run("freeze", "--caller", "veeam").rc == 0
     first = env.status()["holder_pid"]
     position = env.position()
-    time.sleep(1.0)
-    second = env.run("freeze", timeout=60)
+    second = env.run("freeze", "--caller", "vmware-tools", timeout=60)
     assert second.rc == 0, second
     assert "joined" in assert_one_line(second)
     assert env.holder_pids() == {first}
     assert env.position() == position, "the joined freeze rewrote the position file"
+    assert env.status()["callers"] == ["veeam", "vmware-tools"]
     assert_frozen(mariadb)
-    thaw = env.run("thaw")
-    assert thaw.rc == 0, thaw
+    inner = env.run("thaw", "--caller", "vmware-tools")
+    assert inner.rc == 0, inner
+    assert "stays held for veeam" in assert_one_line(inner)
+    assert_frozen(mariadb)
+    assert env.status()["callers"] == ["veeam"]
+    outer = env.run("thaw", "--caller", "veeam")
+    assert outer.rc == 0, outer
+    assert "thawed" in assert_one_line(outer)
     assert_writable(mariadb)
-    later = env.run("thaw")
-    assert later.rc == 0, later
-    assert "released" in assert_one_line(later)
     assert env.status()["last_result"]["thaws_pending"] == 0
     assert_clean(env, mariadb)
 
@@ -148,7 +151,8 @@ def test_thaw_without_freeze_is_a_one_line_no_op(mariadb, quiesce_env, runtime_d
 
 def test_concurrent_freezes_make_exactly_one_holder(mariadb, quiesce_env, driver):
     env = quiesce_env
-    running = [env.start("freeze") for _ in range(3)]
+    names = ["agent-a", "agent-b", "agent-c"]
+    running = [env.start("freeze", "--caller", name) for name in names]
     results = [r.wait(90) for r in running]
     # One locks, the two others join that lock (three agents in one backup).
     assert [r.rc for r in results] == [0, 0, 0], results
@@ -156,10 +160,13 @@ def test_concurrent_freezes_make_exactly_one_holder(mariadb, quiesce_env, driver
     holders = env.holder_pids()
     assert len(holders) == 1, holders
     assert env.status()["holder_pid"] in holders
-    assert_frozen(mariadb)
-    assert env.run("thaw").rc == 0
+    assert sorted(env.status()["callers"]) == names
+    for name in names[:2]:
+        assert env.run("thaw", "--caller", name).rc == 0
+        assert_frozen(mariadb)
+    assert env.run("thaw", "--caller", names[2]).rc == 0
     assert_writable(mariadb)
-    assert [env.run("thaw").rc for _ in range(2)] == [0, 0]
+    assert env.run("thaw", "--caller", names[0]).rc == 0     # nothing left for it: a no-op
     assert env.status()["last_result"]["thaws_pending"] == 0
     assert_clean(env, mariadb)
 

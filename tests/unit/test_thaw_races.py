@@ -43,7 +43,8 @@ def test_thaw_waits_for_a_holder_that_is_finishing_and_reports_its_result(runtim
         run = sys.argv[1]
         time.sleep(1.0)
         with open(os.path.join(run, "result.json"), "w") as f:
-            json.dump({"outcome": "expired", "reason": "deadline passed", "acknowledged": False}, f)
+            json.dump({"outcome": "expired", "reason": "deadline passed", "acknowledged": False,
+                       "holder_pid": os.getpid()}, f)
         os.unlink(os.path.join(run, "state.json"))
         """), str(run)])
     try:
