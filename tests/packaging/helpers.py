@@ -369,3 +369,27 @@ def system_mariadb(note=print):
 def sql(statement, timeout=30):
     """Run SQL as root over the socket; CompletedProcess (check it yourself)."""
     return _mariadb(statement, timeout=timeout)
+
+
+# What `quiesce register` writes for the opt-in agents starts with this line; a run of the
+# packaging tests cut short between register and remove leaves such files behind with the
+# package (and its record of them) already gone.
+REGISTERED_MARK = b"# Created by 'quiesce register "
+OPT_IN_FILES = ("/etc/google/snapshots/pre.sh", "/etc/google/snapshots/post.sh",
+                "/usr/local/sbin/pre_freeze", "/usr/local/sbin/post_thaw")
+
+
+def remove_stale_registrations(note=print):
+    """Remove our own opt-in agent files an interrupted earlier run left; never anyone else's."""
+    for path in OPT_IN_FILES:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(512)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if head.startswith(b"#!/bin/sh\n" + REGISTERED_MARK):
+            note("removing %s, left by an interrupted earlier run" % path)
+            os.unlink(path)
+    for directory in ("/etc/google/snapshots", "/etc/google"):
+        if os.path.isdir(directory) and not os.listdir(directory):
+            os.rmdir(directory)

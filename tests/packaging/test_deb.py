@@ -110,6 +110,7 @@ def clean_machine(debs):
     with helpers.machine_restored(), helpers.services_not_started():
         if dpkg_status("quiesce"):
             apt_get("purge", "quiesce")
+        helpers.remove_stale_registrations()
         nothing_of_ours_left()
         try:
             yield
