@@ -98,11 +98,16 @@ def test_man_pages_document_every_option():
         assert re.search(r"(?m)^\.BI %s " % re.escape(key.replace("-", r"\-")), page5), key
         if key != "password":
             assert "\\-\\-" + key.replace("-", "\\-") in page8, key
+    # Command-line only: in quiesce(8), never in the configuration file.
+    for option in ("json", "cycle", "all", "caller"):
+        assert re.search(r"(?m)^\.B[I]? \\-\\-%s\b" % option, page8), option
+        assert not re.search(r"(?m)^#?%s = " % option, read("etc/quiesce.conf")), option
 
 
 def test_config_options_match_the_parser():
     config = pytest.importorskip("quiesce.config")
-    hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance", "--all", "--root"}
+    hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance", "--all", "--root",
+              "--caller"}
     hidden |= {"--" + key.replace("_", "-") for key in config.RESTORE_KEYS}  # verify, restore-plan
     options = {opt for action in config.build_parser()._actions for opt in action.option_strings
                if opt.startswith("--") and opt not in hidden}
