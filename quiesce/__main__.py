@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from .hooks import command_main
 
-sys.exit(main())
+sys.exit(command_main())

@@ -61,3 +61,29 @@ def test_hook_thaw_releases_before_loading_configargparse(mariadb, quiesce_env, 
     assert proc.returncode != 0 and "configargparse is not loaded" in proc.stderr, proc
     assert_writable(mariadb)
     assert_no_holder(env)
+
+
+def test_quiesce_thaw_releases_before_the_configuration_is_parsed(mariadb, quiesce_env, tmp_path):
+    """The command, not only the hook: a configargparse that cannot be imported stops it
+    only after the release (before, `quiesce thaw` parsed everything first)."""
+    env = quiesce_env
+    (tmp_path / "configargparse.py").write_text("raise ImportError('configargparse is not loaded in this test')\n")
+    assert env.run("freeze", "--caller", "veeam").rc == 0
+    assert_frozen(mariadb)
+    broken = env.env({"PYTHONPATH": str(tmp_path) + os.pathsep + base_env(env.tag)["PYTHONPATH"]})
+    proc = subprocess.run(env.command("thaw", "--caller", "veeam"), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          env=broken, cwd="/", timeout=60)
+    assert proc.returncode != 0 and "configargparse is not loaded" in proc.stderr, proc
+    assert_writable(mariadb)
+    assert_no_holder(env)
+
+
+def test_quiesce_freeze_with_a_caller_named_thaw_never_releases(mariadb, quiesce_env):
+    env = quiesce_env
+    assert env.run("freeze", "--caller", "veeam").rc == 0
+    assert env.run("freeze", "--caller", "thaw").rc == 0
+    assert_frozen(mariadb)
+    assert env.status()["callers"] == ["veeam", "thaw"]
+    assert env.run("thaw", "--all").rc == 0
+    assert_clean(env, mariadb)

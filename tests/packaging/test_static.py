@@ -29,7 +29,7 @@ CONTRACT_KEYS = (
 # Set (uncommented) in the shipped file: the defaults admins tune most.
 SET_IN_SHIPPED_CONFIG = {"lock-timeout": "300", "acquire-timeout": "5", "on-failure": "fail"}
 LAUNCHERS = {
-    "bin/quiesce": ("quiesce.cli", "main"),
+    "bin/quiesce": ("quiesce.hooks", "command_main"),
     "libexec/hook": ("quiesce.hooks", "hook_main"),
     "libexec/freeze": ("quiesce.hooks", "freeze_main"),
     "libexec/thaw": ("quiesce.hooks", "thaw_main"),

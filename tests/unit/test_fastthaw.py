@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from quiesce import fastthaw, paths
+from quiesce import fastthaw, hooks, paths
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -60,3 +60,21 @@ def test_release_sends_nothing_without_a_holder(tmp_path):
     assert fastthaw.release(["hook", "thaw"], {"QUIESCE_RUNTIME_DIR": "relative/dir"}) is None
     os.chmod(runtime, 0o777)
     assert fastthaw.release(["hook", "thaw"], {"QUIESCE_RUNTIME_DIR": str(runtime)}) is None
+
+
+@pytest.mark.parametrize("args, plain", [
+    (["thaw"], True),
+    (["--config", "/etc/q.conf", "thaw"], True),
+    (["-c", "/etc/q.conf", "thaw", "--caller", "veeam"], True),
+    (["thaw", "--all", "--caller=admin", "--runtime-dir", "/run/q"], True),
+    (["freeze", "--caller", "thaw"], False),         # a value, not the command
+    (["--caller", "thaw", "freeze"], False),
+    (["thaw", "--json"], False),                     # an option the fast path does not know
+    (["--lock-timeout", "60", "thaw"], False),
+    (["thaw", "extra"], False),
+    (["status"], False),
+    (["--config"], False),
+    ([], False),
+])
+def test_only_a_certain_thaw_command_takes_the_fast_path(args, plain):
+    assert hooks.is_plain_thaw(args) is plain
