@@ -13,6 +13,7 @@ from typing import Callable, List, Tuple
 
 from . import agents, paths, register
 from .config import Settings
+from .errors import ConfigError
 
 SYSTEMD_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 PACKAGE_QUERY_TIMEOUT = 10.0
@@ -57,9 +58,36 @@ def _runs_quiesce(path: str) -> bool:
         return False
 
 
+def systemd_booted(root: str = "") -> bool:
+    """sd_booted(3): this directory exists only while systemd is the init system."""
+    return os.path.isdir(root + "/run/systemd/system")
+
+
+def _unit_reads(root: str, unit: str, path: str) -> bool:
+    """Whether a systemd unit (or a drop-in of it) names path as its EnvironmentFile."""
+    files = []
+    for directory in SYSTEMD_UNIT_DIRS:
+        files.append("%s%s/%s" % (root, directory, unit))
+        files.extend(sorted(glob.glob("%s%s/%s.d/*.conf" % (root, directory, unit))))
+    pattern = re.compile(r"(?m)^\s*EnvironmentFile\s*=\s*-?%s\s*$" % re.escape(path))
+    for name in files:
+        try:
+            with open(name, encoding="utf-8", errors="replace") as handle:
+                if pattern.search(handle.read()):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def qemu_ga_runs_hooks(root: str = "") -> bool:
-    """Whether qemu-ga is configured to run its fsfreeze hook (-F) anywhere we know of."""
+    """Whether qemu-ga, as it is really started, runs its fsfreeze hook (-F)."""
     for pattern, switch in agents.QEMU_GA_HOOK_SWITCHES:
+        # Debian's /etc/default file is read by the SysV script only; systemd's unit
+        # ignores it unless a unit or drop-in names it.
+        if pattern == agents.QEMU_GA_SYSV_DEFAULTS and systemd_booted(root) and \
+                not _unit_reads(root, agents.QEMU_GA_UNIT, pattern):
+            continue
         for path in glob.glob(root + pattern):
             try:
                 with open(path, encoding="utf-8", errors="replace") as handle:
@@ -192,12 +220,19 @@ def check_agents(report, settings: Settings, root: str = "",
         wired, problems = agent_wiring(agent, root)
         if wired and not problems:
             report.ok("agent %s (%s): quiesce is wired in" % (agent.title, ", ".join(evidence)))
-        elif wired:
-            report.warn("agent %s: quiesce is wired in, but %s" % (agent.title, "; ".join(problems)))
+            continue
+        if wired:
+            text = "agent %s: quiesce is wired in, but %s" % (agent.title, "; ".join(problems))
         else:
             hint = ("fix: quiesce register %s" % agent.name) if agent.registerable else ""
-            report.warn("agent %s (%s): quiesce is NOT wired in%s" % (
-                agent.title, ", ".join(evidence), "".join("; " + p for p in problems + [hint] if p)))
+            text = "agent %s (%s): quiesce is NOT wired in%s" % (
+                agent.title, ", ".join(evidence), "".join("; " + p for p in problems + [hint] if p))
+        # The next snapshot through this agent would not be application-consistent: that
+        # is check's verdict. Where the wiring lives outside this machine, only a warning.
+        if agent.registerable:
+            report.fail(ConfigError(text))
+        else:
+            report.warn(text)
     for path in legacy_lock_scripts(root):
         report.warn("%s locks MySQL by itself (VMware Tools runs it before every quiesced snapshot, beside "
                     "quiesce): two locks, or a freeze that fails; fix: remove its MySQL part" % path)

@@ -34,12 +34,14 @@ GCE_CONFIG = "/etc/default/instance_configs.cfg"
 # Where qemu-ga's -F (run the fsfreeze hook) can be switched on: its own config file
 # (every init system), RHEL's sysconfig file (its unit passes -F from there), a systemd
 # drop-in, or Debian's SysV init script defaults (which systemd's unit ignores).
+QEMU_GA_UNIT = "qemu-guest-agent.service"
+QEMU_GA_SYSV_DEFAULTS = "/etc/default/qemu-guest-agent"
 QEMU_GA_HOOK_SWITCHES = (
     ("/etc/qemu/qemu-ga.conf", r"(?m)^\s*fsfreeze-hook\s*="),
     ("/etc/qemu-ga/qemu-ga.conf", r"(?m)^\s*fsfreeze-hook\s*="),
     ("/etc/sysconfig/qemu-ga", r"(?m)^\s*FSFREEZE_HOOK_PATHNAME\s*=\s*[\"']?/"),
     ("/etc/systemd/system/qemu-guest-agent.service.d/*.conf", r"(?m)^\s*ExecStart=.*\s-F"),
-    ("/etc/default/qemu-guest-agent", r"(?m)^\s*DAEMON_ARGS=.*-F"),
+    (QEMU_GA_SYSV_DEFAULTS, r"(?m)^\s*DAEMON_ARGS=.*-F"),
 )
 
 VMWARE = Agent(

@@ -81,6 +81,17 @@ def hook_warnings(registrations: List[Tuple[str, str]], record: str = paths.HOOK
     return warnings
 
 
+_REPLICA_CONTROL = ("REPLICATION SLAVE ADMIN", "REPLICATION_SLAVE_ADMIN")
+
+
+def _needed_by_freeze(recommended: List[str], settings: Settings) -> List[str]:
+    """The lacking privileges without which the next freeze fails or cannot see what it must."""
+    needed = [p for p in recommended if p == "PROCESS"]
+    if settings.stop_replica == "always":
+        needed += [p for p in recommended if p in _REPLICA_CONTROL]
+    return needed
+
+
 def _check_target(report: _Report, target, settings: Settings) -> None:
     try:
         conn = locking.connect(target, settings)
@@ -108,6 +119,13 @@ def _check_target(report: _Report, target, settings: Settings) -> None:
                                        % (target.name, target.user, ", ".join(required), ", ".join(required))))
         else:
             report.ok("%s: privileges suffice for %s" % (target.name, method))
+        needed = _needed_by_freeze(recommended, settings)
+        if needed:
+            report.fail(PrivilegeError("%s: user %r lacks %s, which freeze needs here (PROCESS: without it the "
+                                       "long-statement check sees only its own sessions; replica control: "
+                                       "stop-replica = always); fix: GRANT %s ON *.* TO the account"
+                                       % (target.name, target.user, ", ".join(needed), ", ".join(needed))))
+            recommended = [p for p in recommended if p not in needed]
         if recommended:
             report.warn("%s: also useful: GRANT %s ON *.* (process list, replica control, killing long SELECTs)"
                         % (target.name, ", ".join(recommended)))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from . import history, protocol, state
+from . import history, protocol, sharing, state
 from .config import Settings
-from .errors import StateError
+from .errors import Exit, StateError
 
 
 def collect(settings: Settings) -> dict[str, object]:
@@ -47,12 +47,30 @@ def collect(settings: Settings) -> dict[str, object]:
     return report
 
 
+def verdict(report: dict[str, object]) -> Exit:
+    """Non-zero while a snapshot being taken now may not be consistent, so that a monitor
+    or playbook that only looks at the exit status sees it."""
+    if report.get("holder_died") or any(i.get("lost") for i in report["instances"]):  # type: ignore[union-attr]
+        return Exit.LOCK_LOST
+    if report.get("holder_responding") is False:
+        return Exit.STATE
+    result = report.get("last_result")
+    # Lost or expired, and a caller's thaw has yet to hear it. The placeholder for joins a
+    # dead holder may have had is not counted: it would keep status failing until the
+    # next freeze although every known caller has heard.
+    if isinstance(result, dict) and result.get("outcome") not in sharing.GOOD and \
+            [c for c in sharing.pending_of(result) if c != sharing.ANY]:
+        return Exit.LOCK_LOST
+    return Exit.OK
+
+
 def run(settings: Settings) -> int:
     report = collect(settings)
+    code = int(verdict(report))
     if settings.json:
         json.dump(report, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
-        return 0
+        return code
     if report["frozen"]:
         print("frozen since %s by holder pid %s for %s; releases by itself at %s" % (
             report["since"], report["holder_pid"], ", ".join(report.get("callers") or ["?"]), report["deadline"]))
@@ -74,4 +92,4 @@ def run(settings: Settings) -> int:
             " ".join("ok" if e.get("ok") else str(e.get("outcome")).upper() for e in recent),
             int(recent[-1].get("consecutive_failures") or 0)))
     print("release on filesystem thaw: %s" % ("on" if report["release_on_fs_thaw"] else "off"))
-    return 0
+    return code

@@ -241,9 +241,10 @@ class QuiesceEnv:
 
     __call__ = run
 
-    def status(self, timeout: float = 30.0) -> Dict[str, object]:
+    def status(self, timeout: float = 30.0, rc: int = 0) -> Dict[str, object]:
+        """status --json; rc: the exit status expected (6 while a lock is lost or expired)."""
         result = self.run("status", "--json", timeout=timeout)
-        assert result.rc == 0, result
+        assert result.rc == rc, result
         return json.loads(result.stdout)
 
     def position(self) -> Dict[str, object]:

@@ -115,3 +115,18 @@ def test_caching_sha2_password_with_both_drivers(mariadb, driver, transport, req
     env.write_config(**settings)
     _freeze_and_thaw(env, mariadb)
     assert_clean(env, mariadb)
+
+
+def test_check_fails_when_the_long_statement_check_would_be_blind(mariadb, request):
+    """Without PROCESS, freeze's look for long statements sees only its own sessions: check's
+    verdict is exit 4 (before, a warning and exit 0); with PROCESS, exit 0."""
+    grants = ["RELOAD", "BINLOG MONITOR" if mariadb.flavour == "mariadb" else "REPLICATION CLIENT"]
+    mariadb.create_user("qnoproc", PASSWORD, grants=grants)
+    env = QuiesceEnv(mariadb, driver=None, user="qnoproc", password=PASSWORD)
+    request.addfinalizer(env.cleanup)
+    checked = env.run("check")
+    assert checked.rc == 4, checked
+    assert "lacks PROCESS" in checked.output and "fix: GRANT PROCESS" in checked.output, checked
+    mariadb.create_user("qnoproc", PASSWORD, grants=grants + ["PROCESS"])
+    checked = env.run("check")
+    assert checked.rc == 0, checked

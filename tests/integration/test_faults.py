@@ -79,6 +79,8 @@ def test_holder_sigkilled_while_frozen_thaw_exits_6(mariadb, quiesce_env, driver
     assert_frozen(mariadb)
     os.kill(pid, signal.SIGKILL)
     wait_writable(mariadb, 10)          # the server ends the lock with the session
+    # Until the snapshot's thaw has heard it, status fails too (a monitor sees it).
+    assert env.status(rc=6)["holder_died"] is True
     thaw = env.run("thaw")
     assert thaw.rc == 6, thaw
     assert_one_line(thaw)

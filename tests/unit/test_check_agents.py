@@ -115,3 +115,30 @@ def test_qemu_ga_hook_switch_is_found_wherever_it_is_set(root, path, text):
     assert agentcheck.agent_wiring(agents.QEMU_GA, root)[1], "a commented-out switch counted"
     _write(root + path, text)
     assert agentcheck.agent_wiring(agents.QEMU_GA, root) == (True, [])
+
+
+def test_debian_defaults_count_for_qemu_ga_only_where_its_init_reads_them(root):
+    os.makedirs(root + "/etc/qemu/fsfreeze-hook.d")
+    os.symlink("/usr/lib/quiesce/hook", root + "/etc/qemu/fsfreeze-hook.d/zz-quiesce")
+    _write(root + agents.QEMU_GA_SYSV_DEFAULTS, 'DAEMON_ARGS="-F"\n')
+    assert agentcheck.agent_wiring(agents.QEMU_GA, root) == (True, [])      # SysV init
+    os.makedirs(root + "/run/systemd/system")
+    _write(root + "/lib/systemd/system/" + agents.QEMU_GA_UNIT, "[Service]\nExecStart=/usr/sbin/qemu-ga\n")
+    wired, problems = agentcheck.agent_wiring(agents.QEMU_GA, root)
+    assert wired and "only when started with -F" in problems[0], problems
+    _write(root + "/etc/systemd/system/%s.d/env.conf" % agents.QEMU_GA_UNIT,
+           "[Service]\nEnvironmentFile=-%s\n" % agents.QEMU_GA_SYSV_DEFAULTS)
+    assert agentcheck.agent_wiring(agents.QEMU_GA, root) == (True, [])
+
+
+def test_an_agent_quiesce_is_not_wired_into_fails_check_but_aws_only_warns(conf, root, capsys):
+    settings = _settings(conf)
+    report = _report(settings, root, lambda name: name == "nutanix-guest-agent")
+    assert "FAIL  agent %s" % agents.NUTANIX.title in capsys.readouterr().out
+    assert report.failure is not None and int(report.failure.exit_code) == 2
+    register.register(agents.NUTANIX, register.Layout(root, "/usr/lib/quiesce"), settings)
+    assert _report(settings, root, lambda name: name == "nutanix-guest-agent").failure is None
+    # AWS is wired in the DLM policy, which this machine cannot see: a warning, exit 0.
+    report = _report(settings, root, lambda name: name == "amazon-ssm-agent")
+    assert "WARN  agent %s" % agents.AWS.title in capsys.readouterr().out
+    assert report.failure is None
