@@ -56,7 +56,7 @@ _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "d
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
                     "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets", "words", "all_agents",
-                    "root", "metrics_file", "restore", "caller")
+                    "root", "metrics_file", "metrics_dir_shared", "restore", "caller")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -406,6 +406,8 @@ def build_parser() -> _Parser:
     add("--metrics-file", default="auto", metavar="FILE", type=_auto_none_or_path,
         help="node_exporter textfile (default auto: quiesce.prom in its textfile directory if that exists; "
              "none: off)")
+    add("--metrics-dir-shared", type=_boolean, default=False, metavar="BOOL",
+        help="write metrics-file even where another account can write its directory (default false)")
     _add_restore_options(parser)
     return parser
 
@@ -664,7 +666,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
         allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets,
         words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root, metrics_file=ns.metrics_file,
-        restore=_restore_options(ns), caller=ns.caller)
+        metrics_dir_shared=ns.metrics_dir_shared, restore=_restore_options(ns), caller=ns.caller)
 
 
 def settings_to_dict(settings: Settings) -> dict[str, object]:
