@@ -27,12 +27,18 @@ from .caller import calling_agent  # noqa: F401  (history names the agent that a
 from .errors import Busy, ConfigError
 
 SUCCESS = outcome.GOOD
-LOCK_WAIT = 5.0
+# Seconds to wait for another writer of the history (it writes a few kilobytes).
+WRITER_WAIT = 5.0
 
 
 def path_for(position_file: str) -> str:
     return os.path.join(os.path.dirname(position_file), paths.HISTORY_NAME)
 
+
+def lock_for(history_path: str):
+    """The bounded flock that lets one writer at a time rewrite the history."""
+    return state.exclusive_lock(os.path.join(os.path.dirname(history_path), paths.HISTORY_LOCK_NAME),
+                                WRITER_WAIT, "the history")
 
 
 def entry_from_result(result: dict[str, object], agent: str | None) -> dict[str, object]:
@@ -123,8 +129,7 @@ def record(settings, entry: dict[str, object], log=None) -> None:
     try:
         directory = os.path.dirname(path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        # One writer at a time (a holder and a thaw may finish together); the wait is bounded.
-        with state.RuntimeFiles(directory).exclusive(LOCK_WAIT, "the history"):
+        with lock_for(path):
             entries = appended(read(path), entry)
             safefile.write_atomic(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries), 0o600)
     except (OSError, Busy, ConfigError) as exc:

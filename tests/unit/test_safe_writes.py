@@ -151,3 +151,74 @@ def test_refused_metrics_are_logged_and_the_history_is_still_written(tmp_path, t
     assert len(history.read(str(tmp_path / "history.jsonl"))) == 1
     assert len(log.warnings) == 1 and "metrics-dir-shared" in log.warnings[0], log.warnings
     assert os.listdir(textfile_dir) == []
+
+
+# ---------------------------------------------------------------- every writer, the same guarantees
+
+def _writers(tmp_path):
+    """Each place that writes a file whole, with what it writes: (name, path, write, expected mode)."""
+    from quiesce import register, state
+    layout = register.Layout(root=str(tmp_path / "root"), libdir="/usr/lib/quiesce")
+    os.makedirs(str(tmp_path / "root" / "etc"))
+
+    def record_save():
+        record = register.Record(layout)
+        record.add("link", "/etc/x")
+        record.save()
+
+    return [
+        ("state.write_json_atomic", str(tmp_path / "position.json"),
+         lambda: state.write_json_atomic(str(tmp_path / "position.json"), {"a": 1}, mode=0o644), 0o644),
+        ("register._write_file", str(tmp_path / "root" / "etc" / "pre.sh"),
+         lambda: register._write_file(str(tmp_path / "root" / "etc" / "pre.sh"), b"#!/bin/sh\n", 0o700, False),
+         0o700),
+        ("register.Record.save", layout.root + "/var/lib/quiesce/hooks", record_save, 0o644),
+        ("metrics.update", str(tmp_path / "quiesce.prom"),
+         lambda: metrics.update(str(tmp_path / "quiesce.prom"), ENTRIES), 0o644),
+    ]
+
+
+@pytest.mark.parametrize("which", ["state.write_json_atomic", "register._write_file", "register.Record.save",
+                                   "metrics.update"])
+def test_every_writer_sets_the_exact_mode_and_syncs_the_file_and_its_directory(tmp_path, monkeypatch, which):
+    name, path, write, mode = next(w for w in _writers(tmp_path) if w[0] == which)
+    synced = []
+    real_fsync = os.fsync
+
+    def watching_fsync(fd):
+        st = os.fstat(fd)
+        synced.append(("dir" if stat.S_ISDIR(st.st_mode) else "file", (st.st_dev, st.st_ino)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watching_fsync)
+    old_umask = os.umask(0o077)
+    try:
+        write()
+    finally:
+        os.umask(old_umask)
+    st, parent = os.lstat(path), os.stat(os.path.dirname(path))
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode, "%s: mode %o" % (name, st.st_mode)
+    assert ("file", (st.st_dev, st.st_ino)) in synced, name
+    # The directory after the file: the rename itself is on disk.
+    assert synced[-1] == ("dir", (parent.st_dev, parent.st_ino)), "%s did not sync %s" % (name, os.path.dirname(path))
+    assert [n for n in os.listdir(os.path.dirname(path)) if n.endswith((".tmp", ".new", "-new"))] == []
+
+
+def test_history_writers_take_turns_on_the_history_lock(tmp_path, monkeypatch):
+    from quiesce import config
+    conf = tmp_path / "quiesce.conf"
+    conf.write_text("position-file = %s\nmetrics-file = none\n" % (tmp_path / "state" / "position.json"))
+    conf.chmod(0o600)
+    settings = config.parse(["--config", str(conf), "status"])
+    path = history.path_for(settings.targets[0].position_file)
+    warnings = []
+    log = type("Log", (), {"warning": lambda self, *args: warnings.append(args[0] % args[1:])})()
+    monkeypatch.setattr(history, "WRITER_WAIT", 0.05)
+    os.makedirs(os.path.dirname(path))
+    with history.lock_for(path):
+        history.record(settings, ENTRIES[0], log)
+    assert history.read(path) == [] and "the history" in warnings[0], warnings
+    history.record(settings, ENTRIES[0], log)
+    assert len(history.read(path)) == 1
+    # Its own lock file, not runtime-dir's "lock" reused in the state directory.
+    assert sorted(os.listdir(os.path.dirname(path))) == ["history.jsonl", "history.lock"]
