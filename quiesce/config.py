@@ -585,14 +585,36 @@ def requested_action(argv: Sequence[str] | None = None) -> str | None:
     return None
 
 
+def _unregister_all(argv: Sequence[str]) -> bool:
+    """Exactly 'unregister --all' (with --root or --config at most): what package removal runs."""
+    finder = _ConfigOption(add_help=False, allow_abbrev=False)
+    finder.add_argument("command")
+    finder.add_argument("-c", "--config")
+    finder.add_argument("--root")
+    finder.add_argument("--all", action="store_true")
+    try:
+        ns, unknown = finder.parse_known_args(list(argv))
+    except ConfigError:
+        return False
+    return ns.command == "unregister" and ns.all and not unknown
+
+
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     argv = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if env is None else env
+    # Package removal runs 'unregister --all', also when the config file or the
+    # environment is broken; it needs neither, so it reads neither.
+    uninstalling = _unregister_all(argv)
+    if uninstalling:
+        env = {}
     _refuse_password_outside_files(argv, env)
     config_path, explicit = _config_path(argv, env)
     parser = build_parser()
     keys = _file_keys(parser)
-    found, top, sections = _load_config(config_path, explicit, set(keys) | {"password"})
+    if uninstalling:
+        found, top, sections = False, {}, {}
+    else:
+        found, top, sections = _load_config(config_path, explicit, set(keys) | {"password"})
     file_defaults = _file_defaults(top, keys, config_path)
     file_password = file_defaults.pop("password", None)
     parser.set_defaults(**file_defaults)

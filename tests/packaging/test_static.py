@@ -4,7 +4,8 @@ Versions agree, the launchers hand over to the contract's entry points, the ship
 config documents (and parses with) every option, the man pages render without warnings
 and carry the exit-status table, and the hook registration script keeps its promises
 (idempotent, never touches a file it did not create, respects an administrator's
-removal), run against a scratch directory tree.
+removal), run against a scratch directory tree. As root, the purge script runs in a
+busybox chroot, at its real paths.
 """
 
 import ast
@@ -383,6 +384,56 @@ def test_usage_error(tmp_path):
     for args in (["bogus"], ["agent-removed", "nutanix"]):
         proc = Tree(tmp_path / args[-1]).hooks(*args)
         assert proc.returncode == 2 and "usage" in proc.stdout
+
+
+class BusyboxRoot:
+    """A scratch root with busybox only (root needed: chroot), where a maintainer script runs
+    at its real paths without touching this machine."""
+
+    def __init__(self, path):
+        if os.geteuid() != 0 or not os.path.exists("/bin/busybox"):
+            pytest.skip("needs root and /bin/busybox (busybox-static) for a chroot")
+        self.root = str(path)
+        os.makedirs(self("/bin"))
+        shutil.copy2("/bin/busybox", self("/bin/busybox"))
+        subprocess.run(["chroot", self.root, "/bin/busybox", "--install", "-s", "/bin"], check=True)
+
+    def __call__(self, path):
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def write(self, path, text, mode=0o644):
+        os.makedirs(os.path.dirname(self(path)), exist_ok=True)
+        with open(self(path), "w") as handle:
+            handle.write(text)
+        os.chmod(self(path), mode)
+
+    def run(self, script, *args):
+        shutil.copy2(os.path.join(REPO, script), self("/maintainer-script"))
+        return subprocess.run(["chroot", self.root, "/bin/sh", "/maintainer-script"] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=helpers.clean_env(), check=True).stdout
+
+
+def test_purge_removes_unchanged_registered_files_even_if_unregister_failed(tmp_path):
+    """prerm's 'quiesce unregister --all' may have failed: postrm purge removes the files
+    'quiesce register' created, but only those nobody changed, and never through a link."""
+    import hashlib
+    box = BusyboxRoot(tmp_path / "root")
+    script = "#!/bin/sh\nexec /usr/lib/quiesce/freeze\n"
+    box.write("/etc/google/snapshots/pre.sh", script, 0o700)
+    box.write("/etc/google/snapshots/post.sh", "#!/bin/sh\necho edited by the administrator\n", 0o700)
+    box.write("/srv/theirs", script)
+    os.makedirs(box("/usr/local/sbin"))
+    os.symlink("/srv/theirs", box("/usr/local/sbin/pre_freeze"))
+    digest = hashlib.sha256(script.encode()).hexdigest()
+    box.write(helpers.HOOK_RECORD, "dir /etc/google\ndir /etc/google/snapshots\n"
+              "file /etc/google/snapshots/pre.sh %s\nfile /etc/google/snapshots/post.sh %s\n"
+              "file /usr/local/sbin/pre_freeze %s\n" % (digest, digest, digest))
+    box.run("debian/postrm", "purge")
+    assert not os.path.lexists(box("/etc/google/snapshots/pre.sh"))
+    assert os.path.isfile(box("/etc/google/snapshots/post.sh")), "a changed file was removed"
+    assert os.path.islink(box("/usr/local/sbin/pre_freeze")) and os.path.isfile(box("/srv/theirs"))
+    assert not os.path.lexists(box(helpers.STATE_DIR))
 
 
 def test_code_parses_as_python_3_9():
