@@ -407,8 +407,11 @@ class BusyboxRoot:
             handle.write(text)
         os.chmod(self(path), mode)
 
-    def run(self, script, *args):
-        shutil.copy2(os.path.join(REPO, script), self("/maintainer-script"))
+    def run(self, script, *args, text=None):
+        if text is None:
+            shutil.copy2(os.path.join(REPO, script), self("/maintainer-script"))
+        else:
+            self.write("/maintainer-script", text, 0o755)
         return subprocess.run(["chroot", self.root, "/bin/sh", "/maintainer-script"] + list(args),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=helpers.clean_env(), check=True).stdout
@@ -434,6 +437,56 @@ def test_purge_removes_unchanged_registered_files_even_if_unregister_failed(tmp_
     assert os.path.isfile(box("/etc/google/snapshots/post.sh")), "a changed file was removed"
     assert os.path.islink(box("/usr/local/sbin/pre_freeze")) and os.path.isfile(box("/srv/theirs"))
     assert not os.path.lexists(box(helpers.STATE_DIR))
+
+
+def _plant_metrics_and_state(box):
+    """What freezes leave in the state directory and node_exporter's textfile directories,
+    beside files that are not quiesce's; returns the paths that must stay."""
+    debian_dir, fedora_dir = pytest.importorskip("quiesce.paths").METRICS_DIRS
+    box.write(debian_dir + "/quiesce.prom", "quiesce_last_success 1\n")
+    box.write(debian_dir + "/.quiesce.prom.4242.tmp", "quiesce_last")
+    box.write(debian_dir + "/other.prom", "theirs 1\n")
+    box.write("/srv/elsewhere.prom", "theirs 1\n")
+    os.makedirs(box(fedora_dir))
+    os.symlink("/srv/elsewhere.prom", box(fedora_dir + "/quiesce.prom"))
+    for name in ("position.json", "position-reports.json", "history.jsonl", "history.lock", "lock",
+                 ".history.jsonl.4242.tmp", ".position.json.4242.tmp", ".quiesce-fsprobe-1081-25d3"):
+        box.write(helpers.STATE_DIR + "/" + name, "{}")
+    return [debian_dir + "/other.prom", fedora_dir + "/quiesce.prom", "/srv/elsewhere.prom"]
+
+
+def _left_in(box, *directories):
+    return sorted(os.path.join(top, name)[len(box.root):] for d in directories
+                  for top, _dirs, files in os.walk(box(d)) for name in files)
+
+
+def test_purge_removes_the_state_and_our_metrics_textfile_only(tmp_path):
+    box = BusyboxRoot(tmp_path / "root")
+    keep = _plant_metrics_and_state(box)
+    box.run("debian/postrm", "purge")
+    assert not os.path.lexists(box(helpers.STATE_DIR))
+    assert _left_in(box, "/var/lib", "/srv") == sorted(keep)
+
+
+def test_rpm_erase_removes_the_state_and_our_metrics_textfile_only(tmp_path):
+    if not shutil.which("rpmspec"):
+        pytest.skip("rpmspec (rpm) is not installed")
+    box = BusyboxRoot(tmp_path / "root")
+    keep = _plant_metrics_and_state(box)
+    spec = subprocess.run(["rpmspec", "-P", os.path.join(REPO, "rpm", "quiesce.spec")], stdout=subprocess.PIPE,
+                          text=True, check=True, env=helpers.clean_env()).stdout
+    # The erase scriptlets ($1 = 0), as rpm runs them; the package's own files are gone by %postun.
+    for section in ("preun", "postun"):
+        body = spec.split("\n%%%s\n" % section, 1)[1].split("\n%", 1)[0]
+        box.run(None, "0", text="#!/bin/sh\n" + body + "\n")
+    assert _left_in(box, "/var/lib", "/srv") == sorted(keep)
+
+
+def test_every_auto_textfile_directory_is_cleaned_by_both_packages():
+    for script in ("debian/postrm", "rpm/quiesce.spec"):
+        text = read(script).replace("%{_localstatedir}", "/var")
+        for directory in pytest.importorskip("quiesce.paths").METRICS_DIRS:
+            assert directory in text, (script, directory)
 
 
 def test_code_parses_as_python_3_9():
