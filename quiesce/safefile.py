@@ -93,8 +93,8 @@ def refuse_shared_secret(path: str, shared: bool, what: str) -> None:
 # ---------------------------------------------------------------- writing
 
 _CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
-           # Nothing can exist at the name after O_EXCL, so nothing can block; O_NONBLOCK
-           # keeps that true even if the kernel ever opened what was there.
+           # O_EXCL never opens what is already at the name, so a planted FIFO cannot
+           # block the open; O_NONBLOCK is the second guard against that.
            | os.O_NONBLOCK)
 
 
