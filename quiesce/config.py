@@ -56,7 +56,7 @@ _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "d
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
                     "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets", "words", "all_agents",
-                    "root", "metrics_file", "restore", "caller")
+                    "root", "metrics_file", "metrics_dir_shared", "restore", "caller")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -406,6 +406,8 @@ def build_parser() -> _Parser:
     add("--metrics-file", default="auto", metavar="FILE", type=_auto_none_or_path,
         help="node_exporter textfile (default auto: quiesce.prom in its textfile directory if that exists; "
              "none: off)")
+    add("--metrics-dir-shared", type=_boolean, default=False, metavar="BOOL",
+        help="write metrics-file even where another account can write its directory (default false)")
     _add_restore_options(parser)
     return parser
 
@@ -583,14 +585,36 @@ def requested_action(argv: Sequence[str] | None = None) -> str | None:
     return None
 
 
+def _unregister_all(argv: Sequence[str]) -> bool:
+    """Exactly 'unregister --all' (with --root or --config at most): what package removal runs."""
+    finder = _ConfigOption(add_help=False, allow_abbrev=False)
+    finder.add_argument("command")
+    finder.add_argument("-c", "--config")
+    finder.add_argument("--root")
+    finder.add_argument("--all", action="store_true")
+    try:
+        ns, unknown = finder.parse_known_args(list(argv))
+    except ConfigError:
+        return False
+    return ns.command == "unregister" and ns.all and not unknown
+
+
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     argv = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if env is None else env
+    # Package removal runs 'unregister --all', also when the config file or the
+    # environment is broken; it needs neither, so it reads neither.
+    uninstalling = _unregister_all(argv)
+    if uninstalling:
+        env = {}
     _refuse_password_outside_files(argv, env)
     config_path, explicit = _config_path(argv, env)
     parser = build_parser()
     keys = _file_keys(parser)
-    found, top, sections = _load_config(config_path, explicit, set(keys) | {"password"})
+    if uninstalling:
+        found, top, sections = False, {}, {}
+    else:
+        found, top, sections = _load_config(config_path, explicit, set(keys) | {"password"})
     file_defaults = _file_defaults(top, keys, config_path)
     file_password = file_defaults.pop("password", None)
     parser.set_defaults(**file_defaults)
@@ -664,7 +688,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
         allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets,
         words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root, metrics_file=ns.metrics_file,
-        restore=_restore_options(ns), caller=ns.caller)
+        metrics_dir_shared=ns.metrics_dir_shared, restore=_restore_options(ns), caller=ns.caller)
 
 
 def settings_to_dict(settings: Settings) -> dict[str, object]:

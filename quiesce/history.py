@@ -17,23 +17,28 @@ problem is logged and the command goes on.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
 from collections.abc import Sequence
 
-from . import outcome, paths, state
+from . import outcome, paths, safefile, state
 from .caller import calling_agent  # noqa: F401  (history names the agent that asked)
-from .errors import Busy
+from .errors import Busy, ConfigError
 
 SUCCESS = outcome.GOOD
-LOCK_WAIT = 5.0
+# Seconds to wait for another writer of the history (it writes a few kilobytes).
+WRITER_WAIT = 5.0
 
 
 def path_for(position_file: str) -> str:
     return os.path.join(os.path.dirname(position_file), paths.HISTORY_NAME)
 
+
+def lock_for(history_path: str):
+    """The bounded flock that lets one writer at a time rewrite the history."""
+    return state.exclusive_lock(os.path.join(os.path.dirname(history_path), paths.HISTORY_LOCK_NAME),
+                                WRITER_WAIT, "the history")
 
 
 def entry_from_result(result: dict[str, object], agent: str | None) -> dict[str, object]:
@@ -109,23 +114,6 @@ def epoch(text: object) -> float | None:
         return None
 
 
-def write_atomic(path: str, text: str, mode: int) -> None:
-    """Temp file, fsync, rename: readers see the old file or the new one, never a part."""
-    temp = os.path.join(os.path.dirname(path) or ".", ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.rename(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
 def read(path: str) -> list[dict[str, object]]:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -141,17 +129,26 @@ def record(settings, entry: dict[str, object], log=None) -> None:
     try:
         directory = os.path.dirname(path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        # One writer at a time (a holder and a thaw may finish together); the wait is bounded.
-        with state.RuntimeFiles(directory).exclusive(LOCK_WAIT, "the history"):
+        with lock_for(path):
             entries = appended(read(path), entry)
-            write_atomic(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries), 0o600)
-        metrics.update(settings.metrics_file, entries)
-    except (OSError, Busy) as exc:
-        if log is None:
-            from . import log as logsetup
-            log = logsetup.get()
-        log.warning("cannot record the outcome in the history or metrics (%s: %s)",
-                    getattr(exc, "filename", None) or path, getattr(exc, "strerror", None) or exc)
+            safefile.write_atomic(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries), 0o600)
+    except (OSError, Busy, ConfigError) as exc:
+        _warn(log, "history", path, exc)
+        return
+    try:
+        metrics.update(settings.metrics_file, entries, settings.metrics_dir_shared)
+    except (OSError, ConfigError) as exc:
+        _warn(log, "metrics", settings.metrics_file, exc)
+
+
+def _warn(log, what: str, path: str, exc: Exception) -> None:
+    if log is None:
+        from . import log as logsetup
+        log = logsetup.get()
+    if isinstance(exc, OSError):
+        log.warning("cannot record the outcome in the %s (%s: %s)", what, exc.filename or path, exc.strerror or exc)
+    else:
+        log.warning("cannot record the outcome in the %s: %s", what, exc)
 
 
 def after_release(settings, result: dict[str, object], agent: str | None, log) -> None:

@@ -2,6 +2,8 @@
 
 Rewritten from the history after every recorded outcome (never while filesystems may be
 frozen, see history.py), atomically: node_exporter reads either the old file or the new.
+The textfile directory belongs to node_exporter's setup, so quiesce writes there only if
+nobody but root can write to it, unless metrics-dir-shared says the sharing is intended.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from . import paths
-from .history import backups, epoch, write_atomic
+from . import paths, safefile
+from .history import backups, epoch
 
 OFF = ("", "none", "off", "no", "false")
 
@@ -62,10 +64,17 @@ def render(entries: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update(setting: str | None, entries: Sequence[dict[str, object]]) -> str | None:
-    """Rewrite the metrics file (0644: node_exporter does not run as root); returns its path."""
+def _private_directory(st, directory: str) -> None:
+    safefile.refuse_shared_directory(st, directory, "the metrics-file directory", "metrics-dir-shared = yes")
+
+
+def update(setting: str | None, entries: Sequence[dict[str, object]], dir_shared: bool = False) -> str | None:
+    """Rewrite the metrics file (0644: node_exporter does not run as root); returns its path.
+
+    dir_shared: metrics-dir-shared, the directory may be writable by others.
+    """
     path = resolve(setting)
     if path is None:
         return None
-    write_atomic(path, render(entries), 0o644)
+    safefile.write_atomic(path, render(entries), 0o644, check_dir=None if dir_shared else _private_directory)
     return path

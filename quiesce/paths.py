@@ -8,6 +8,8 @@ INSTANCE_POSITION_FILE = STATE_DIR + "/position-{name}.json"
 # Next to the (first) position file: /var/lib/quiesce/history.jsonl by default.
 HISTORY_NAME = "history.jsonl"
 HISTORY_KEEP = 100
+# Beside the history: serialises its writers (a holder and a thaw may finish together).
+HISTORY_LOCK_NAME = "history.lock"
 
 # node_exporter's textfile collector directories (metrics-file = auto): Debian's and
 # Fedora's packages, then the layout of the upstream documentation.

@@ -20,7 +20,7 @@ import math
 import os
 import stat
 
-from . import agents, paths
+from . import agents, paths, safefile
 from .config import Settings
 from .errors import ConfigError
 
@@ -106,17 +106,8 @@ class Record:
         self.lines = [line for line in self.lines if line.split(" ")[:2] != [kind, path]]
 
     def save(self) -> None:
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        temp = self.path + ".new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in self.lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temp, self.path)
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        safefile.write_atomic(self.path, "".join(line + "\n" for line in self.lines), 0o644)
 
 
 # ---------------------------------------------------------------- what is there
@@ -176,26 +167,11 @@ def _make_dirs(directory: str, mode: int, layout: Layout, record: Record) -> Non
 
 
 def _write_file(real: str, data: bytes, mode: int, replace: bool) -> None:
-    """Write a whole file owned by root with exactly `mode`; never over a file that is not ours."""
-    temp = "%s.quiesce-new" % real
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchown(handle.fileno(), 0, 0)
-            os.fchmod(handle.fileno(), mode)   # exact, whatever the umask
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if replace:
-            os.rename(temp, real)
-        else:
-            # link() fails if anything appeared there meanwhile: no overwrite, ever.
-            os.link(temp, real)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+    """Write a whole file owned by root with exactly `mode`; never over a file that is not ours.
+
+    replace=False: link() fails if anything appeared there meanwhile: no overwrite, ever.
+    """
+    safefile.write_atomic(real, data, mode, replace=replace, owner=(0, 0))
 
 
 def _hooks_to_use(agent: agents.Agent, layout: Layout) -> list[agents.HookFile]:

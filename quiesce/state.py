@@ -17,7 +17,7 @@ import os
 import stat
 import time
 
-from . import paths
+from . import paths, safefile
 from .errors import Busy, ConfigError, StateError
 
 
@@ -59,28 +59,8 @@ def ensure_runtime_dir(path: str, create: bool = True) -> bool:
 
 
 def write_json_atomic(path: str, data: dict[str, object], mode: int = 0o600) -> None:
-    """Temp file, fsync, rename, fsync the directory: the file is whole or absent."""
-    directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """The file is whole or absent, synced with its directory (safefile.write_atomic)."""
+    safefile.write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
 
 # Removing state.json while its holder lives would make thaw say "nothing is frozen" while
@@ -129,34 +109,40 @@ class RuntimeFiles:
     def read_replicas(self) -> dict[str, object] | None:
         return read_json(self.replicas)
 
-    @contextlib.contextmanager
     def exclusive(self, timeout: float, what: str,
-                  on_busy: Callable[[], None] | None = None) -> Iterator[None]:
+                  on_busy: Callable[[], None] | None = None) -> contextlib.AbstractContextManager[None]:
         """Serialise quiesce invocations. The wait is bounded; a stuck peer means exit BUSY.
 
         on_busy runs once if another command holds the lock when we first try.
         """
-        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                        raise
-                if on_busy is not None:
-                    on_busy()
-                    on_busy = None
-                if time.monotonic() >= deadline:
-                    raise Busy("another quiesce command is still running (waited %.0f s for %s); "
-                               "fix: wait for it, or check 'quiesce status'" % (timeout, what))
-                # flock has no timed wait; 10 ms keeps this responsive without spinning.
-                time.sleep(0.01)
-            yield
-        finally:
-            os.close(fd)
+        return exclusive_lock(self.lock, timeout, what, on_busy)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, timeout: float, what: str,
+                   on_busy: Callable[[], None] | None = None) -> Iterator[None]:
+    """flock on path (created 0600), waited for at most timeout seconds, else Busy."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+            if on_busy is not None:
+                on_busy()
+                on_busy = None
+            if time.monotonic() >= deadline:
+                raise Busy("another quiesce command is still running (waited %.0f s for %s); "
+                           "fix: wait for it, or check 'quiesce status'" % (timeout, what))
+            # flock has no timed wait; 10 ms keeps this responsive without spinning.
+            time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
 
 
 def touch(path: str) -> None:

@@ -39,7 +39,10 @@ POSITION_FILE = STATE_DIR + "/position.json"
 OURS_AFTER_PURGE = ("/etc/quiesce", STATE_DIR, RUNTIME_DIR, "/usr/lib/quiesce",
                     "/usr/sbin/quiesce", "/usr/lib/tmpfiles.d/quiesce.conf",
                     "/usr/share/man/man8/quiesce.8.gz", "/usr/share/man/man5/quiesce.conf.5.gz",
-                    "/usr/share/doc/quiesce", VMWARE_DIR, "/etc/vmware-tools")
+                    "/usr/share/doc/quiesce", VMWARE_DIR, "/etc/vmware-tools",
+                    # metrics-file = auto: quiesce.prom in node_exporter's textfile directory.
+                    "/var/lib/prometheus/node-exporter/quiesce.prom",
+                    "/var/lib/node_exporter/textfile_collector/quiesce.prom")
 
 
 def clean_env(**extra):

@@ -282,15 +282,21 @@ def test_erase_of_unmodified_install_leaves_nothing(rpms, tmp_path):
     os.makedirs(root("/etc/vmware-tools"))  # VMware Tools not from a package (its own installer)
     root.install(rpms["current"]["rpm"])
     assert root.is_our_link(VMWARE_LINK)
-    # What a freeze and thaw leave behind: position file, runtime state (and the probe
-    # file of a freeze that was killed).
-    os.makedirs(root("/run/quiesce"), mode=0o700, exist_ok=True)
+    # What a freeze and thaw leave behind: position file, history, runtime state (and the
+    # probe and temporary files of a command that was killed), the node_exporter textfile.
+    textfile_dir = "/var/lib/node_exporter/textfile_collector"
+    for directory in ("/run/quiesce", textfile_dir):
+        os.makedirs(root(directory), mode=0o700, exist_ok=True)
     for path in ("/run/quiesce/lock", "/run/quiesce/result.json", helpers.POSITION_FILE,
-                 helpers.STATE_DIR + "/position-reports.json", helpers.STATE_DIR + "/.quiesce-fsprobe-1081-25d3"):
+                 helpers.STATE_DIR + "/position-reports.json", helpers.STATE_DIR + "/.quiesce-fsprobe-1081-25d3",
+                 helpers.STATE_DIR + "/history.jsonl", helpers.STATE_DIR + "/history.lock",
+                 helpers.STATE_DIR + "/lock", helpers.STATE_DIR + "/.history.jsonl.1081.tmp",
+                 textfile_dir + "/quiesce.prom"):
         with open(root(path), "w") as handle:
             handle.write("{}")
     root.erase("quiesce")
     os.rmdir(root("/etc/vmware-tools"))
+    os.rmdir(root(textfile_dir))  # node_exporter's: only our file in it goes
     assert root.leftovers() == []
 
 

@@ -4,7 +4,8 @@ Versions agree, the launchers hand over to the contract's entry points, the ship
 config documents (and parses with) every option, the man pages render without warnings
 and carry the exit-status table, and the hook registration script keeps its promises
 (idempotent, never touches a file it did not create, respects an administrator's
-removal), run against a scratch directory tree.
+removal), run against a scratch directory tree. As root, the purge script runs in a
+busybox chroot, at its real paths.
 """
 
 import ast
@@ -25,6 +26,7 @@ CONTRACT_KEYS = (
     "lock-timeout", "acquire-timeout", "connect-timeout", "on-failure", "runtime-dir",
     "position-file", "long-query-time", "long-query-wait", "long-query-type",
     "kill-long-selects", "stop-replica", "release-on-fs-thaw", "allow-cleartext-auth", "metrics-file",
+    "metrics-dir-shared",
 )
 # Set (uncommented) in the shipped file: the defaults admins tune most.
 SET_IN_SHIPPED_CONFIG = {"lock-timeout": "300", "acquire-timeout": "5", "on-failure": "fail"}
@@ -387,6 +389,109 @@ def test_usage_error(tmp_path):
     for args in (["bogus"], ["agent-removed", "nutanix"]):
         proc = Tree(tmp_path / args[-1]).hooks(*args)
         assert proc.returncode == 2 and "usage" in proc.stdout
+
+
+class BusyboxRoot:
+    """A scratch root with busybox only (root needed: chroot), where a maintainer script runs
+    at its real paths without touching this machine."""
+
+    def __init__(self, path):
+        if os.geteuid() != 0 or not os.path.exists("/bin/busybox"):
+            pytest.skip("needs root and /bin/busybox (busybox-static) for a chroot")
+        self.root = str(path)
+        os.makedirs(self("/bin"))
+        shutil.copy2("/bin/busybox", self("/bin/busybox"))
+        subprocess.run(["chroot", self.root, "/bin/busybox", "--install", "-s", "/bin"], check=True)
+
+    def __call__(self, path):
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def write(self, path, text, mode=0o644):
+        os.makedirs(os.path.dirname(self(path)), exist_ok=True)
+        with open(self(path), "w") as handle:
+            handle.write(text)
+        os.chmod(self(path), mode)
+
+    def run(self, script, *args, text=None):
+        if text is None:
+            shutil.copy2(os.path.join(REPO, script), self("/maintainer-script"))
+        else:
+            self.write("/maintainer-script", text, 0o755)
+        return subprocess.run(["chroot", self.root, "/bin/sh", "/maintainer-script"] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=helpers.clean_env(), check=True).stdout
+
+
+def test_purge_removes_unchanged_registered_files_even_if_unregister_failed(tmp_path):
+    """prerm's 'quiesce unregister --all' may have failed: postrm purge removes the files
+    'quiesce register' created, but only those nobody changed, and never through a link."""
+    import hashlib
+    box = BusyboxRoot(tmp_path / "root")
+    script = "#!/bin/sh\nexec /usr/lib/quiesce/freeze\n"
+    box.write("/etc/google/snapshots/pre.sh", script, 0o700)
+    box.write("/etc/google/snapshots/post.sh", "#!/bin/sh\necho edited by the administrator\n", 0o700)
+    box.write("/srv/theirs", script)
+    os.makedirs(box("/usr/local/sbin"))
+    os.symlink("/srv/theirs", box("/usr/local/sbin/pre_freeze"))
+    digest = hashlib.sha256(script.encode()).hexdigest()
+    box.write(helpers.HOOK_RECORD, "dir /etc/google\ndir /etc/google/snapshots\n"
+              "file /etc/google/snapshots/pre.sh %s\nfile /etc/google/snapshots/post.sh %s\n"
+              "file /usr/local/sbin/pre_freeze %s\n" % (digest, digest, digest))
+    box.run("debian/postrm", "purge")
+    assert not os.path.lexists(box("/etc/google/snapshots/pre.sh"))
+    assert os.path.isfile(box("/etc/google/snapshots/post.sh")), "a changed file was removed"
+    assert os.path.islink(box("/usr/local/sbin/pre_freeze")) and os.path.isfile(box("/srv/theirs"))
+    assert not os.path.lexists(box(helpers.STATE_DIR))
+
+
+def _plant_metrics_and_state(box):
+    """What freezes leave in the state directory and node_exporter's textfile directories,
+    beside files that are not quiesce's; returns the paths that must stay."""
+    debian_dir, fedora_dir = pytest.importorskip("quiesce.paths").METRICS_DIRS
+    box.write(debian_dir + "/quiesce.prom", "quiesce_last_success 1\n")
+    box.write(debian_dir + "/.quiesce.prom.4242.tmp", "quiesce_last")
+    box.write(debian_dir + "/other.prom", "theirs 1\n")
+    box.write("/srv/elsewhere.prom", "theirs 1\n")
+    os.makedirs(box(fedora_dir))
+    os.symlink("/srv/elsewhere.prom", box(fedora_dir + "/quiesce.prom"))
+    for name in ("position.json", "position-reports.json", "history.jsonl", "history.lock", "lock",
+                 ".history.jsonl.4242.tmp", ".position.json.4242.tmp", ".quiesce-fsprobe-1081-25d3"):
+        box.write(helpers.STATE_DIR + "/" + name, "{}")
+    return [debian_dir + "/other.prom", fedora_dir + "/quiesce.prom", "/srv/elsewhere.prom"]
+
+
+def _left_in(box, *directories):
+    return sorted(os.path.join(top, name)[len(box.root):] for d in directories
+                  for top, _dirs, files in os.walk(box(d)) for name in files)
+
+
+def test_purge_removes_the_state_and_our_metrics_textfile_only(tmp_path):
+    box = BusyboxRoot(tmp_path / "root")
+    keep = _plant_metrics_and_state(box)
+    box.run("debian/postrm", "purge")
+    assert not os.path.lexists(box(helpers.STATE_DIR))
+    assert _left_in(box, "/var/lib", "/srv") == sorted(keep)
+
+
+def test_rpm_erase_removes_the_state_and_our_metrics_textfile_only(tmp_path):
+    if not shutil.which("rpmspec"):
+        pytest.skip("rpmspec (rpm) is not installed")
+    box = BusyboxRoot(tmp_path / "root")
+    keep = _plant_metrics_and_state(box)
+    spec = subprocess.run(["rpmspec", "-P", os.path.join(REPO, "rpm", "quiesce.spec")], stdout=subprocess.PIPE,
+                          text=True, check=True, env=helpers.clean_env()).stdout
+    # The erase scriptlets ($1 = 0), as rpm runs them; the package's own files are gone by %postun.
+    for section in ("preun", "postun"):
+        body = spec.split("\n%%%s\n" % section, 1)[1].split("\n%", 1)[0]
+        box.run(None, "0", text="#!/bin/sh\n" + body + "\n")
+    assert _left_in(box, "/var/lib", "/srv") == sorted(keep)
+
+
+def test_every_auto_textfile_directory_is_cleaned_by_both_packages():
+    for script in ("debian/postrm", "rpm/quiesce.spec"):
+        text = read(script).replace("%{_localstatedir}", "/var")
+        for directory in pytest.importorskip("quiesce.paths").METRICS_DIRS:
+            assert directory in text, (script, directory)
 
 
 def test_code_parses_as_python_3_9():

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from quiesce import agents, cli, config, register
+from quiesce import agents, cli, config, paths, register
 from quiesce.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -185,3 +185,26 @@ def test_command_line_register_and_unregister_all(conf, root, capsys):
     assert cli.main(["--config", conf, "--root", root, "register", "aws"]) == 2
     assert cli.main(["--config", conf, "--root", root, "register"]) == 2
     assert "register needs one agent" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["--config", "the default path"])
+@pytest.mark.parametrize("broken", ["lock-timeout\n", "lock-timeout = soon\n", "unknown-key = 1\n", "shared"])
+def test_unregister_all_works_whatever_state_the_config_is_in(conf, root, tmp_path, monkeypatch, where, broken):
+    """Package removal runs 'quiesce unregister --all': a config error must not leave pre.sh
+    behind, exec'ing an entry point that the removal deletes."""
+    assert cli.main(["--config", conf, "--root", root, "register", "gce"]) == 0
+    bad = tmp_path / "broken.conf"
+    bad.write_text("lock-timeout = 300\n" if broken == "shared" else broken)
+    bad.chmod(0o666 if broken == "shared" else 0o600)
+    assert cli.main(["--config", str(bad), "status"]) == 2, "the config is not broken"
+    if where == "--config":
+        argv = ["--config", str(bad), "--root", root, "unregister", "--all"]
+    else:
+        monkeypatch.setattr(paths, "CONFIG_FILE", str(bad))
+        argv = ["--root", root, "unregister", "--all"]
+    monkeypatch.setenv("QUIESCE_LOCK_TIMEOUT", "not a number")
+    assert cli.main(argv) == 0
+    assert not os.path.lexists(root + "/etc/google/snapshots/pre.sh")
+    assert not os.path.lexists(root + "/etc/google")
+    # Anything more than 'unregister --all' still reads the config, and says what is wrong.
+    assert cli.main(argv + ["--json"]) == 2
