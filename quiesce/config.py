@@ -560,8 +560,9 @@ def _make_target(name: str, layers: Sequence[Mapping[str, object]], position_def
     host = merged.get("host")
     port = _checked("port", merged.get("port") or paths.DEFAULT_PORT, "instance %s" % name)
     socket_path = merged.get("socket")
-    if host == "localhost" and not socket_path:
-        # libmysqlclient convention: "localhost" means the socket, not TCP.
+    if host == "localhost":
+        # libmysqlclient convention: "localhost" means the socket (the one given, else the
+        # default), not TCP.
         host = None
     if not host and not socket_path:
         socket_path = _default_socket()

@@ -92,6 +92,16 @@ def test_localhost_means_socket_and_other_hosts_mean_tcp(tmp_path):
     assert (target.host, target.port, target.is_local) == ("db.example", 3307, False)
 
 
+def test_localhost_with_a_socket_uses_the_socket(tmp_path):
+    # A debian.cnf-style defaults-file names both; the MySQL clients then use the socket.
+    cnf = write(tmp_path, "[client]\nhost = localhost\nsocket = /run/x/mysqld.sock\n", name="my.cnf")
+    conf = write(tmp_path, "defaults-file = %s\n" % cnf)
+    target = config.parse(["--config", conf, "freeze"]).targets[0]
+    assert (target.host, target.socket) == (None, "/run/x/mysqld.sock")
+    target = config.parse(["--host", "localhost", "--socket", "/run/y.sock", "freeze"]).targets[0]
+    assert (target.host, target.socket, target.address) == (None, "/run/y.sock", "/run/y.sock")
+
+
 def test_instance_sections(tmp_path):
     conf = write(tmp_path, "user = backup\npassword = top\n"
                            "[instance:a]\nsocket = /run/a.sock\n"
