@@ -299,6 +299,12 @@ def _check_peer_first(raw: Any, read_greeting: str, driver: str, path: str) -> N
 
 
 def _open_pymysql(module, kwargs: Dict[str, Any], timeout: float, target: Target, allow_cleartext: bool):
+    try:
+        kwargs["password"].encode("latin-1")
+    except UnicodeEncodeError:
+        # The codec's own message quotes the character and its position: part of the secret.
+        raise ConfigError("the password has characters PyMySQL cannot send (latin-1 only); fix: set "
+                          "driver = mysql-connector, or give the account a password of latin-1 characters") from None
     plugin_map: Dict[Any, Any] = {}
     if not allow_cleartext:
         # PyMySQL builds the handler as plugin_map[name](connection).
@@ -341,6 +347,8 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
     opener = _open_pymysql if name == "pymysql" else _open_connector
     try:
         raw, open_raw = opener(module, kwargs, timeout, target, allow_cleartext)
+    except QuiesceError:
+        raise
     except Exception as exc:  # a setting the driver rejects
         raise _as_db_error(exc) from None
     began = time.monotonic()
