@@ -287,13 +287,21 @@ def _cleartext_refusal(address: str, driver: str) -> str:
             "refused; fix: %s" % (address, "/".join(CLEARTEXT_PLUGINS), fix))
 
 
-def _check_peer_first(raw: Any, read_greeting: str, driver: str, path: str) -> None:
-    """Check who listens on the socket between connecting and reading the greeting, before
+def _peer_check(target: Target) -> Callable[[socket.socket], None]:
+    """Who may be at the other end of the connected socket (trust.py)."""
+    if not target.host:
+        return lambda sock: trust.check_peer(sock, str(target.socket))
+    return lambda sock: trust.check_tcp_peer(sock, target.address, remote_allowed=True)
+
+
+def _check_peer_first(raw: Any, read_greeting: str, driver: str, target: Target) -> None:
+    """Check who is at the other end between connecting and reading the greeting, before
     the driver sends anything; the driver calls its greeting reader on itself."""
     original = getattr(raw, read_greeting)
+    check = _peer_check(target)
 
     def checked() -> Any:
-        trust.check_peer(_raw_socket(driver, raw), path)
+        check(_raw_socket(driver, raw))
         return original()
     setattr(raw, read_greeting, checked)
 
@@ -313,16 +321,14 @@ def _open_pymysql(module, kwargs: Dict[str, Any], timeout: float, target: Target
     raw = module.connections.Connection(
         connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout, local_infile=False,
         defer_connect=True, auth_plugin_map=plugin_map, **kwargs)
-    if not target.host:
-        _check_peer_first(raw, "_get_server_information", "pymysql", str(target.socket))
+    _check_peer_first(raw, "_get_server_information", "pymysql", target)
     return raw, raw.connect
 
 
 def _open_connector(module, kwargs: Dict[str, Any], timeout: float, target: Target, allow_cleartext: bool):
     # Connector/Python itself refuses mysql_clear_password without TLS and has no "dialog".
     raw = module.connection.MySQLConnection()
-    if not target.host:
-        _check_peer_first(raw, "_do_handshake", "mysql-connector", str(target.socket))
+    _check_peer_first(raw, "_do_handshake", "mysql-connector", target)
     options = dict(kwargs, connection_timeout=max(1, int(math.ceil(timeout))), use_pure=True,
                    allow_local_infile=False, get_warnings=False, raise_on_warnings=False)
     return raw, lambda: raw.connect(**options)
