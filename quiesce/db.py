@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import trust
+from . import serverproc, trust
 from .config import Target
 from .errors import ConfigError, ConnectError, QuiesceError
 
@@ -383,19 +383,10 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
 
 
 def server_process_running() -> bool:
-    """Is any mysqld/mariadbd process on this host? Tells "not running" from "cannot reach"."""
-    from . import paths
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True  # cannot tell: assume running, so that we never skip a real server
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/comm" % entry) as handle:
-                if handle.read().strip() in paths.SERVER_PROCESS_NAMES:
-                    return True
-        except OSError:
-            continue
-    return False
+    """Is a MySQL/MariaDB server running on this host? Tells "not running" from "cannot reach".
+
+    A process merely named mysqld does not count (serverproc.py): anyone could start one and
+    turn "nothing to quiesce" into a failed freeze.
+    """
+    found = serverproc.servers()
+    return True if found is None else bool(found)  # /proc unreadable: never skip a real server

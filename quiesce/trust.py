@@ -18,37 +18,19 @@ import stat
 import struct
 from typing import FrozenSet, Iterator, Optional, Tuple, Union
 
-from . import paths
+from . import serverproc
 from .errors import ConnectError
 
 SERVER_ACCOUNT = "mysql"
 
 
 def _running_server_uids() -> FrozenSet[int]:
-    """Owners of running mysqld/mariadbd processes whose program file only root can replace.
+    """Owners of running server processes whose program file only root can replace.
 
     Consulted only on hosts without a mysql account: anyone can name a process "mysqld",
-    but not put a root-owned binary in its place.
+    but not put a root-owned server binary in its place (serverproc.py).
     """
-    uids = set()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return frozenset()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/comm" % entry) as handle:
-                if handle.read().strip() not in paths.SERVER_PROCESS_NAMES:
-                    continue
-            program = os.stat("/proc/%s/exe" % entry)
-            if program.st_uid != 0 or program.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                continue
-            uids.add(os.stat("/proc/%s" % entry).st_uid)
-        except OSError:
-            continue
-    return frozenset(uids)
+    return frozenset(p.uid for p in serverproc.scan() or () if p.genuine)
 
 
 def trusted_ids() -> Tuple[FrozenSet[int], FrozenSet[int]]:
