@@ -2,28 +2,38 @@
 
 Anyone can name a process "mysqld" (prctl, or a copy of any program under that name). A
 process counts as a server only if the program it runs is a file named like a server that
-only root can replace: a user cannot create a root-owned file, and with protected hardlinks
-(the default) cannot link one under a new name either.
+only root or the server's account can replace: a user cannot create a file they do not own,
+and with protected hardlinks (the default) cannot link one under a new name either.
 """
 
 import os
+import pwd
 import stat
-from typing import List, NamedTuple, Optional
+from typing import FrozenSet, List, NamedTuple, Optional
 
 from . import paths
 
+SERVER_ACCOUNT = "mysql"
 _DELETED = " (deleted)"   # readlink of /proc/PID/exe once a package upgrade replaced the file
+
+
+def _binary_owners() -> FrozenSet[int]:
+    """root, and the server's account: MySQL's binary tarballs are often chowned to it whole."""
+    try:
+        return frozenset((0, pwd.getpwnam(SERVER_ACCOUNT).pw_uid))
+    except KeyError:
+        return frozenset((0,))
 
 
 class ServerProcess(NamedTuple):
     pid: int
     uid: int
-    # The program file is a server binary only root can replace; None: cannot tell (its exe
-    # and cwd are readable only to root and the process's owner).
+    # The program file is a server binary only root or the server's account can replace;
+    # None: cannot tell (its exe and cwd are readable only to root and the process's owner).
     genuine: Optional[bool]
 
 
-def _genuine(pid: str) -> Optional[bool]:
+def _genuine(pid: str, owners: FrozenSet[int]) -> Optional[bool]:
     try:
         program = os.readlink("/proc/%s/exe" % pid)
         info = os.stat("/proc/%s/exe" % pid)
@@ -31,7 +41,7 @@ def _genuine(pid: str) -> Optional[bool]:
         return None
     if program.endswith(_DELETED):
         program = program[:-len(_DELETED)]
-    return (os.path.basename(program) in paths.SERVER_PROCESS_NAMES and info.st_uid == 0
+    return (os.path.basename(program) in paths.SERVER_PROCESS_NAMES and info.st_uid in owners
             and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
@@ -42,6 +52,7 @@ def scan() -> Optional[List[ServerProcess]]:
     except OSError:
         return None
     found = []
+    owners = _binary_owners()
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -49,7 +60,7 @@ def scan() -> Optional[List[ServerProcess]]:
             with open("/proc/%s/comm" % entry, encoding="utf-8", errors="replace") as handle:
                 if handle.read().strip() not in paths.SERVER_PROCESS_NAMES:
                     continue
-            genuine = _genuine(entry)
+            genuine = _genuine(entry, owners)
             found.append(ServerProcess(int(entry), os.stat("/proc/%s" % entry).st_uid, genuine))
         except OSError:
             continue  # the process ended while being looked at

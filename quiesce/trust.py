@@ -21,14 +21,15 @@ from typing import FrozenSet, Iterator, Optional, Tuple, Union
 from . import serverproc
 from .errors import ConnectError
 
-SERVER_ACCOUNT = "mysql"
+SERVER_ACCOUNT = serverproc.SERVER_ACCOUNT
 
 
 def _running_server_uids() -> FrozenSet[int]:
     """Owners of running server processes whose program file only root can replace.
 
-    Consulted only on hosts without a mysql account: anyone can name a process "mysqld",
-    but not put a root-owned server binary in its place (serverproc.py).
+    Consulted only on hosts without a mysql account (so only root-owned binaries count):
+    anyone can name a process "mysqld", but not put a root-owned server binary in its
+    place (serverproc.py).
     """
     return frozenset(p.uid for p in serverproc.scan() or () if p.genuine)
 

@@ -80,3 +80,10 @@ def test_a_copy_named_mysqld_that_a_user_owns_is_not_a_server(started, sleep_nam
 def test_a_root_owned_server_binary_counts_whoever_runs_it(started, sleep_named_mysqld):
     pid = started(_as_nobody(sleep_named_mysqld(0), "60"))
     assert [(p.uid, p.genuine) for p in serverproc.servers() if p.pid == pid] == [(NOBODY.pw_uid, True)]
+
+
+def test_a_server_binary_the_server_account_owns_counts(started, sleep_named_mysqld):
+    # MySQL's binary tarballs are often chowned to mysql as a whole; that account is trusted anyway.
+    mysql = pwd.getpwnam(serverproc.SERVER_ACCOUNT).pw_uid
+    pid = started(_as_nobody(sleep_named_mysqld(mysql), "60"))
+    assert pid in _pids(serverproc.servers())
