@@ -51,7 +51,11 @@ MAX_WAIT = 3600.0
 MAX_AGE = 86400.0
 
 
-_TARGET_FIELDS = ("name", "socket", "host", "port", "user", "password", "position_file")
+_TARGET_FIELDS = ("name", "socket", "host", "port", "user", "password", "position_file",
+                  "ssl_mode", "ssl_ca", "allow_unverified_host")
+# TCP only: the socket's server is identified by the kernel (trust.py).
+SSL_MODES = ("preferred", "disabled", "required", "verify-ca", "verify-identity")
+VERIFYING_SSL_MODES = ("verify-ca", "verify-identity")
 _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "driver", "lock_method",
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
@@ -61,7 +65,7 @@ _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "d
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
 # costs thaw, which runs on the snapshot's critical path, about 8 ms.
-class Target(collections.namedtuple("Target", _TARGET_FIELDS)):
+class Target(collections.namedtuple("Target", _TARGET_FIELDS, defaults=("preferred", None, False))):
     """One database server to lock."""
 
     __slots__ = ()
@@ -403,6 +407,14 @@ def build_parser() -> _Parser:
     add("--release-on-fs-thaw", type=_boolean, default=True, metavar="BOOL")
     add("--allow-cleartext-auth", type=_boolean, default=False, metavar="BOOL",
         help="send the password in clear text over a non-TLS connection if the server asks (default false)")
+    add("--ssl-mode", type=_choice(*SSL_MODES), default="preferred", metavar="{%s}" % ",".join(SSL_MODES),
+        help="TLS over TCP, as the MySQL clients' --ssl-mode (default preferred: when the server offers it, "
+             "unverified)")
+    add("--ssl-ca", metavar="FILE", type=_absolute_path,
+        help="CA certificate (PEM) the server's certificate must be signed by; for ssl-mode verify-ca and "
+             "verify-identity")
+    add("--allow-unverified-host", type=_boolean, default=False, metavar="BOOL",
+        help="send credentials to a server on another host without a verified certificate (default false)")
     add("--metrics-file", default="auto", metavar="FILE", type=_auto_none_or_path,
         help="node_exporter textfile (default auto: quiesce.prom in its textfile directory if that exists; "
              "none: off)")
@@ -547,7 +559,26 @@ def _default_socket() -> str:
     return paths.DEFAULT_SOCKETS[0]
 
 
-def _make_target(name: str, layers: Sequence[Mapping[str, object]], position_default: str) -> Target:
+def _tls_settings(ns: argparse.Namespace) -> dict[str, object]:
+    """ssl-mode, ssl-ca and allow-unverified-host, checked against each other."""
+    verifying = ns.ssl_mode in VERIFYING_SSL_MODES
+    if verifying and not ns.ssl_ca:
+        raise ConfigError("ssl-mode = %s needs ssl-ca; fix: set ssl-ca to the CA certificate (PEM) that signed "
+                          "the server's certificate" % ns.ssl_mode)
+    if ns.ssl_ca and not verifying:
+        raise ConfigError("ssl-ca is used only with ssl-mode = verify-ca or verify-identity; fix: set ssl-mode = "
+                          "verify-ca (or verify-identity), or remove ssl-ca")
+    if ns.ssl_ca:
+        # Whoever can change the CA file can make quiesce trust their own server.
+        try:
+            safefile.read_trusted(ns.ssl_ca, "ssl-ca file")
+        except FileNotFoundError:
+            raise ConfigError("ssl-ca file %s does not exist; fix: set ssl-ca to the CA certificate" % ns.ssl_ca)
+    return {"ssl_mode": ns.ssl_mode, "ssl_ca": ns.ssl_ca, "allow_unverified_host": ns.allow_unverified_host}
+
+
+def _make_target(name: str, layers: Sequence[Mapping[str, object]], position_default: str,
+                 tls: Mapping[str, object]) -> Target:
     """Merge connection settings: earlier layers win over later ones."""
     merged: dict[str, object] = {}
     for layer in reversed(layers):
@@ -562,8 +593,9 @@ def _make_target(name: str, layers: Sequence[Mapping[str, object]], position_def
     host = merged.get("host")
     port = _checked("port", merged.get("port") or paths.DEFAULT_PORT, "instance %s" % name)
     socket_path = merged.get("socket")
-    if host == "localhost" and not socket_path:
-        # libmysqlclient convention: "localhost" means the socket, not TCP.
+    if host == "localhost":
+        # libmysqlclient convention: "localhost" means the socket (the one given, else the
+        # default), not TCP.
         host = None
     if not host and not socket_path:
         socket_path = _default_socket()
@@ -572,7 +604,7 @@ def _make_target(name: str, layers: Sequence[Mapping[str, object]], position_def
                   host=str(host) if host else None, port=port,
                   user=str(merged.get("user") or paths.DEFAULT_USER),
                   password=str(merged["password"]) if merged.get("password") else None,
-                  position_file=position_file)
+                  position_file=position_file, **tls)
 
 
 def requested_action(argv: Sequence[str] | None = None) -> str | None:
@@ -660,6 +692,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     else:
         specs = _section_specs(sections, config_path)
 
+    tls = _tls_settings(ns)
     top_layer = {"socket": ns.socket, "host": ns.host, "port": ns.port, "user": ns.user,
                  "password": file_password, "defaults-file": ns.defaults_file}
     if specs:
@@ -668,14 +701,14 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
             raise ConfigError("instance names must be unique: %s" % ", ".join(names))
         targets = tuple(
             _make_target(str(spec["name"]), [spec, top_layer],
-                         paths.INSTANCE_POSITION_FILE.format(name=spec["name"]))
+                         paths.INSTANCE_POSITION_FILE.format(name=spec["name"]), tls)
             for spec in specs)
         files = [t.position_file for t in targets]
         if len(set(files)) != len(files):
             raise ConfigError("each instance needs its own position-file")
     else:
         targets = (_make_target("default", [{"position-file": ns.position_file}, top_layer],
-                                paths.POSITION_FILE),)
+                                paths.POSITION_FILE, tls),)
 
     return Settings(
         command=ns.command, hook_action=hook_action, json=ns.json, cycle=ns.cycle,

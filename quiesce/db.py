@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import trust
-from .config import Target
+from . import serverproc, trust
+from .config import VERIFYING_SSL_MODES, Target
 from .errors import ConfigError, ConnectError, QuiesceError
 
 # Server and client error numbers we act on.
@@ -44,6 +44,8 @@ LOST_ERRORS = {CR_SERVER_GONE, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, ER_CONNE
 
 # The longest wait handed to a driver: PyMySQL refuses more, sockets overflow far beyond.
 MAX_WAIT = 365 * 24 * 3600.0
+
+CLIENT_SSL = 0x800   # capability flag: the server can switch the connection to TLS
 
 # Authentication plugins that put the password itself on the wire.
 CLEARTEXT_PLUGINS = ("mysql_clear_password", "dialog")
@@ -287,18 +289,75 @@ def _cleartext_refusal(address: str, driver: str) -> str:
             "refused; fix: %s" % (address, "/".join(CLEARTEXT_PLUGINS), fix))
 
 
-def _check_peer_first(raw: Any, read_greeting: str, driver: str, path: str) -> None:
-    """Check who listens on the socket between connecting and reading the greeting, before
-    the driver sends anything; the driver calls its greeting reader on itself."""
+def _peer_check(target: Target) -> Callable[[socket.socket], None]:
+    """Who may be at the other end of the connected socket (trust.py)."""
+    if not target.host:
+        return lambda sock: trust.check_peer(sock, str(target.socket))
+    remote_allowed = target.ssl_mode in VERIFYING_SSL_MODES or target.allow_unverified_host
+    return lambda sock: trust.check_tcp_peer(sock, target.address, remote_allowed)
+
+
+def _server_offers_tls(raw: Any, driver: str) -> bool:
+    if driver == "pymysql":
+        capabilities = raw.server_capabilities
+    else:
+        capabilities = (raw._handshake or {}).get("capabilities", 0)
+    return bool(capabilities & CLIENT_SSL)
+
+
+def _check_peer_first(raw: Any, read_greeting: str, driver: str, target: Target) -> None:
+    """Check who is at the other end between connecting and reading the greeting, and that
+    the server offers TLS where it is required, before the driver sends anything; the driver
+    calls its greeting reader on itself and authenticates only after it returns."""
     original = getattr(raw, read_greeting)
+    check = _peer_check(target)
+    tls_required = bool(target.host) and target.ssl_mode not in ("preferred", "disabled")
 
     def checked() -> Any:
-        trust.check_peer(_raw_socket(driver, raw), path)
-        return original()
+        check(_raw_socket(driver, raw))
+        greeting = original()
+        # Both drivers would otherwise go on without TLS, and send the login in the clear.
+        if tls_required and not _server_offers_tls(raw, driver):
+            raise ConnectError("the server at %s does not offer TLS, which ssl-mode = %s requires; refused "
+                               "before sending credentials; fix: enable TLS on the server (ssl-cert, ssl-key), "
+                               "or use its socket" % (target.address, target.ssl_mode))
+        return greeting
     setattr(raw, read_greeting, checked)
 
 
+def _pymysql_tls(target: Target) -> Dict[str, Any]:
+    if not target.host or target.ssl_mode == "disabled":
+        return {}
+    import ssl  # here, not at the top: thaw imports this module and must start fast
+    verifying = target.ssl_mode in VERIFYING_SSL_MODES
+    try:
+        context = ssl.create_default_context(cafile=target.ssl_ca if verifying else None)
+    except (OSError, ssl.SSLError):
+        raise ConfigError("ssl-ca file %s holds no CA certificate quiesce can use; fix: set ssl-ca to the CA "
+                          "certificate (PEM) that signed the server's certificate" % target.ssl_ca) from None
+    context.check_hostname = target.ssl_mode == "verify-identity"
+    context.verify_mode = ssl.CERT_REQUIRED if verifying else ssl.CERT_NONE
+    # PyMySQL uses TLS only if the server offers it: "preferred"; _check_peer_first refuses
+    # a server without it for the other modes.
+    return {"ssl": context}
+
+
+def _connector_tls(target: Target) -> Dict[str, Any]:
+    if not target.host or target.ssl_mode in ("preferred", "required"):
+        return {}   # Connector/Python uses TLS whenever the server offers it, unverified
+    if target.ssl_mode == "disabled":
+        return {"ssl_disabled": True}
+    return {"ssl_ca": target.ssl_ca, "ssl_verify_cert": True,
+            "ssl_verify_identity": target.ssl_mode == "verify-identity"}
+
+
 def _open_pymysql(module, kwargs: Dict[str, Any], timeout: float, target: Target, allow_cleartext: bool):
+    try:
+        kwargs["password"].encode("latin-1")
+    except UnicodeEncodeError:
+        # The codec's own message quotes the character and its position: part of the secret.
+        raise ConfigError("the password has characters PyMySQL cannot send (latin-1 only); fix: set "
+                          "driver = mysql-connector, or give the account a password of latin-1 characters") from None
     plugin_map: Dict[Any, Any] = {}
     if not allow_cleartext:
         # PyMySQL builds the handler as plugin_map[name](connection).
@@ -306,27 +365,40 @@ def _open_pymysql(module, kwargs: Dict[str, Any], timeout: float, target: Target
         plugin_map = {name: refuse for name in CLEARTEXT_PLUGINS}
     raw = module.connections.Connection(
         connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout, local_infile=False,
-        defer_connect=True, auth_plugin_map=plugin_map, **kwargs)
-    if not target.host:
-        _check_peer_first(raw, "_get_server_information", "pymysql", str(target.socket))
+        defer_connect=True, auth_plugin_map=plugin_map, **kwargs, **_pymysql_tls(target))
+    _check_peer_first(raw, "_get_server_information", "pymysql", target)
     return raw, raw.connect
 
 
 def _open_connector(module, kwargs: Dict[str, Any], timeout: float, target: Target, allow_cleartext: bool):
     # Connector/Python itself refuses mysql_clear_password without TLS and has no "dialog".
     raw = module.connection.MySQLConnection()
-    if not target.host:
-        _check_peer_first(raw, "_do_handshake", "mysql-connector", str(target.socket))
+    _check_peer_first(raw, "_do_handshake", "mysql-connector", target)
     options = dict(kwargs, connection_timeout=max(1, int(math.ceil(timeout))), use_pure=True,
-                   allow_local_infile=False, get_warnings=False, raise_on_warnings=False)
+                   allow_local_infile=False, get_warnings=False, raise_on_warnings=False, **_connector_tls(target))
     return raw, lambda: raw.connect(**options)
+
+
+# How both drivers' messages report a TLS certificate that does not verify (OpenSSL's words).
+_CERTIFICATE_FAILED = "certificate verify failed"
+
+
+def _certificate_refusal(target: Target, message: str) -> str:
+    reason = message.split(_CERTIFICATE_FAILED, 1)[1].lstrip(": ").split(" (_ssl", 1)[0].strip() or "invalid"
+    return ("the TLS certificate of the server at %s does not verify against ssl-ca %s (%s); refused before "
+            "sending credentials; fix: set ssl-ca to the CA that signed the server's certificate%s"
+            % (target.address, target.ssl_ca, reason,
+               ", and host to a name or address the certificate lists" if target.ssl_mode == "verify-identity"
+               else ""))
 
 
 def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool = False) -> Connection:
     """Connect, read the greeting and authenticate within `timeout` seconds in all.
 
-    Only to a unix socket or loopback port that root or the server's account serves
-    (trust.py); never hand the password over in clear text unless allow_cleartext.
+    Only to a unix socket or local port that root or the server's account serves, or to
+    another host that proved its identity with a certificate (trust.py, target.ssl_mode)
+    unless target.allow_unverified_host; never hand the password over in clear text unless
+    allow_cleartext.
     """
     name, module = _driver_module(driver)
     timeout = min(timeout, MAX_WAIT)
@@ -341,6 +413,8 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
     opener = _open_pymysql if name == "pymysql" else _open_connector
     try:
         raw, open_raw = opener(module, kwargs, timeout, target, allow_cleartext)
+    except QuiesceError:
+        raise
     except Exception as exc:  # a setting the driver rejects
         raise _as_db_error(exc) from None
     began = time.monotonic()
@@ -356,6 +430,8 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
         error = exc if isinstance(exc, DbError) else _as_db_error(exc)
         if name == "mysql-connector" and "mysql_clear_password requires SSL" in error.message:
             raise ConnectError(_cleartext_refusal(target.address, "mysql-connector")) from None
+        if _CERTIFICATE_FAILED in error.message:
+            raise ConnectError(_certificate_refusal(target, error.message)) from None
         # The driver's own per-read timeout may fire a moment before the deadline does.
         out_of_time = deadline.expired or time.monotonic() - began >= timeout
         raise (too_slow if out_of_time else error) from None
@@ -369,19 +445,10 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
 
 
 def server_process_running() -> bool:
-    """Is any mysqld/mariadbd process on this host? Tells "not running" from "cannot reach"."""
-    from . import paths
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True  # cannot tell: assume running, so that we never skip a real server
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/comm" % entry) as handle:
-                if handle.read().strip() in paths.SERVER_PROCESS_NAMES:
-                    return True
-        except OSError:
-            continue
-    return False
+    """Is a MySQL/MariaDB server running on this host? Tells "not running" from "cannot reach".
+
+    A process merely named mysqld does not count (serverproc.py): anyone could start one and
+    turn "nothing to quiesce" into a failed freeze.
+    """
+    found = serverproc.servers()
+    return True if found is None else bool(found)  # /proc unreadable: never skip a real server

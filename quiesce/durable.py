@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import paths
+from . import serverproc
 
 # The drain costs no writer anything, but it delays freeze: past this, lock anyway (and
 # the sync under the lock then waits behind what the drain has not written yet). About
@@ -102,25 +102,12 @@ def server_directories(info: Dict[str, Any]) -> Tuple[str, ...]:
 
 
 def find_server_pids(datadir: str) -> Tuple[int, ...]:
-    """mysqld/mariadbd processes working in this datadir (the server chdir()s into it)."""
+    """Server processes working in this datadir (the server chdir()s into it)."""
     try:
         want = os.path.realpath(datadir)
-        entries = os.listdir("/proc")
     except OSError:
         return ()
-    pids = []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/comm" % entry, encoding="utf-8", errors="replace") as handle:
-                if handle.read().strip() not in paths.SERVER_PROCESS_NAMES:
-                    continue
-            if os.readlink("/proc/%s/cwd" % entry) == want:
-                pids.append(int(entry))
-        except OSError:
-            continue
-    return tuple(pids)
+    return tuple(p.pid for p in serverproc.servers() or () if serverproc.cwd(p.pid) == want)
 
 
 def open_files(pid: int, skip: Sequence[str] = ()) -> List[str]:

@@ -5,7 +5,9 @@ and its socket name free) would receive the configured password. quiesce talks o
 socket owned by root or by the server's account, in a directory nobody else can write to,
 and checks the process that listens on it once connected (SO_PEERCRED), which closes the
 gap between looking at the file and connecting to it. A loopback TCP port gets the same
-rule through the owner the kernel records for each listening socket (/proc/net/tcp*).
+rule through the owner the kernel records for each socket (/proc/net/tcp*): for the
+listening socket before connecting, and for the server's end of the connection once
+connected, which closes the same gap for TCP.
 """
 
 import ipaddress
@@ -14,39 +16,22 @@ import pwd
 import socket
 import stat
 import struct
-from typing import FrozenSet, Iterator, Tuple, Union
+from typing import FrozenSet, Iterator, Optional, Tuple, Union
 
-from . import paths
+from . import serverproc
 from .errors import ConnectError
 
-SERVER_ACCOUNT = "mysql"
+SERVER_ACCOUNT = serverproc.SERVER_ACCOUNT
 
 
 def _running_server_uids() -> FrozenSet[int]:
-    """Owners of running mysqld/mariadbd processes whose program file only root can replace.
+    """Owners of running server processes whose program file only root can replace.
 
-    Consulted only on hosts without a mysql account: anyone can name a process "mysqld",
-    but not put a root-owned binary in its place.
+    Consulted only on hosts without a mysql account (so only root-owned binaries count):
+    anyone can name a process "mysqld", but not put a root-owned server binary in its
+    place (serverproc.py).
     """
-    uids = set()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return frozenset()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/comm" % entry) as handle:
-                if handle.read().strip() not in paths.SERVER_PROCESS_NAMES:
-                    continue
-            program = os.stat("/proc/%s/exe" % entry)
-            if program.st_uid != 0 or program.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                continue
-            uids.add(os.stat("/proc/%s" % entry).st_uid)
-        except OSError:
-            continue
-    return frozenset(uids)
+    return frozenset(p.uid for p in serverproc.scan() or () if p.genuine)
 
 
 def trusted_ids() -> Tuple[FrozenSet[int], FrozenSet[int]]:
@@ -113,6 +98,12 @@ def check_peer(sock: socket.socket, path: str) -> None:
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
+# /proc/net/tcp states (include/net/tcp_states.h).
+_LISTEN = "0A"
+# A closed socket waiting out its last packets: no process can read from it, and the kernel
+# shows it as root's.
+_TIME_WAIT = "06"
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -129,8 +120,16 @@ def _decode_address(text: str) -> Address:
     return ipaddress.ip_address(b"".join(struct.pack("=I", word) for word in words))
 
 
-def _listeners(port: int) -> Iterator[Tuple[Address, int]]:
-    """(local address, owner uid) of every listening TCP socket on port."""
+def _endpoint(text: str) -> Tuple[Address, int]:
+    address, _, hex_port = text.partition(":")
+    decoded = _decode_address(address)
+    # A dual-stack socket reached over IPv4 shows the peer as ::ffff:a.b.c.d.
+    mapped = getattr(decoded, "ipv4_mapped", None)
+    return (mapped or decoded), int(hex_port, 16)
+
+
+def _tcp_sockets() -> Iterator[Tuple[Tuple[Address, int], Tuple[Address, int], str, int]]:
+    """(local, remote, state, owner uid) of every TCP socket in this network namespace."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
@@ -139,9 +138,14 @@ def _listeners(port: int) -> Iterator[Tuple[Address, int]]:
             continue
         for line in lines:
             fields = line.split()
-            address, _, hex_port = fields[1].partition(":")
-            if fields[3] == "0A" and int(hex_port, 16) == port:
-                yield _decode_address(address), int(fields[7])
+            yield _endpoint(fields[1]), _endpoint(fields[2]), fields[3], int(fields[7])
+
+
+def _listeners(port: int) -> Iterator[Tuple[Address, int]]:
+    """(local address, owner uid) of every listening TCP socket on port."""
+    for local, _remote, state, uid in _tcp_sockets():
+        if state == _LISTEN and local[1] == port:
+            yield local[0], uid
 
 
 def check_local_port(host: str, port: int) -> None:
@@ -156,3 +160,47 @@ def check_local_port(host: str, port: int) -> None:
             raise ConnectError("port %d on %s is served by a process running as %s, not as root or the server's "
                                "account; refusing to send credentials to it; fix: make sure the server runs, or "
                                "use its socket instead of host" % (port, host, _user_name(uid)))
+
+
+def _endpoint_of(name: Tuple) -> Tuple[Address, int]:
+    address = ipaddress.ip_address(name[0].split("%", 1)[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address), int(name[1])
+
+
+def _peer_owner(sock: socket.socket) -> Optional[int]:
+    """Owner uid of the socket at the other end of a connected TCP socket, if it is on this host.
+
+    The server's side of the connection is the entry whose local end is our remote end and
+    whose remote end is ours. It belongs to whoever created the listening socket, also while
+    it waits in the accept queue.
+    """
+    ours, theirs = _endpoint_of(sock.getsockname()), _endpoint_of(sock.getpeername())
+    for local, remote, state, uid in _tcp_sockets():
+        if local == theirs and remote == ours and state != _TIME_WAIT:
+            return uid
+    return None
+
+
+def check_tcp_peer(sock: socket.socket, address: str, remote_allowed: bool) -> None:
+    """Refuse a TCP connection whose far end is an untrusted local user, or an unverified remote host.
+
+    Runs once connected and before the greeting is read: nothing has been sent yet.
+    remote_allowed: the server's identity is proven another way (a verified TLS certificate)
+    or the admin accepted the risk.
+    """
+    uid = _peer_owner(sock)
+    if uid is not None:
+        if uid not in trusted_ids()[0]:
+            raise ConnectError("the server at %s runs as %s, not as root or the server's account; refusing to "
+                               "send credentials to it; fix: make sure the server runs, or use its socket "
+                               "instead of host" % (address, _user_name(uid)))
+        return
+    peer = _endpoint_of(sock.getpeername())[0]
+    if peer.is_loopback:
+        raise ConnectError("cannot tell who serves %s (no such connection in /proc/net/tcp); refusing to send "
+                           "credentials; fix: use the server's socket instead of host" % address)
+    if not remote_allowed:
+        raise ConnectError("the server at %s is on another host and nothing proves who answers there; "
+                           "refusing to send credentials; fix: set ssl-mode = verify-ca (or verify-identity) "
+                           "and ssl-ca, or allow-unverified-host = true if the network path is trusted" % address)

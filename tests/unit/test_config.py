@@ -92,6 +92,16 @@ def test_localhost_means_socket_and_other_hosts_mean_tcp(tmp_path):
     assert (target.host, target.port, target.is_local) == ("db.example", 3307, False)
 
 
+def test_localhost_with_a_socket_uses_the_socket(tmp_path):
+    # A debian.cnf-style defaults-file names both; the MySQL clients then use the socket.
+    cnf = write(tmp_path, "[client]\nhost = localhost\nsocket = /run/x/mysqld.sock\n", name="my.cnf")
+    conf = write(tmp_path, "defaults-file = %s\n" % cnf)
+    target = config.parse(["--config", conf, "freeze"]).targets[0]
+    assert (target.host, target.socket) == (None, "/run/x/mysqld.sock")
+    target = config.parse(["--host", "localhost", "--socket", "/run/y.sock", "freeze"]).targets[0]
+    assert (target.host, target.socket, target.address) == (None, "/run/y.sock", "/run/y.sock")
+
+
 def test_instance_sections(tmp_path):
     conf = write(tmp_path, "user = backup\npassword = top\n"
                            "[instance:a]\nsocket = /run/a.sock\n"
@@ -456,3 +466,19 @@ def test_defaults_file_includes_are_followed(tmp_path):
     cnf = write(tmp_path, "[client]\n!include %s\nsocket = /run/x.sock\n" % extra, name="my.cnf")
     target = config.parse(["--defaults-file", cnf, "freeze"], env={}).targets[0]
     assert (target.user, target.password, target.socket) == ("included", "pw", "/run/x.sock")
+
+
+def test_tls_settings_reach_every_target_and_are_checked_together(tmp_path):
+    ca = write(tmp_path, "-----BEGIN CERTIFICATE-----\n", name="ca.pem", mode=0o644)
+    conf = write(tmp_path, "host = db.example\nssl-mode = verify-identity\nssl-ca = %s\n"
+                           "[instance:a]\nport = 3307\n[instance:b]\nhost = db2.example\n" % ca)
+    targets = config.parse(["--config", conf, "freeze"]).targets
+    assert [(t.ssl_mode, t.ssl_ca, t.allow_unverified_host) for t in targets] == [("verify-identity", ca, False)] * 2
+    default = config.parse(["--config", write(tmp_path, ""), "freeze"]).targets[0]
+    assert (default.ssl_mode, default.ssl_ca, default.allow_unverified_host) == ("preferred", None, False)
+    assert "needs ssl-ca" in config_error(["--ssl-mode", "verify-ca", "freeze"])
+    assert "only with ssl-mode" in config_error(["--ssl-ca", ca, "freeze"])
+    assert "does not exist" in config_error(["--ssl-mode", "verify-ca", "--ssl-ca", ca + ".x", "freeze"])
+    os.chmod(ca, 0o666)
+    assert "writable by group or others" in config_error(["--ssl-mode", "verify-ca", "--ssl-ca", ca, "freeze"])
+    assert config.parse(["--allow-unverified-host", "true", "freeze"]).targets[0].allow_unverified_host is True

@@ -54,3 +54,22 @@ def test_messages_are_one_line():
     import pymysql
     error = db._as_db_error(pymysql.err.OperationalError(2013, "Lost connection\nsecond line"))
     assert error.message == "Lost connection"
+
+
+def test_password_pymysql_cannot_send_is_named_without_any_of_it(tmp_path):
+    import pymysql  # noqa: F401 (the test is about this driver)
+    from quiesce.config import Target
+    from quiesce.errors import ConfigError
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o755)
+    path = str(directory / "mysqld.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(1)
+        target = Target(name="default", socket=path, host=None, port=3306, user="root",
+                        password="pa\u20acss", position_file="/nonexistent")
+        with pytest.raises(ConfigError) as caught:
+            db.connect(target, "pymysql", 2.0)
+    message = str(caught.value)
+    assert "latin-1" in message and "fix:" in message and "\n" not in message
+    assert not any(part in message for part in ("\u20ac", "\\u20ac", "position", "pa\u20ac", "ss'"))

@@ -107,3 +107,41 @@ def test_listening_sockets_are_found_with_their_owner(family, address):
 def test_only_loopback_hosts_are_checked():
     assert trust._is_loopback("localhost") and trust._is_loopback("127.0.0.2") and trust._is_loopback("::1")
     assert not trust._is_loopback("db.example.com") and not trust._is_loopback("10.0.0.5")
+
+
+class _Connected:
+    """Stands for a connected TCP socket: only its two ends are looked at."""
+
+    def __init__(self, ours, theirs):
+        self._ours, self._theirs = ours, theirs
+
+    def getsockname(self):
+        return self._ours
+
+    def getpeername(self):
+        return self._theirs
+
+
+def test_a_server_on_another_host_needs_a_verified_identity_or_the_admins_consent(monkeypatch):
+    monkeypatch.setattr(trust, "_tcp_sockets", lambda: iter(()))
+    sock = _Connected(("10.0.0.5", 40000), ("192.0.2.10", 3306))
+    with pytest.raises(ConnectError) as caught:
+        trust.check_tcp_peer(sock, "db.example:3306", remote_allowed=False)
+    message = str(caught.value)
+    assert "db.example:3306" in message and "ssl-mode = verify-ca" in message and "allow-unverified-host" in message
+    trust.check_tcp_peer(sock, "db.example:3306", remote_allowed=True)
+
+
+def test_a_loopback_peer_that_cannot_be_found_is_refused(monkeypatch):
+    monkeypatch.setattr(trust, "_tcp_sockets", lambda: iter(()))
+    with pytest.raises(ConnectError, match="cannot tell who serves"):
+        trust.check_tcp_peer(_Connected(("127.0.0.1", 40000), ("127.0.0.1", 3306)), "127.0.0.1:3306", True)
+
+
+def test_the_servers_end_of_a_real_connection_is_found_with_its_owner():
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as server:
+        server.bind(("::", 0))      # dual stack: the IPv4 client shows as ::ffff:127.0.0.1 there
+        server.listen(1)
+        with socket.create_connection(("127.0.0.1", server.getsockname()[1]), timeout=5) as client:
+            assert trust._peer_owner(client) == os.getuid()
+            trust.check_tcp_peer(client, "127.0.0.1", remote_allowed=False)

@@ -1,0 +1,89 @@
+"""Which processes count as MySQL/MariaDB servers (quiesce/serverproc.py).
+
+Real processes: a program renamed mysqld with prctl, and copies of sleep named mysqld,
+owned by nobody or by root. The suite runs as root.
+"""
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from quiesce import serverproc
+
+NOBODY = pwd.getpwnam("nobody")
+RENAME = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'mysqld', 0, 0, 0); time.sleep(60)"
+
+
+def _as_nobody(*command):
+    return ["setpriv", "--reuid=%d" % NOBODY.pw_uid, "--regid=%d" % NOBODY.pw_gid, "--clear-groups", *command]
+
+
+@pytest.fixture
+def started():
+    """start(command) -> pid, once the process is named mysqld; all are killed afterwards."""
+    running = []
+
+    def start(command):
+        proc = subprocess.Popen(command, cwd="/")
+        running.append(proc)
+        for _ in range(200):    # up to 10 s for the interpreter to start on a busy machine
+            try:
+                with open("/proc/%d/comm" % proc.pid) as handle:
+                    if handle.read().strip() == "mysqld":
+                        return proc.pid
+            except OSError:
+                pass
+            time.sleep(0.05)
+        pytest.fail("the process never took the name mysqld")
+    yield start
+    for proc in running:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def sleep_named_mysqld(tmp_path):
+    """copy(owner uid) -> path of a copy of sleep called mysqld, in a directory anyone can enter."""
+    def copy(uid):
+        directory = tmp_path / ("bin-%d" % uid)
+        directory.mkdir()
+        os.chmod(str(tmp_path), 0o755)
+        os.chmod(str(directory), 0o755)
+        path = str(directory / "mysqld")
+        shutil.copy(shutil.which("sleep"), path)
+        os.chown(path, uid, -1)
+        os.chmod(path, 0o755)
+        return path
+    return copy
+
+
+def _pids(found):
+    return [p.pid for p in found]
+
+
+def test_a_program_renamed_mysqld_is_not_a_server(started):
+    pid = started(_as_nobody(sys.executable, "-c", RENAME))
+    assert pid in _pids(serverproc.scan())
+    assert pid not in _pids(serverproc.servers())
+
+
+def test_a_copy_named_mysqld_that_a_user_owns_is_not_a_server(started, sleep_named_mysqld):
+    pid = started(_as_nobody(sleep_named_mysqld(NOBODY.pw_uid), "60"))
+    assert pid not in _pids(serverproc.servers())
+
+
+def test_a_root_owned_server_binary_counts_whoever_runs_it(started, sleep_named_mysqld):
+    pid = started(_as_nobody(sleep_named_mysqld(0), "60"))
+    assert [(p.uid, p.genuine) for p in serverproc.servers() if p.pid == pid] == [(NOBODY.pw_uid, True)]
+
+
+def test_a_server_binary_the_server_account_owns_counts(started, sleep_named_mysqld):
+    # MySQL's binary tarballs are often chowned to mysql as a whole; that account is trusted anyway.
+    mysql = pwd.getpwnam(serverproc.SERVER_ACCOUNT).pw_uid
+    pid = started(_as_nobody(sleep_named_mysqld(mysql), "60"))
+    assert pid in _pids(serverproc.servers())
