@@ -21,9 +21,9 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import db, locking, serverinfo, state
-from .check import _Report
 from .config import Settings, Target
 from .errors import QuiesceError, RestoreError
+from .report import Report
 
 # Events a server writes by itself into a binlog it opens; any other event is a transaction.
 HOUSEKEEPING_EVENTS = frozenset({"Format_desc", "Gtid_list", "Binlog_checkpoint", "Previous_gtids", "Rotate",
@@ -94,12 +94,6 @@ def transactions_in(events: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [e for e in events if e.get("Event_type") not in HOUSEKEEPING_EVENTS]
 
 
-def current_gtid_statement(server: serverinfo.Server) -> str:
-    if server.flavour == serverinfo.MARIADB:
-        return "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
-    return "SELECT @@GLOBAL.gtid_executed AS gtid"
-
-
 def gtid_set(text: Optional[str]) -> frozenset:
     """A GTID state as a set: MariaDB "0-1-7,1-2-3", MySQL "uuid:1-5:7-9,\\nuuid2:1-3"."""
     return frozenset(part.lower() for part in re.sub(r"\s+", "", str(text or "")).split(",") if part)
@@ -168,7 +162,7 @@ def _identity(conn: db.Connection, server: serverinfo.Server) -> Dict[str, Any]:
     return serverinfo.identity(conn.query(serverinfo.identity_statement(server))[0])
 
 
-def _check_identity(report: _Report, name: str, path: str, position: Dict[str, Any],
+def _check_identity(report: Report, name: str, path: str, position: Dict[str, Any],
                     server: serverinfo.Server, current: Dict[str, Any]) -> None:
     if position.get("flavour") and position["flavour"] != server.flavour:
         report.fail(RestoreError("%sthe position file is from a %s server, this one is %s; fix: pass the file "
@@ -186,7 +180,7 @@ def _check_identity(report: _Report, name: str, path: str, position: Dict[str, A
                      ", server_uuid %s" % current["server_uuid"] if current.get("server_uuid") else ""))
 
 
-def _check_binlog(report: _Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
+def _check_binlog(report: Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
     if not position.get("binlog_file"):
         report.warn("%sbinary logging was off at the snapshot: no coordinates to compare" % name)
         return
@@ -215,9 +209,9 @@ def _check_binlog(report: _Report, name: str, conn: db.Connection, position: Dic
         " (then %s, opened at start-up, holds no transactions)" % ", ".join(later) if later else ""))
 
 
-def _check_gtid(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server,
+def _check_gtid(report: Report, name: str, conn: db.Connection, server: serverinfo.Server,
                 position: Dict[str, Any]) -> None:
-    current = conn.query(current_gtid_statement(server))[0].get("gtid")
+    current = conn.query(serverinfo.gtid_statement(server))[0].get("gtid")
     recorded = position.get("gtid")
     variable = "gtid_binlog_pos" if server.flavour == serverinfo.MARIADB else "gtid_executed"
     if gtid_set(current) == gtid_set(recorded):
@@ -227,7 +221,7 @@ def _check_gtid(report: _Report, name: str, conn: db.Connection, server: serveri
                                                                                      recorded or "")))
 
 
-def _check_recovery(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server,
+def _check_recovery(report: Report, name: str, conn: db.Connection, server: serverinfo.Server,
                     local: bool) -> None:
     if uses_error_log_table(server):
         try:
@@ -265,7 +259,7 @@ def _check_recovery(report: _Report, name: str, conn: db.Connection, server: ser
         report.ok("%sno errors logged since the server started (%s)" % (name, where))
 
 
-def _check_tables(report: _Report, name: str, conn: db.Connection, target: Target, settings: Settings,
+def _check_tables(report: Report, name: str, conn: db.Connection, target: Target, settings: Settings,
                   timeout: float) -> None:
     tables = conn.query(NON_TRANSACTIONAL_TABLES_STATEMENT)
     if not tables:
@@ -309,7 +303,7 @@ def _check_tables(report: _Report, name: str, conn: db.Connection, target: Targe
         report.ok("%s%d MyISAM/Aria table(s) check clean (CHECK TABLE ... QUICK)" % (name, checked))
 
 
-def _report_galera(report: _Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
+def _report_galera(report: Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
     recorded = position.get("galera")
     current = serverinfo.galera_state(conn.query(serverinfo.GALERA_STATEMENT))
     if not recorded and not current:
@@ -323,7 +317,7 @@ def _report_galera(report: _Report, name: str, conn: db.Connection, position: Di
                     "rejoin by IST)" % (name, where))
 
 
-def verify_target(report: _Report, target: Target, settings: Settings, many: bool) -> None:
+def verify_target(report: Report, target: Target, settings: Settings, many: bool) -> None:
     name = "%s: " % target.name if many else ""
     try:
         position = load_position(target.position_file)
@@ -349,7 +343,7 @@ def verify_target(report: _Report, target: Target, settings: Settings, many: boo
 
 
 def run(settings: Settings) -> int:
-    report = _Report()
+    report = Report()
     for target in settings.targets:
         verify_target(report, target, settings, len(settings.targets) > 1)
     if report.failure is not None:

@@ -96,8 +96,8 @@ def test_start_up_events_are_not_transactions():
 
 
 def test_gtid_states_compare_as_sets():
-    assert vf.current_gtid_statement(MARIADB_1011) == "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
-    assert vf.current_gtid_statement(MYSQL_84) == "SELECT @@GLOBAL.gtid_executed AS gtid"
+    assert si.gtid_statement(MARIADB_1011) == "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
+    assert si.gtid_statement(MYSQL_84) == "SELECT @@GLOBAL.gtid_executed AS gtid"
     other = "4f22fa47-71ca-11e1-9e33-c80aa9429562"
     # MySQL prints a multi-source set over several lines.
     assert vf.gtid_set("%s:1-57,\n%s:1-3" % (UUID, other)) == vf.gtid_set("%s:1-3,%s:1-57" % (other, UUID.upper()))
