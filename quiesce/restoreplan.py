@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import db, locking, optionfile, serverinfo
+from . import db, locking, optionfile, serverinfo, verify
 from .config import Settings, Target
-from .errors import ConfigError, RestoreError
+from .errors import ConfigError, ConnectError, RestoreError
 from .serverinfo import MARIADB, Server
 from .verify import load_position
 
@@ -326,6 +326,48 @@ def _check_uuid(conn: db.Connection, server: Server, position: Dict[str, Any]) -
                            "its data directory, start it, then apply again" % current)
 
 
+def check_restored_copy(conn: db.Connection, server: Server, position: Dict[str, Any], path: str) -> None:
+    """Refuse unless this server is a copy restored from the snapshot the position file belongs to.
+
+    The plan starts replication from the file's coordinates: from any other data it would
+    apply again (or skip) transactions, and on the original it would reconfigure a live server.
+    """
+    started = verify.original_server(conn, position)
+    if started:
+        raise RestoreError("refused: this server has been running since %s, before the snapshot was taken (%s): "
+                           "it is not a copy restored from it; fix: run restore-plan on the server restored from "
+                           "the snapshot" % (started, position.get("locked_at")))
+    mismatches = verify.snapshot_mismatches(conn, server, position)
+    if mismatches:
+        raise RestoreError("refused: this server's data does not match the position file %s: %s; fix: restore "
+                           "from a snapshot taken while quiesce held the lock (freeze exit 0) and pass the "
+                           "position file that snapshot holds with --position-file; quiesce verify shows every "
+                           "check" % (path, "; ".join(mismatches)))
+
+
+def check_galera_target(target: Target, settings: Settings, position: Dict[str, Any]) -> None:
+    """--galera: refuse when the server answers and is not the snapshot's copy.
+
+    The restored node normally stays stopped until its grastate.dat is written (started
+    first, it would ask for a full state transfer), so a server that does not answer only
+    earns a warning.
+    """
+    try:
+        conn = locking.connect(target, settings)
+    except ConnectError as exc:
+        sys.stderr.write("WARN  the server at %s does not answer (%s): the data was not compared with the position "
+                         "file; to compare it first, start the restored server once with wsrep_provider=none, run "
+                         "quiesce verify, and stop it\n" % (target.address, exc))
+        return
+    try:
+        check_restored_copy(conn, locking.identify_server(conn), position, target.position_file)
+    except db.DbError as exc:
+        raise RestoreError("cannot compare the server with the position file: %s; fix: check the account's "
+                           "privileges (BINLOG MONITOR, or REPLICATION CLIENT on MySQL)" % exc)
+    finally:
+        conn.close()
+
+
 def _confirm(address: str, count: int) -> None:
     if not sys.stdin.isatty():
         raise ConfigError("--apply asks before changing the server, but there is no terminal; fix: add --yes")
@@ -355,6 +397,7 @@ def apply(plan: Plan, target: Target, settings: Settings, position: Dict[str, An
     conn = locking.connect(target, settings)
     try:
         server = locking.identify_server(conn)
+        check_restored_copy(conn, server, position, target.position_file)
         _check_uuid(conn, server, position)
         new_id = _new_server_id(conn, position, requested_server_id)
         statements = [s for s in plan.statements if not s.startswith("SET GLOBAL server_id")]
@@ -414,5 +457,6 @@ def run(settings: Settings) -> int:
         plan = pitr_plan(position, options["pitr_until"], directory, names, target)
     else:
         plan = galera_plan(position)
+        check_galera_target(target, settings, position)
     sys.stdout.write(render(plan, False, ""))
     return 0

@@ -15,6 +15,7 @@ and it says so.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import time
@@ -97,6 +98,30 @@ def transactions_in(events: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def gtid_set(text: Optional[str]) -> frozenset:
     """A GTID state as a set: MariaDB "0-1-7,1-2-3", MySQL "uuid:1-5:7-9,\\nuuid2:1-3"."""
     return frozenset(part.lower() for part in re.sub(r"\s+", "", str(text or "")).split(",") if part)
+
+
+def epoch_of(utc_text: Any) -> Optional[float]:
+    """Seconds since the epoch of a time the position file records ("2026-11-30T12:00:00.000Z")."""
+    try:
+        moment = datetime.datetime.strptime(str(utc_text), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def running_since_before(now: int, uptime: int, locked_at: Any) -> Optional[str]:
+    """The server's start time when it was already running when the snapshot was locked, else None.
+
+    A server restored from a snapshot started after the lock was taken; the original has
+    been running since before it. now - Uptime is the start in whole seconds (both count
+    whole seconds), so a server counts as running before the lock only when it started at
+    least a second before it: a copy is never taken for the original.
+    """
+    locked = epoch_of(locked_at)
+    started = now - uptime
+    if locked is None or started + 1 > locked:
+        return None
+    return state.utc_at(started)
 
 
 def uses_error_log_table(server: serverinfo.Server) -> bool:
@@ -315,6 +340,29 @@ def _report_galera(report: Report, name: str, conn: db.Connection, position: Dic
     else:
         report.warn("%sGalera: snapshot at %s; this node is not in a cluster now (see restore-plan --galera to "
                     "rejoin by IST)" % (name, where))
+
+
+START_STATEMENT = "SELECT UNIX_TIMESTAMP() AS now"
+
+
+def original_server(conn: db.Connection, position: Dict[str, Any]) -> Optional[str]:
+    """When this server has been running since before the snapshot: when it started, else None."""
+    uptime = int(conn.query(UPTIME_STATEMENT)[0]["Value"])
+    now = int(conn.query(START_STATEMENT)[0]["now"])
+    return running_since_before(now, uptime, position.get("locked_at"))
+
+
+def snapshot_mismatches(conn: db.Connection, server: serverinfo.Server, position: Dict[str, Any]) -> List[str]:
+    """What verify's binlog and GTID checks find wrong, each named by its check ([] when the
+    data is the snapshot's): run before anything is changed on the strength of the file."""
+    checks = (("binlog", lambda r: _check_binlog(r, "", conn, position)),
+              ("GTID", lambda r: _check_gtid(r, "", conn, server, position)))
+    found = []
+    for label, check in checks:
+        quiet = Report(echo=False)
+        check(quiet)
+        found += ["%s check: %s" % (label, failure) for failure in quiet.failures]
+    return found
 
 
 def verify_target(report: Report, target: Target, settings: Settings, many: bool) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from . import servers
 from .load import table_rows
-from .runner import QuiesceEnv
+from .runner import QuiesceEnv, wait_for
 
 ENGINES = ("InnoDB", "MyISAM", "Aria")
 
@@ -189,6 +189,47 @@ def test_apply_refuses_a_clone_with_the_original_server_id(request, mariadb, qui
     assert result.rc == 2 and "there is no terminal; fix: add --yes" in result.stderr, result
     assert copy.replica_status() is None, "nothing may be changed when the plan is refused"
     assert copy.value("SELECT @@GLOBAL.server_id") == 1
+
+
+def test_apply_refuses_a_copy_that_does_not_match_its_position_file(request, mariadb, quiesce_env, tmp_path):
+    """A copy made after thaw and more commits (what a crash-consistent snapshot of a failed
+    freeze holds, next to the previous position file): the plan would replay those commits
+    again, so --apply refuses before changing anything, naming the binlog and GTID checks."""
+    mariadb.sql("CREATE TABLE quiesce_probe.later (id INT PRIMARY KEY) ENGINE=InnoDB")
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    for n in range(5):
+        mariadb.sql("INSERT INTO quiesce_probe.later VALUES (%d)" % n)
+    dest = str(tmp_path / "unlocked")
+    mariadb.copy_datadir(dest)
+    copy = _boot(request, mariadb, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    credentials = _credentials_file(tmp_path, "repl", "x")
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port, "--server-id", "2",
+                     "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 9, result
+    (line,) = [l for l in result.stderr.splitlines() if "refused" in l]
+    assert "does not match the position file" in line and "binlog check:" in line, result
+    assert "more than the recorded position" in line and "GTID check:" in line and "fix:" in line, result
+    assert copy.replica_status() is None, "nothing may be changed when the plan is refused"
+    assert copy.value("SELECT @@GLOBAL.server_id") == 1
+
+
+def test_apply_refuses_the_original_server(request, mariadb, quiesce_env, tmp_path):
+    """The original holds the position file too, and its binlog may still end where the
+    snapshot's did: it has been running since before the lock was taken, so it is no copy."""
+    wait_for(lambda: int(mariadb.query("SHOW GLOBAL STATUS LIKE 'Uptime'")[0][1]) >= 2, 30,
+             what="the server to have run for two whole seconds before the freeze")
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    credentials = _credentials_file(tmp_path, "repl", "x")
+    result = quiesce_env.run("restore-plan", "--as-replica-of", "127.0.0.1:9", "--server-id", "2",
+                             "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 9, result
+    assert "has been running since" in result.stderr and "before the snapshot was taken" in result.stderr, result
+    assert "it is not a copy restored from it" in result.stderr and "fix:" in result.stderr, result
+    assert mariadb.replica_status() is None
+    assert mariadb.value("SELECT @@GLOBAL.server_id") == 1
 
 
 def _replay(plan_output):

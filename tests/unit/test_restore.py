@@ -131,6 +131,20 @@ def test_only_errors_since_the_last_start_count():
     assert vf.errors_since_last_start(mysql) == [mysql.splitlines()[1]]
 
 
+def test_a_server_started_before_the_lock_is_the_original():
+    locked = "2026-11-30T12:00:00.500Z"
+    at_lock = 1796040000        # 2026-11-30T12:00:00Z
+    # Started two seconds before the lock (Uptime counts whole seconds): the original.
+    assert vf.running_since_before(at_lock + 100, 102, locked) == "2026-11-30T11:59:58.000Z"
+    # Started in the lock's own second or later (a copy booted right away): never the original.
+    assert vf.running_since_before(at_lock + 100, 100, locked) is None
+    assert vf.running_since_before(at_lock + 100, 99, locked) is None
+    assert vf.running_since_before(at_lock + 100, 101, locked) == "2026-11-30T11:59:59.000Z"
+    # A position file without a lock time cannot tell.
+    assert vf.running_since_before(at_lock, 5000, None) is None
+    assert vf.running_since_before(at_lock, 5000, "yesterday") is None
+
+
 def test_check_table_output_other_than_status_ok_is_a_problem():
     assert vf.check_table_problems([{"Table": "db.t", "Op": "check", "Msg_type": "status", "Msg_text": "OK"}]) == []
     rows = [{"Msg_type": "warning", "Msg_text": "1 client is using or hasn't closed the table properly"},
