@@ -392,34 +392,62 @@ def _wait_replica(conn: db.Connection, server: Server, password: str) -> Dict[st
         time.sleep(0.2)
 
 
-def apply(plan: Plan, target: Target, settings: Settings, position: Dict[str, Any], user: str,
-          password: str, requested_server_id: Optional[int], confirmed: bool) -> None:
+def _same_family(recorded: Server, current: Server) -> bool:
+    """MySQL and Percona Server take the same replication statements; MariaDB its own."""
+    return (recorded.flavour == MARIADB) == (current.flavour == MARIADB)
+
+
+def statements_for(server: Server, position: Dict[str, Any], host: str, port: int, mode: str, user: str,
+                   new_id: Optional[int]) -> List[str]:
+    """The replica statements for the server being changed, which may run a newer version than
+    the snapshot's (an 8.0 snapshot restored on 8.4 has no RESET MASTER any more)."""
+    recorded = recorded_server(position)
+    if not _same_family(recorded, server):
+        raise RestoreError("the snapshot is from %s, this server is %s: its statements do not apply here; fix: "
+                           "restore the snapshot onto the same kind of server" % (recorded.label, server.label))
+    if recorded.version != server.version:
+        print("WARN  the snapshot was taken on %s, this server is %s: the statements are built for this server"
+              % (recorded.label, server.label))
+    coordinates, _origin = source_coordinates(position, host, port)
+    statements = replica_statements(server, host, port, user, coordinates, use_gtid(mode, coordinates), new_id)
+    return [s for s in statements if not (new_id is None and s.startswith("SET GLOBAL server_id"))]
+
+
+def apply(target: Target, settings: Settings, position: Dict[str, Any], host: str, port: int, mode: str,
+          user: str, password: str, requested_server_id: Optional[int], confirmed: bool) -> None:
     conn = locking.connect(target, settings)
     try:
-        server = locking.identify_server(conn)
-        check_restored_copy(conn, server, position, target.position_file)
-        _check_uuid(conn, server, position)
-        new_id = _new_server_id(conn, position, requested_server_id)
-        statements = [s for s in plan.statements if not s.startswith("SET GLOBAL server_id")]
-        if new_id is not None:
-            statements.insert(0, "SET GLOBAL server_id = %d" % new_id)
-        if not confirmed:
-            _confirm(target.address, len(statements))
-        for statement in statements:
-            try:
-                conn.execute(statement.replace(PASSWORD_TOKEN, sql_string(password)))
-            except db.DbError as exc:
-                raise RestoreError("%s failed: %s" % (statement.replace(PASSWORD_TOKEN, "'***'"),
-                                                      exc.message.replace(password, "***")))
-            print("ok    %s" % statement.replace(PASSWORD_TOKEN, "'***'"))
-        channel = _wait_replica(conn, server, password)
-        print("ok    replicating from %s:%s (IO and SQL threads running)" % (channel["source_host"],
-                                                                         channel["source_port"]))
-        if new_id is not None:
-            print("WARN  server_id %d lasts until the server restarts: set server_id = %d in its configuration"
-                  % (new_id, new_id))
+        _apply(conn, target, position, host, port, mode, user, password, requested_server_id, confirmed)
+    except db.DbError as exc:
+        # The statements that carry the password report their own errors, masked, in _apply.
+        raise RestoreError("restore-plan --apply stopped: %s; fix: connect as an account that may read and "
+                           "change replication (root, or one with SUPER) to a running server, then apply again" % str(exc).replace(password, "***"))
     finally:
         conn.close()
+
+
+def _apply(conn: db.Connection, target: Target, position: Dict[str, Any], host: str, port: int, mode: str,
+           user: str, password: str, requested_server_id: Optional[int], confirmed: bool) -> None:
+    server = locking.identify_server(conn)
+    check_restored_copy(conn, server, position, target.position_file)
+    _check_uuid(conn, server, position)
+    new_id = _new_server_id(conn, position, requested_server_id)
+    statements = statements_for(server, position, host, port, mode, user, new_id)
+    if not confirmed:
+        _confirm(target.address, len(statements))
+    for statement in statements:
+        try:
+            conn.execute(statement.replace(PASSWORD_TOKEN, sql_string(password)))
+        except db.DbError as exc:
+            raise RestoreError("%s failed: %s" % (statement.replace(PASSWORD_TOKEN, "'***'"),
+                                                  exc.message.replace(password, "***")))
+        print("ok    %s" % statement.replace(PASSWORD_TOKEN, "'***'"))
+    channel = _wait_replica(conn, server, password)
+    print("ok    replicating from %s:%s (IO and SQL threads running)" % (channel["source_host"],
+                                                                     channel["source_port"]))
+    if new_id is not None:
+        print("WARN  server_id %d lasts until the server restarts: set server_id = %d in its configuration"
+              % (new_id, new_id))
 
 
 def run(settings: Settings) -> int:
@@ -445,7 +473,8 @@ def run(settings: Settings) -> int:
         sys.stdout.write(render(plan, True, "'***'" if password else "'<password>'"))
         sys.stdout.flush()
         if options["apply"]:
-            apply(plan, target, settings, position, str(user), str(password), options["server_id"], options["yes"])
+            apply(target, settings, position, host, port, options["replication"], str(user), str(password),
+                  options["server_id"], options["yes"])
         return 0
     if options["pitr_until"]:
         directory = options["binlog_dir"] or str(position.get("datadir") or "")

@@ -11,6 +11,8 @@ from quiesce import serverinfo as si
 from quiesce import verify as vf
 from quiesce.config import Target
 from quiesce.errors import ConfigError, RestoreError
+from tests.unit.fakedb import FakeServer
+from tests.unit.fakedb import error as fakedb_error
 
 MARIADB_1011 = si.identify("10.11.6-MariaDB-0+deb12u1-log", "Debian 12")
 MYSQL_84 = si.identify("8.4.3", "MySQL Community Server - GPL")
@@ -316,3 +318,56 @@ def test_restore_options_count_only_on_the_command_line(tmp_path, monkeypatch):
     conf.write_text("apply = true\n")
     with pytest.raises(ConfigError):
         config.parse(["--config", str(conf), "restore-plan", "--galera"])
+
+
+# -- --apply against a scripted server (what a real server cannot be made to do on request) --
+
+def _scripted_server(version, comment, position, **overrides):
+    """A restored copy that matches position: started after the lock, binlog and GTID as recorded."""
+    rules = [
+        (r"SELECT VERSION\(\)", [{"version": version, "comment": comment}]),
+        (r"SHOW GLOBAL STATUS LIKE 'Uptime'", [{"Variable_name": "Uptime", "Value": "10"}]),
+        (r"SELECT UNIX_TIMESTAMP\(\)", [{"now": str(2000000000)}]),
+        (r"SHOW BINARY LOGS", [{"Log_name": position["binlog_file"], "File_size": position["binlog_position"]}]),
+        (r"SELECT @@GLOBAL.gtid", [{"gtid": position["gtid"]}]),
+        (r"SELECT @@GLOBAL.server_uuid", [{"uuid": "4f22fa47-71ca-11e1-9e33-c80aa9429562"}]),
+        (r"SELECT @@GLOBAL.server_id", [{"id": 12}]),
+        (r"SHOW (REPLICA|SLAVE) STATUS", [{"Replica_SQL_Running": "Yes", "Replica_IO_Running": "Yes",
+                                           "Source_Host": "db1", "Source_Port": 3306}]),
+    ]
+    server = FakeServer(rules)
+    for pattern, answer in overrides.items():
+        server.on(pattern, answer)
+    return server
+
+
+def _apply(monkeypatch, server, position, host="db1", mode="auto"):
+    monkeypatch.setattr(rp.locking, "connect", lambda target, settings: server.connect())
+    rp.apply(TARGET, None, position, host, 3306, mode, "repl", "pw", 12, True)
+    return server.statements()
+
+
+def test_apply_builds_the_statements_for_the_server_it_changes(monkeypatch, capsys):
+    """An 8.0 snapshot restored on 8.4: RESET MASTER is gone there, so the 8.4 names are used."""
+    position = dict(MYSQL_POSITION, server_version="8.0.35")
+    sent = _apply(monkeypatch, _scripted_server("8.4.3", "MySQL Community Server - GPL", position), position)
+    assert "RESET BINARY LOGS AND GTIDS" in sent and "RESET MASTER" not in sent
+    assert any(s.startswith("CHANGE REPLICATION SOURCE TO") for s in sent)
+    assert "the snapshot was taken on MySQL 8.0.35, this server is MySQL 8.4.3" in capsys.readouterr().out
+
+
+def test_apply_refuses_another_flavour_before_changing_anything(monkeypatch):
+    server = _scripted_server("10.11.6-MariaDB", "", MYSQL_POSITION)
+    with pytest.raises(RestoreError, match="the snapshot is from MySQL 8.4.3, this server is MariaDB 10.11.6"):
+        _apply(monkeypatch, server, MYSQL_POSITION)
+    assert not [s for s in server.statements() if s.startswith(("STOP", "RESET", "CHANGE", "SET"))]
+
+
+def test_a_database_error_outside_the_statements_is_a_restore_error(monkeypatch):
+    position = _position()
+    server = _scripted_server("10.11.6-MariaDB", "", position,
+                              **{r"SHOW ALL SLAVES STATUS": fakedb_error(1227, "Access denied; you need the "
+                                                                               "REPLICA MONITOR privilege")})
+    with pytest.raises(RestoreError, match=r"REPLICA MONITOR.*fix:") as caught:
+        _apply(monkeypatch, server, position)
+    assert caught.value.exit_code == 9
