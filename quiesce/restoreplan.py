@@ -65,14 +65,38 @@ def source_coordinates(position: Dict[str, Any], host: str, port: int) -> Tuple[
     A snapshot of a replica holds its source's coordinates too: when host:port is that
     source, those are the ones to start from.
     """
-    for channel in position.get("replica") or []:
-        if channel.get("source_host") == host and int(channel.get("source_port") or 3306) == port:
+    channels = position.get("replica") or []
+    for channel in channels:
+        if _same_host(channel.get("source_host"), host) and int(channel.get("source_port") or 3306) == port:
             return ({"binlog_file": channel.get("source_log_file"),
                      "binlog_position": channel.get("source_log_position"), "gtid": channel.get("gtid")},
                     "the snapshot's replication coordinates from %s:%d (it was taken on a replica of it)"
                     % (host, port))
     return ({"binlog_file": position.get("binlog_file"), "binlog_position": position.get("binlog_position"),
              "gtid": position.get("gtid")}, "the snapshot's own binlog coordinates")
+
+
+def _same_host(recorded: Any, given: str) -> bool:
+    # Text only: a name lookup here could wait on DNS, and two names of one host are for the
+    # user to settle (the refusal below names what was recorded).
+    return str(recorded or "").lower() == given.lower()
+
+
+def unrecorded_source(position: Dict[str, Any], host: str, port: int) -> Optional[str]:
+    """Why host:port may not be what the user means, for a snapshot of a replica, else None.
+
+    The snapshot of a replica holds its source's coordinates and its own. A host that is
+    neither that source, as recorded, nor the snapshot's own server may be the source under
+    another name (an address), where the replica's own file and position mean nothing.
+    """
+    channels = position.get("replica") or []
+    if not channels or _same_host(position.get("hostname"), host):
+        return None
+    if source_coordinates(position, host, port)[1] != "the snapshot's own binlog coordinates":
+        return None
+    recorded = ", ".join("%s:%s" % (c.get("source_host"), c.get("source_port") or 3306) for c in channels)
+    return ("%s:%d is neither the source the snapshot recorded (%s) nor the snapshot's own server (%s)"
+            % (host, port, recorded, position.get("hostname") or "?"))
 
 
 def use_gtid(mode: str, coordinates: Dict[str, Any]) -> bool:
@@ -133,9 +157,20 @@ def replica_plan(position: Dict[str, Any], host: str, port: int, mode: str, user
     server = recorded_server(position)
     coordinates, origin = source_coordinates(position, host, port)
     gtid = use_gtid(mode, coordinates)
+    surprise = unrecorded_source(position, host, port)
+    if surprise and not gtid:
+        first = (position.get("replica") or [{}])[0]
+        raise RestoreError("%s: the plan would start from the snapshot's own binlog file and position, which mean "
+                           "nothing on another server; fix: --as-replica-of %s:%s to follow the recorded source, "
+                           "--as-replica-of %s to replicate from the snapshot's own server, or --replication gtid"
+                           % (surprise, first.get("source_host"), first.get("source_port") or 3306,
+                              position.get("hostname")))
     at = ("GTID %s" % coordinates["gtid"] if gtid
           else "%s:%s" % (coordinates["binlog_file"], coordinates["binlog_position"]))
     steps = ["Start from %s: %s." % (origin, at)]
+    if surprise:
+        steps.append("Warning: %s; GTIDs name the same transactions on every server of the topology, so the "
+                     "snapshot's GTID state is used." % surprise)
     old_id = position.get("server_id")
     group = "mariadbd" if server.flavour == MARIADB else "mysqld"
     steps.append("Identity: a clone keeps the original's server_id (%s), and a replica skips every event that "
@@ -265,10 +300,20 @@ def pitr_plan(position: Dict[str, Any], until: str, binlog_dir: str, names: Sequ
     return Plan("Point-in-time recovery up to %s" % until, steps, [command], check)
 
 
+GALERA_UUID = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+
 def galera_plan(position: Dict[str, Any]) -> Plan:
     galera = position.get("galera")
     if not galera or not galera.get("uuid") or galera.get("seqno") is None:
         raise RestoreError("the position file holds no Galera state: the snapshot was not taken on a Galera node")
+    # Both go into a heredoc that a root shell runs: nothing else may end it.
+    if not isinstance(galera["uuid"], str) or not GALERA_UUID.match(galera["uuid"]):
+        raise RestoreError("the position file's Galera uuid %r is not a UUID; fix: pass the position file the "
+                           "snapshot holds with --position-file" % (galera["uuid"],))
+    if isinstance(galera["seqno"], bool) or not isinstance(galera["seqno"], int):
+        raise RestoreError("the position file's Galera seqno %r is not a number; fix: pass the position file the "
+                           "snapshot holds with --position-file" % (galera["seqno"],))
     datadir = str(position.get("datadir") or "/var/lib/mysql")
     path = os.path.join(datadir, "grastate.dat")
     content = ("# GALERA saved state\nversion: 2.1\nuuid:    %s\nseqno:   %d\nsafe_to_bootstrap: 0\n"

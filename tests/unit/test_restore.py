@@ -227,6 +227,26 @@ def test_snapshot_of_a_replica_starts_from_its_source_coordinates():
     assert "SET GLOBAL gtid_slave_pos = '0-1-7'" in plan.statements
 
 
+def test_a_host_that_is_not_the_recorded_source_is_refused_by_position_and_named_by_gtid():
+    channel = {"connection_name": "", "source_host": "db0", "source_port": 3306,
+               "source_log_file": "binlog.000090", "source_log_position": 777, "gtid": "0-5-1000"}
+    position = _position(replica=[channel], server_id=6, hostname="db1")
+    # The source under another name (its address): the replica's own file and position would be
+    # read on the source, where they mean nothing.
+    with pytest.raises(RestoreError, match=r"10\.0\.0\.5:3306 is neither the source the snapshot recorded "
+                                           r"\(db0:3306\) nor the snapshot's own server \(db1\).*fix: "
+                                           r"--as-replica-of db0:3306"):
+        rp.replica_plan(position, "10.0.0.5", 3306, "position", "repl", 7, None)
+    # GTIDs name the same transactions on every server: the plan goes on, and says which source it recorded.
+    plan = rp.replica_plan(position, "10.0.0.5", 3306, "gtid", "repl", 7, None)
+    assert any("is neither the source the snapshot recorded (db0:3306)" in step for step in plan.steps)
+    # Host names compare without case; the snapshot's own server by its recorded name is no surprise.
+    assert "taken on a replica of it" in rp.replica_plan(position, "DB0", 3306, "position", "repl", 7,
+                                                         None).steps[0]
+    plan = rp.replica_plan(position, "db1", 3306, "position", "repl", 7, None)
+    assert "MASTER_LOG_FILE='binlog.000003', MASTER_LOG_POS=1422" in plan.statements[-2]
+
+
 def test_no_coordinates_no_replica():
     with pytest.raises(RestoreError, match="no GTID"):
         rp.replica_plan(_position(gtid=None), "db1", 3306, "gtid", None, None, None)
@@ -295,6 +315,17 @@ def test_galera_grastate_for_ist():
                                "chown --reference=/var/lib/mysql/ /var/lib/mysql/grastate.dat"]
     with pytest.raises(RestoreError, match="no Galera state"):
         rp.galera_plan(_position())
+
+
+@pytest.mark.parametrize("uuid", ["6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a\nEOF\nrm -rf /\n",
+                                  "6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a; reboot", "not-a-uuid",
+                                  " 6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a", "6a0a8d5b1c4e11ee8a5e2b0c1f4d7e9a"])
+def test_galera_plan_refuses_a_uuid_that_is_not_one(uuid):
+    """The uuid goes into a heredoc a root shell runs: anything but a UUID could end it."""
+    with pytest.raises(RestoreError, match="not a UUID"):
+        rp.galera_plan(_position(galera={"uuid": uuid, "seqno": 1234, "cluster_status": "Primary"}))
+    with pytest.raises(RestoreError, match="seqno"):
+        rp.galera_plan(_position(galera={"uuid": "6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a", "seqno": "12\nEOF"}))
 
 
 def test_restore_options_count_only_on_the_command_line(tmp_path, monkeypatch):
