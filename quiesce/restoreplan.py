@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import db, locking, optionfile, serverinfo, verify
 from .config import Settings, Target
 from .errors import ConfigError, ConnectError, RestoreError
-from .serverinfo import MARIADB, Server
+from .serverinfo import MARIADB, Server, sql_string
 from .verify import load_position
 
 PASSWORD_TOKEN = "\x00source-password\x00"
@@ -53,10 +53,6 @@ def parse_host_port(text: str) -> Tuple[str, int]:
     if not 0 < port < 65536:
         raise ConfigError("--as-replica-of %r: port must be 1-65535" % text)
     return match.group(1), port
-
-
-def sql_string(text: Any) -> str:
-    return "'" + str(text).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def source_coordinates(position: Dict[str, Any], host: str, port: int) -> Tuple[Dict[str, Any], str]:
@@ -113,22 +109,27 @@ def use_gtid(mode: str, coordinates: Dict[str, Any]) -> bool:
 
 
 def replica_statements(server: Server, host: str, port: int, user: Optional[str], coordinates: Dict[str, Any],
-                       gtid: bool, new_server_id: Optional[int]) -> List[str]:
-    """SQL, in order, for this server to replicate from host:port (password as PASSWORD_TOKEN)."""
+                       gtid: bool, new_server_id: Optional[int], escapes: bool = True) -> List[str]:
+    """SQL, in order, for this server to replicate from host:port (password as PASSWORD_TOKEN).
+
+    escapes: whether the session that runs them reads backslashes as escapes (sql_mode)."""
+    def quoted(text: Any) -> str:
+        return sql_string(text, escapes)
+
     # Without a chosen id the plan shows where it goes: a clone must not keep the original's.
     statements = ["SET GLOBAL server_id = %s" % (new_server_id if new_server_id is not None else "<new-server-id>")]
-    user_sql = sql_string(user) if user else "'<replication-user>'"
+    user_sql = quoted(user) if user else "'<replication-user>'"
     password_sql = PASSWORD_TOKEN
     if server.flavour == MARIADB:
         statements += ["STOP SLAVE", "RESET SLAVE ALL"]
         if gtid:
-            statements.append("SET GLOBAL gtid_slave_pos = %s" % sql_string(coordinates["gtid"]))
+            statements.append("SET GLOBAL gtid_slave_pos = %s" % quoted(coordinates["gtid"]))
             where = "MASTER_USE_GTID=slave_pos"
         else:
             where = "MASTER_LOG_FILE=%s, MASTER_LOG_POS=%d, MASTER_USE_GTID=no" % (
-                sql_string(coordinates["binlog_file"]), int(coordinates["binlog_position"]))
+                quoted(coordinates["binlog_file"]), int(coordinates["binlog_position"]))
         statements.append("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, %s"
-                          % (sql_string(host), port, user_sql, password_sql, where))
+                          % (quoted(host), port, user_sql, password_sql, where))
         statements.append("START SLAVE")
         return statements
     new_names = server.version >= (8, 0, 23)
@@ -140,14 +141,14 @@ def replica_statements(server: Server, host: str, port: int, user: Optional[str]
     where = "%s_SSL=1, " % word
     if gtid:
         statements.append("RESET BINARY LOGS AND GTIDS" if server.version >= (8, 4, 0) else "RESET MASTER")
-        statements.append("SET GLOBAL gtid_purged = %s" % sql_string(re.sub(r"\s+", "", coordinates["gtid"])))
+        statements.append("SET GLOBAL gtid_purged = %s" % quoted(re.sub(r"\s+", "", coordinates["gtid"])))
         where += "%s_AUTO_POSITION=1" % word
     else:
-        where += "%s_LOG_FILE=%s, %s_LOG_POS=%d" % (word, sql_string(coordinates["binlog_file"]), word,
+        where += "%s_LOG_FILE=%s, %s_LOG_POS=%d" % (word, quoted(coordinates["binlog_file"]), word,
                                                     int(coordinates["binlog_position"]))
     change = "CHANGE REPLICATION SOURCE TO" if new_names else "CHANGE MASTER TO"
     statements.append("%s %s_HOST=%s, %s_PORT=%d, %s_USER=%s, %s_PASSWORD=%s, %s"
-                      % (change, word, sql_string(host), word, port, word, user_sql, word, password_sql, where))
+                      % (change, word, quoted(host), word, port, word, user_sql, word, password_sql, where))
     statements.append("START %s" % noun)
     return statements
 
@@ -443,7 +444,7 @@ def _same_family(recorded: Server, current: Server) -> bool:
 
 
 def statements_for(server: Server, position: Dict[str, Any], host: str, port: int, mode: str, user: str,
-                   new_id: Optional[int]) -> List[str]:
+                   new_id: Optional[int], escapes: bool) -> List[str]:
     """The replica statements for the server being changed, which may run a newer version than
     the snapshot's (an 8.0 snapshot restored on 8.4 has no RESET MASTER any more)."""
     recorded = recorded_server(position)
@@ -454,8 +455,19 @@ def statements_for(server: Server, position: Dict[str, Any], host: str, port: in
         print("WARN  the snapshot was taken on %s, this server is %s: the statements are built for this server"
               % (recorded.label, server.label))
     coordinates, _origin = source_coordinates(position, host, port)
-    statements = replica_statements(server, host, port, user, coordinates, use_gtid(mode, coordinates), new_id)
+    statements = replica_statements(server, host, port, user, coordinates, use_gtid(mode, coordinates), new_id,
+                                    escapes)
     return [s for s in statements if not (new_id is None and s.startswith("SET GLOBAL server_id"))]
+
+
+def _statement_error(exc: db.DbError, had_password: bool) -> str:
+    """The server's message, or, for a statement that carried the password, a stand-in for it:
+    a syntax error quotes the statement from the point it stopped understanding, so any
+    part of the password (cut, escaped, after a quote) can be in it."""
+    if not had_password:
+        return exc.message
+    return ("the server refused it with error %s (its message is not shown: it may quote part of the password); "
+            "fix: check the source host, user and password in --source-credentials" % (exc.errno or "?"))
 
 
 def apply(target: Target, settings: Settings, position: Dict[str, Any], host: str, port: int, mode: str,
@@ -477,16 +489,17 @@ def _apply(conn: db.Connection, target: Target, position: Dict[str, Any], host: 
     check_restored_copy(conn, server, position, target.position_file)
     _check_uuid(conn, server, position)
     new_id = _new_server_id(conn, position, requested_server_id)
-    statements = statements_for(server, position, host, port, mode, user, new_id)
+    escapes = serverinfo.backslash_escapes(conn.query(serverinfo.SQL_MODE_STATEMENT)[0]["sql_mode"])
+    statements = statements_for(server, position, host, port, mode, user, new_id, escapes)
     if not confirmed:
         _confirm(target.address, len(statements))
     for statement in statements:
+        shown = statement.replace(PASSWORD_TOKEN, "'***'")
         try:
-            conn.execute(statement.replace(PASSWORD_TOKEN, sql_string(password)))
+            conn.execute(statement.replace(PASSWORD_TOKEN, serverinfo.sql_string(password, escapes)))
         except db.DbError as exc:
-            raise RestoreError("%s failed: %s" % (statement.replace(PASSWORD_TOKEN, "'***'"),
-                                                  exc.message.replace(password, "***")))
-        print("ok    %s" % statement.replace(PASSWORD_TOKEN, "'***'"))
+            raise RestoreError("%s failed: %s" % (shown, _statement_error(exc, PASSWORD_TOKEN in statement)))
+        print("ok    %s" % shown)
     channel = _wait_replica(conn, server, password)
     print("ok    replicating from %s:%s (IO and SQL threads running)" % (channel["source_host"],
                                                                      channel["source_port"]))

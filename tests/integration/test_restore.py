@@ -36,8 +36,8 @@ def _frozen_copies(mariadb, env, load, tmp_path, names=("snapshot",)):
     return dests
 
 
-def _boot(request, server, dest):
-    copy = server.boot_copy(dest)
+def _boot(request, server, dest, options=None):
+    copy = server.boot_copy(dest, options=options)
     request.addfinalizer(copy.cleanup)
     return copy
 
@@ -230,6 +230,28 @@ def test_apply_refuses_the_original_server(request, mariadb, quiesce_env, tmp_pa
     assert "it is not a copy restored from it" in result.stderr and "fix:" in result.stderr, result
     assert mariadb.replica_status() is None
     assert mariadb.value("SELECT @@GLOBAL.server_id") == 1
+
+
+def test_apply_quotes_for_a_server_without_backslash_escapes(request, mariadb, quiesce_env, tmp_path):
+    """sql_mode NO_BACKSLASH_ESCAPES on the copy, a password with a quote and a backslash: the
+    copy authenticates with it, and no part of it reaches the output."""
+    password = "a'b\\c"
+    mariadb.create_user("repl", password, grants=("REPLICATION SLAVE",), host="127.0.0.1")
+    assert quiesce_env.run("freeze").rc == 0
+    dest = str(tmp_path / "copy")
+    mariadb.copy_datadir(dest)
+    assert quiesce_env.run("thaw").rc == 0
+    copy = _boot(request, mariadb, dest, options={"sql-mode": "NO_BACKSLASH_ESCAPES"})
+    assert "NO_BACKSLASH_ESCAPES" in copy.value("SELECT @@GLOBAL.sql_mode")
+    env = _env_for(request, copy, quiesce_env.position_file)
+    credentials = _credentials_file(tmp_path, "repl", password.replace("\\", "\\\\"))
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port, "--server-id", "2",
+                     "--source-credentials", credentials, "--apply", "--yes")
+    for fragment in ("a'b", "b\\c", "\\c", "'b\\"):
+        assert fragment not in result.output, (fragment, result)
+    assert result.rc == 0, result
+    assert "replicating from 127.0.0.1:%d" % mariadb.port in result.stdout
+    copy.wait_caught_up(mariadb, timeout=60)
 
 
 def _replay(plan_output):

@@ -363,6 +363,7 @@ def _scripted_server(version, comment, position, **overrides):
         (r"SELECT @@GLOBAL.gtid", [{"gtid": position["gtid"]}]),
         (r"SELECT @@GLOBAL.server_uuid", [{"uuid": "4f22fa47-71ca-11e1-9e33-c80aa9429562"}]),
         (r"SELECT @@GLOBAL.server_id", [{"id": 12}]),
+        (r"SELECT @@SESSION.sql_mode", [{"sql_mode": "STRICT_TRANS_TABLES"}]),
         (r"SHOW (REPLICA|SLAVE) STATUS", [{"Replica_SQL_Running": "Yes", "Replica_IO_Running": "Yes",
                                            "Source_Host": "db1", "Source_Port": 3306}]),
     ]
@@ -402,3 +403,31 @@ def test_a_database_error_outside_the_statements_is_a_restore_error(monkeypatch)
     with pytest.raises(RestoreError, match=r"REPLICA MONITOR.*fix:") as caught:
         _apply(monkeypatch, server, position)
     assert caught.value.exit_code == 9
+
+
+def test_sql_strings_double_quotes_and_backslashes_only_where_they_escape():
+    assert si.sql_string("a'b\\c") == "'a''b\\\\c'"
+    assert si.sql_string("a'b\\c", backslash_escapes=False) == "'a''b\\c'"
+    assert si.backslash_escapes("STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO")
+    assert not si.backslash_escapes("STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES")
+    assert not si.backslash_escapes("no_backslash_escapes")
+
+
+def test_a_refused_statement_with_the_password_shows_none_of_the_server_message(monkeypatch, capsys):
+    """A syntax error quotes the statement from where the parser stopped: a cut or escaped part of
+    the password, which an exact replace would miss."""
+    position = _position()
+    password = "a'b\\c"
+    server = _scripted_server("10.11.6-MariaDB", "", position, **{
+        r"CHANGE MASTER": fakedb_error(1064, "You have an error in your SQL syntax; check the manual that "
+                                             "corresponds to your MariaDB server version for the right syntax "
+                                             "to use near 'b\\\\c', MASTER_USE_GTID=slave_pos' at line 1")})
+    monkeypatch.setattr(rp.locking, "connect", lambda target, settings: server.connect())
+    with pytest.raises(RestoreError) as caught:
+        rp.apply(TARGET, None, position, "db1", 3306, "auto", "repl", password, 12, True)
+    said = str(caught.value) + capsys.readouterr().out
+    for fragment in ("a'b", "b\\c", "\\c", "near"):
+        assert fragment not in said, said
+    assert "error 1064" in said and "fix:" in said
+    change = [s for s in server.statements() if s.startswith("CHANGE MASTER")]
+    assert "MASTER_PASSWORD='a''b\\\\c'" in change[0]
