@@ -301,17 +301,28 @@ def _check_tables(report: Report, name: str, conn: db.Connection, target: Target
             failure = None
             fired = remaining <= 0
             if not fired:
-                # KILL QUERY from a second connection: the drivers do not bound a running statement.
+                # KILL QUERY from a second connection bounds the statement; the driver's own read
+                # timeout (connect-timeout until now) must outlast it, or a slow but healthy
+                # check would end the connection first.
+                conn.set_timeout(remaining + settings.connect_timeout)
                 with locking.Watchdog(killer, conn.thread_id, remaining) as watchdog:
                     try:
                         rows = conn.query("CHECK TABLE %s QUICK" % full_name)
                     except db.DbError as exc:
                         failure = exc
+                conn.set_timeout(settings.connect_timeout)
                 fired = watchdog.fired or bool(failure and failure.errno in db.INTERRUPTED_ERRORS)
             if fired:
                 report.fail(RestoreError("%sCHECK TABLE did not finish within --check-timeout=%g s (%d of %d "
                                          "tables checked); fix: raise --check-timeout, or --skip-table-check"
                                          % (name, timeout, checked, len(tables))))
+                return
+            if failure is not None and db.is_lost(failure):
+                report.fail(RestoreError("%sthe connection was lost during CHECK TABLE %s (%s), %d of %d tables "
+                                         "checked; fix: look in the server's error log whether checking that table "
+                                         "crashed it, then REPAIR TABLE or restore it" % (name, full_name,
+                                                                                          failure.message, checked,
+                                                                                          len(tables))))
                 return
             if failure is not None:
                 bad.append("%s: %s" % (full_name, failure.message))

@@ -315,6 +315,33 @@ def test_table_check_is_bounded_by_check_timeout(mariadb, quiesce_env):
     assert "CHECK TABLE did not finish within --check-timeout=1 s" in result.stdout, result
 
 
+def test_a_table_check_longer_than_connect_timeout_passes_within_check_timeout(mariadb, quiesce_env):
+    """connect-timeout = 1 and a CHECK TABLE that waits longer (another session holds the table
+    with LOCK TABLES ... WRITE and lets go only once the check has waited 1.5 s, as the server
+    counts it): within --check-timeout that is no table problem."""
+    mariadb.sql("CREATE TABLE quiesce_probe.busy (a INT) ENGINE=MyISAM")
+    mariadb.sql("INSERT INTO quiesce_probe.busy VALUES (1), (2)")
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    quiesce_env.write_config(connect_timeout=1)
+    holder = mariadb.connect()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLES quiesce_probe.busy WRITE")
+        running = quiesce_env.start("verify", "--check-timeout", "60")
+        wait_for(lambda: mariadb.value("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE "
+                                       "'CHECK TABLE %%busy%%' AND TIME_MS > 1500"), 60,
+                 what="verify's CHECK TABLE to wait longer than connect-timeout")
+        with holder.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+        result = running.wait(60)
+    finally:
+        holder.close()
+    assert result.rc == 0, result
+    assert not _lines(result, "FAIL"), result
+    assert re.search(r"ok +\d+ MyISAM/Aria table\(s\) check clean", result.stdout), result
+
+
 @pytest.mark.parametrize("replication", ["gtid", "position"])
 def test_snapshot_of_a_replica_follows_its_source_from_the_recorded_coordinates(
         request, mariadb, replica_of, writers, tmp_path, replication):
