@@ -372,7 +372,7 @@ def _check_uuid(conn: db.Connection, server: Server, position: Dict[str, Any]) -
                            "its data directory, start it, then apply again" % current)
 
 
-def check_restored_copy(conn: db.Connection, server: Server, position: Dict[str, Any], path: str) -> None:
+def check_restored_copy(conn: db.Connection, server: Server, position: Dict[str, Any], target: Target) -> None:
     """Refuse unless this server is a copy restored from the snapshot the position file belongs to.
 
     The plan starts replication from the file's coordinates: from any other data it would
@@ -383,12 +383,15 @@ def check_restored_copy(conn: db.Connection, server: Server, position: Dict[str,
         raise RestoreError("refused: this server has been running since %s, before the snapshot was taken (%s): "
                            "it is not a copy restored from it; fix: run restore-plan on the server restored from "
                            "the snapshot" % (started, position.get("locked_at")))
-    mismatches = verify.snapshot_mismatches(conn, server, position)
+    mismatches = verify.snapshot_mismatches(conn, server, position, target.is_local)
     if mismatches:
-        raise RestoreError("refused: this server's data does not match the position file %s: %s; fix: restore "
-                           "from a snapshot taken while quiesce held the lock (freeze exit 0) and pass the "
-                           "position file that snapshot holds with --position-file; quiesce verify shows every "
-                           "check" % (path, "; ".join(mismatches)))
+        # The index check names its own fix; the others share one.
+        data = [m for m in mismatches if not m.startswith("binlog index check:")]
+        raise RestoreError("refused: this server's data does not match the position file %s: %s%s"
+                           % (target.position_file, "; ".join(mismatches),
+                              "; fix: restore from a snapshot taken while quiesce held the lock (freeze exit 0) and "
+                              "pass the position file that snapshot holds with --position-file; quiesce verify "
+                              "shows every check" if data else ""))
 
 
 def check_galera_target(target: Target, settings: Settings, position: Dict[str, Any]) -> None:
@@ -406,7 +409,7 @@ def check_galera_target(target: Target, settings: Settings, position: Dict[str, 
                          "quiesce verify, and stop it\n" % (target.address, exc))
         return
     try:
-        check_restored_copy(conn, locking.identify_server(conn), position, target.position_file)
+        check_restored_copy(conn, locking.identify_server(conn), position, target)
     except db.DbError as exc:
         raise RestoreError("cannot compare the server with the position file: %s; fix: check the account's "
                            "privileges (BINLOG MONITOR, or REPLICATION CLIENT on MySQL)" % exc)
@@ -486,7 +489,7 @@ def apply(target: Target, settings: Settings, position: Dict[str, Any], host: st
 def _apply(conn: db.Connection, target: Target, position: Dict[str, Any], host: str, port: int, mode: str,
            user: str, password: str, requested_server_id: Optional[int], confirmed: bool) -> None:
     server = locking.identify_server(conn)
-    check_restored_copy(conn, server, position, target.position_file)
+    check_restored_copy(conn, server, position, target)
     _check_uuid(conn, server, position)
     new_id = _new_server_id(conn, position, requested_server_id)
     escapes = serverinfo.backslash_escapes(conn.query(serverinfo.SQL_MODE_STATEMENT)[0]["sql_mode"])

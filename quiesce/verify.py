@@ -90,6 +90,29 @@ def binlog_findings(recorded_file: str, recorded_position: int,
     return None, later
 
 
+INDEX_STATEMENT = ("SELECT @@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename AS log_bin_basename, "
+                   "@@GLOBAL.log_bin_index AS log_bin_index, @@GLOBAL.relay_log_index AS relay_log_index")
+
+
+def index_outsiders(lines: Sequence[str], datadir: str, log_dirs: Sequence[str]) -> List[str]:
+    """Files an index (binlog.index, relay-log.index) names outside this server's directories.
+
+    A relative name is read from the datadir, as the server reads it; an absolute one must
+    lie in the datadir or in the directory the server writes these logs to (log_bin =
+    /var/log/mysql/... is a setup of its own, not a copy).
+    """
+    homes = [os.path.realpath(d) for d in [datadir, *log_dirs] if d]
+    outside = []
+    for line in lines:
+        name = line.strip()
+        if not name:
+            continue
+        path = os.path.realpath(os.path.join(datadir, name))
+        if not any(path == home or path.startswith(home.rstrip("/") + "/") for home in homes):
+            outside.append(name)
+    return outside
+
+
 def transactions_in(events: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Events of SHOW BINLOG EVENTS that the server did not write by itself at start-up."""
     return [e for e in events if e.get("Event_type") not in HOUSEKEEPING_EVENTS]
@@ -203,6 +226,40 @@ def _check_identity(report: Report, name: str, path: str, position: Dict[str, An
         report.ok("%sposition file %s (locked %s with %s) belongs to this server (server_id %s%s)"
                   % (name, path, position.get("locked_at"), position.get("lock"), current.get("server_id"),
                      ", server_uuid %s" % current["server_uuid"] if current.get("server_uuid") else ""))
+
+
+def _check_indexes(report: Report, name: str, conn: db.Connection, local: bool) -> None:
+    row = conn.query(INDEX_STATEMENT)[0]
+    datadir = str(row.get("datadir") or "")
+    indexes = ((row.get("log_bin_index"), os.path.dirname(str(row.get("log_bin_basename") or ""))),
+               (row.get("relay_log_index"), os.path.dirname(str(row.get("relay_log_index") or ""))))
+    for index, log_dir in indexes:
+        if not index:
+            continue
+        index = os.path.join(datadir, str(index))
+        if not local:
+            report.warn("%s%s is a file on the server's own host: the log names in it were not checked; run verify "
+                        "there" % (name, index))
+            continue
+        try:
+            with open(index, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read().splitlines()
+        except FileNotFoundError:
+            continue            # no relay log yet: nothing to follow
+        except OSError as exc:
+            report.warn("%scannot read %s (%s): the log names in it were not checked; run verify as root on the "
+                        "server's host" % (name, index, exc.strerror))
+            continue
+        outside = index_outsiders(lines, datadir, [log_dir])
+        if outside:
+            report.fail(RestoreError(
+                "%s%s names %s, outside this server's data directory %s: a copy booted at another path reads the "
+                "original's logs through it and reports their state as its own; fix: stop the server, rewrite the "
+                "paths in %s to name files in %s (e.g. relative ./%s), and start it again"
+                % (name, os.path.basename(index), outside[0], datadir, index, datadir.rstrip("/") or "/",
+                   os.path.basename(outside[0]))))
+            return
+    report.ok("%sthe binlog and relay-log indexes name files of this server only" % name)
 
 
 def _check_binlog(report: Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
@@ -363,10 +420,12 @@ def original_server(conn: db.Connection, position: Dict[str, Any]) -> Optional[s
     return running_since_before(now, uptime, position.get("locked_at"))
 
 
-def snapshot_mismatches(conn: db.Connection, server: serverinfo.Server, position: Dict[str, Any]) -> List[str]:
-    """What verify's binlog and GTID checks find wrong, each named by its check ([] when the
-    data is the snapshot's): run before anything is changed on the strength of the file."""
-    checks = (("binlog", lambda r: _check_binlog(r, "", conn, position)),
+def snapshot_mismatches(conn: db.Connection, server: serverinfo.Server, position: Dict[str, Any],
+                        local: bool) -> List[str]:
+    """What verify's index, binlog and GTID checks find wrong, each named by its check ([] when
+    the data is the snapshot's): run before anything is changed on the strength of the file."""
+    checks = (("binlog index", lambda r: _check_indexes(r, "", conn, local)),
+              ("binlog", lambda r: _check_binlog(r, "", conn, position)),
               ("GTID", lambda r: _check_gtid(r, "", conn, server, position)))
     found = []
     for label, check in checks:
@@ -387,6 +446,7 @@ def verify_target(report: Report, target: Target, settings: Settings, many: bool
     try:
         server = locking.identify_server(conn)
         _check_identity(report, name, target.position_file, position, server, _identity(conn, server))
+        _check_indexes(report, name, conn, target.is_local)
         _check_binlog(report, name, conn, position)
         _check_gtid(report, name, conn, server, position)
         _check_recovery(report, name, conn, server, target.is_local)

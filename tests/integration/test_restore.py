@@ -103,6 +103,37 @@ def test_verify_passes_on_a_frozen_copy_and_fails_on_unlocked_and_truncated_ones
     assert "short of the recorded position" in cut.stdout and "GTID state" in cut.stdout, cut
 
 
+def test_a_copy_whose_binlog_index_names_the_originals_files_is_refused(request, mariadb_factory, tmp_path):
+    """log-bin given as an absolute path writes absolute names into binlog.index. A copy booted
+    at another path (its own log-bin there) follows those names to the live original's
+    binlog and reports the original's state as its own: verify and --apply refuse it."""
+    original_dir = str(tmp_path / "original")
+    original = mariadb_factory(name="absolute", datadir=original_dir,
+                               options={"log-bin": os.path.join(original_dir, "binlog")})
+    env = _env_for(request, original)
+    assert env.run("freeze").rc == 0
+    dest = str(tmp_path / "elsewhere")
+    original.copy_datadir(dest)
+    assert env.run("thaw").rc == 0
+    with open(os.path.join(dest, "binlog.index")) as handle:
+        assert handle.read().startswith(original_dir + "/binlog."), "the index must name absolute paths"
+    original.sql("CREATE TABLE quiesce_probe.after_snapshot (a INT)")
+    copy = _boot(request, original, dest, options={"log-bin": os.path.join(dest, "binlog")})
+    copy_env = _env_for(request, copy, env.position_file)
+
+    verified = copy_env.run("verify", "--skip-table-check")
+    assert verified.rc == 9, verified
+    fail = [line for line in _lines(verified, "FAIL") if "binlog.index" in line]
+    assert fail and original_dir + "/binlog.000001" in fail[0] and "outside" in fail[0] and dest in fail[0], verified
+    assert "fix: stop the server, rewrite" in fail[0], verified
+
+    credentials = _credentials_file(tmp_path, "repl", "x")
+    applied = copy_env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % original.port, "--server-id", "2",
+                           "--source-credentials", credentials, "--apply", "--yes")
+    assert applied.rc == 9 and "binlog index check:" in applied.stderr, applied
+    assert copy.replica_status() is None
+
+
 def test_verify_says_when_the_position_file_is_missing_or_foreign(request, mariadb, mariadb_factory, quiesce_env):
     assert quiesce_env.run("freeze").rc == 0
     assert quiesce_env.run("thaw").rc == 0

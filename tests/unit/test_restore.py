@@ -85,6 +85,18 @@ def test_missing_binlog_file_is_named():
     assert "binlog.000003 recorded in the position file is not on this server (it has binlog.000009)" in found
 
 
+def test_index_entries_must_name_files_of_this_server():
+    here = ["./binlog.000001", "/var/lib/mysql/binlog.000002", ""]
+    assert vf.index_outsiders(here, "/var/lib/mysql/", ["/var/lib/mysql"]) == []
+    # A copy at another path whose index still names the original's files.
+    assert vf.index_outsiders(here, "/srv/restore/mysql/", ["/srv/restore/mysql"]) == [
+        "/var/lib/mysql/binlog.000002"]
+    # Binary logs kept out of the datadir by configuration, and a name that only starts alike.
+    assert vf.index_outsiders(["/var/log/mysql/mariadb-bin.000007"], "/var/lib/mysql/", ["/var/log/mysql"]) == []
+    assert vf.index_outsiders(["/var/lib/mysql-old/binlog.000001", "../binlog.000001"], "/var/lib/mysql/",
+                              ["/var/lib/mysql"]) == ["/var/lib/mysql-old/binlog.000001", "../binlog.000001"]
+
+
 def test_start_up_events_are_not_transactions():
     # A MySQL 8.4 binlog opened at start-up, then one transaction (SHOW BINLOG EVENTS rows).
     mysql = [{"Log_name": "mysql-bin.000013", "Pos": 4, "Event_type": "Format_desc", "End_log_pos": 127},
@@ -364,6 +376,9 @@ def _scripted_server(version, comment, position, **overrides):
         (r"SELECT @@GLOBAL.server_uuid", [{"uuid": "4f22fa47-71ca-11e1-9e33-c80aa9429562"}]),
         (r"SELECT @@GLOBAL.server_id", [{"id": 12}]),
         (r"SELECT @@SESSION.sql_mode", [{"sql_mode": "STRICT_TRANS_TABLES"}]),
+        (r"SELECT @@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename",
+         [{"datadir": "/nonexistent/quiesce-test/", "log_bin_basename": "/nonexistent/quiesce-test/binlog",
+           "log_bin_index": "/nonexistent/quiesce-test/binlog.index", "relay_log_index": None}]),
         (r"SHOW (REPLICA|SLAVE) STATUS", [{"Replica_SQL_Running": "Yes", "Replica_IO_Running": "Yes",
                                            "Source_Host": "db1", "Source_Port": 3306}]),
     ]
