@@ -134,6 +134,27 @@ def test_a_copy_whose_binlog_index_names_the_originals_files_is_refused(request,
     assert copy.replica_status() is None
 
 
+def test_a_replica_copy_whose_relay_log_index_names_the_originals_files_fails_verify(
+        request, mariadb, mariadb_factory, tmp_path):
+    replica_dir = str(tmp_path / "replica")
+    replica = mariadb_factory(name="replica", server_id=2, datadir=replica_dir,
+                              options={"relay-log": os.path.join(replica_dir, "relay-bin"),
+                                       "log-slave-updates": None})
+    replica.replicate_from(mariadb)
+    mariadb.sql("CREATE TABLE quiesce_probe.relayed (a INT)")
+    replica.wait_caught_up(mariadb)
+    env = _env_for(request, replica)
+    assert env.run("freeze").rc == 0
+    dest = str(tmp_path / "elsewhere")
+    replica.copy_datadir(dest)
+    assert env.run("thaw").rc == 0
+    copy = _boot(request, replica, dest, options={"relay-log": os.path.join(dest, "relay-bin")})
+    verified = _env_for(request, copy, env.position_file).run("verify", "--skip-table-check")
+    assert verified.rc == 9, verified
+    fail = [line for line in _lines(verified, "FAIL") if "relay-bin.index" in line]
+    assert fail and replica_dir + "/relay-bin." in fail[0] and "outside" in fail[0], verified
+
+
 def test_verify_says_when_the_position_file_is_missing_or_foreign(request, mariadb, mariadb_factory, quiesce_env):
     assert quiesce_env.run("freeze").rc == 0
     assert quiesce_env.run("thaw").rc == 0
