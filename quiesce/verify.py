@@ -233,6 +233,7 @@ def _check_indexes(report: Report, name: str, conn: db.Connection, local: bool) 
     datadir = str(row.get("datadir") or "")
     indexes = ((row.get("log_bin_index"), os.path.dirname(str(row.get("log_bin_basename") or ""))),
                (row.get("relay_log_index"), os.path.dirname(str(row.get("relay_log_index") or ""))))
+    read = []
     for index, log_dir in indexes:
         if not index:
             continue
@@ -250,6 +251,7 @@ def _check_indexes(report: Report, name: str, conn: db.Connection, local: bool) 
             report.warn("%scannot read %s (%s): the log names in it were not checked; run verify as root on the "
                         "server's host" % (name, index, exc.strerror))
             continue
+        read.append(os.path.basename(index))
         outside = index_outsiders(lines, datadir, [log_dir])
         if outside:
             report.fail(RestoreError(
@@ -259,7 +261,8 @@ def _check_indexes(report: Report, name: str, conn: db.Connection, local: bool) 
                 % (name, os.path.basename(index), outside[0], datadir, index, datadir.rstrip("/") or "/",
                    os.path.basename(outside[0]))))
             return
-    report.ok("%sthe binlog and relay-log indexes name files of this server only" % name)
+    if read:
+        report.ok("%s%s name(s) files of this server only" % (name, " and ".join(read)))
 
 
 def _check_binlog(report: Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:

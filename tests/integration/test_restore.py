@@ -91,6 +91,7 @@ def test_verify_passes_on_a_frozen_copy_and_fails_on_unlocked_and_truncated_ones
     assert "binlog ends exactly at the recorded %s:%s" % (position["binlog_file"], position["binlog_position"]) in said
     assert "GTID state gtid_binlog_pos = %r, as recorded" % position["gtid"] in said
     assert "no errors logged since the server started" in said
+    assert re.search(r"ok +binlog\.index( and \S+)? name\(s\) files of this server only", said), said
     assert re.search(r"ok +\d+ MyISAM/Aria table\(s\) check clean", said), said
 
     bad = results["unlocked"]
