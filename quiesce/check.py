@@ -4,28 +4,13 @@ import os
 import subprocess
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from . import db, locking, paths, selinux, serverinfo, state
 from .agentcheck import check_agents
 from .config import Settings
 from .errors import Busy, ConfigError, ConnectError, Exit, PrivilegeError, QuiesceError
-
-
-class _Report:
-    def __init__(self) -> None:
-        self.failure: Optional[QuiesceError] = None
-
-    def ok(self, text: str) -> None:
-        print("ok    %s" % text)
-
-    def warn(self, text: str) -> None:
-        print("WARN  %s" % text)
-
-    def fail(self, error: QuiesceError) -> None:
-        print("FAIL  %s" % error)
-        if self.failure is None:
-            self.failure = error
+from .report import Report
 
 
 def hook_registrations(hook_dirs=paths.HOOK_DIRS, legacy=paths.LEGACY_HOOKS,
@@ -92,7 +77,7 @@ def _needed_by_freeze(recommended: List[str], settings: Settings) -> List[str]:
     return needed
 
 
-def _check_target(report: _Report, target, settings: Settings) -> None:
+def _check_target(report: Report, target, settings: Settings) -> None:
     try:
         conn = locking.connect(target, settings)
     except QuiesceError as exc:
@@ -159,7 +144,7 @@ def _check_target(report: _Report, target, settings: Settings) -> None:
 CYCLE_CALLER = "check-cycle"
 
 
-def _cycle(report: _Report, settings: Settings) -> None:
+def _cycle(report: Report, settings: Settings) -> None:
     from . import freeze, thaw
     files = state.RuntimeFiles(settings.runtime_dir)
     current = files.read_state() if state.ensure_runtime_dir(settings.runtime_dir, create=False) else None
@@ -197,7 +182,7 @@ def _tool_output(argv: List[str]) -> str:
         return ""
 
 
-def check_selinux(report: "_Report", registrations: List[Tuple[str, str]]) -> None:
+def check_selinux(report: Report, registrations: List[Tuple[str, str]]) -> None:
     """Will the agents' confined domains be allowed to run the entry files our links lead to?"""
     entries = sorted({os.path.realpath(entry) for _runner, entry in registrations} & set(selinux.ENTRY_TYPES))
     enforce = _tool_output(["getenforce"]) if entries else ""
@@ -216,7 +201,7 @@ def check_selinux(report: "_Report", registrations: List[Tuple[str, str]]) -> No
 
 
 def run(settings: Settings) -> int:
-    report = _Report()
+    report = Report()
     report.ok("config: %s" % (settings.config_file or "no config file, built-in defaults"))
     try:
         present = state.ensure_runtime_dir(settings.runtime_dir, create=False)

@@ -24,10 +24,10 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import db, locking, optionfile, serverinfo
+from . import db, locking, optionfile, serverinfo, verify
 from .config import Settings, Target
-from .errors import ConfigError, RestoreError
-from .serverinfo import MARIADB, Server
+from .errors import ConfigError, ConnectError, RestoreError
+from .serverinfo import MARIADB, Server, sql_string
 from .verify import load_position
 
 PASSWORD_TOKEN = "\x00source-password\x00"
@@ -55,24 +55,44 @@ def parse_host_port(text: str) -> Tuple[str, int]:
     return match.group(1), port
 
 
-def sql_string(text: Any) -> str:
-    return "'" + str(text).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def source_coordinates(position: Dict[str, Any], host: str, port: int) -> Tuple[Dict[str, Any], str]:
     """(coordinates, where they come from) to replicate from host:port.
 
     A snapshot of a replica holds its source's coordinates too: when host:port is that
     source, those are the ones to start from.
     """
-    for channel in position.get("replica") or []:
-        if channel.get("source_host") == host and int(channel.get("source_port") or 3306) == port:
+    channels = position.get("replica") or []
+    for channel in channels:
+        if _same_host(channel.get("source_host"), host) and int(channel.get("source_port") or 3306) == port:
             return ({"binlog_file": channel.get("source_log_file"),
                      "binlog_position": channel.get("source_log_position"), "gtid": channel.get("gtid")},
                     "the snapshot's replication coordinates from %s:%d (it was taken on a replica of it)"
                     % (host, port))
     return ({"binlog_file": position.get("binlog_file"), "binlog_position": position.get("binlog_position"),
              "gtid": position.get("gtid")}, "the snapshot's own binlog coordinates")
+
+
+def _same_host(recorded: Any, given: str) -> bool:
+    # Text only: a name lookup here could wait on DNS, and two names of one host are for the
+    # user to settle (the refusal below names what was recorded).
+    return str(recorded or "").lower() == given.lower()
+
+
+def unrecorded_source(position: Dict[str, Any], host: str, port: int) -> Optional[str]:
+    """Why host:port may not be what the user means, for a snapshot of a replica, else None.
+
+    The snapshot of a replica holds its source's coordinates and its own. A host that is
+    neither that source, as recorded, nor the snapshot's own server may be the source under
+    another name (an address), where the replica's own file and position mean nothing.
+    """
+    channels = position.get("replica") or []
+    if not channels or _same_host(position.get("hostname"), host):
+        return None
+    if source_coordinates(position, host, port)[1] != "the snapshot's own binlog coordinates":
+        return None
+    recorded = ", ".join("%s:%s" % (c.get("source_host"), c.get("source_port") or 3306) for c in channels)
+    return ("%s:%d is neither the source the snapshot recorded (%s) nor the snapshot's own server (%s)"
+            % (host, port, recorded, position.get("hostname") or "?"))
 
 
 def use_gtid(mode: str, coordinates: Dict[str, Any]) -> bool:
@@ -89,22 +109,27 @@ def use_gtid(mode: str, coordinates: Dict[str, Any]) -> bool:
 
 
 def replica_statements(server: Server, host: str, port: int, user: Optional[str], coordinates: Dict[str, Any],
-                       gtid: bool, new_server_id: Optional[int]) -> List[str]:
-    """SQL, in order, for this server to replicate from host:port (password as PASSWORD_TOKEN)."""
+                       gtid: bool, new_server_id: Optional[int], escapes: bool = True) -> List[str]:
+    """SQL, in order, for this server to replicate from host:port (password as PASSWORD_TOKEN).
+
+    escapes: whether the session that runs them reads backslashes as escapes (sql_mode)."""
+    def quoted(text: Any) -> str:
+        return sql_string(text, escapes)
+
     # Without a chosen id the plan shows where it goes: a clone must not keep the original's.
     statements = ["SET GLOBAL server_id = %s" % (new_server_id if new_server_id is not None else "<new-server-id>")]
-    user_sql = sql_string(user) if user else "'<replication-user>'"
+    user_sql = quoted(user) if user else "'<replication-user>'"
     password_sql = PASSWORD_TOKEN
     if server.flavour == MARIADB:
         statements += ["STOP SLAVE", "RESET SLAVE ALL"]
         if gtid:
-            statements.append("SET GLOBAL gtid_slave_pos = %s" % sql_string(coordinates["gtid"]))
+            statements.append("SET GLOBAL gtid_slave_pos = %s" % quoted(coordinates["gtid"]))
             where = "MASTER_USE_GTID=slave_pos"
         else:
             where = "MASTER_LOG_FILE=%s, MASTER_LOG_POS=%d, MASTER_USE_GTID=no" % (
-                sql_string(coordinates["binlog_file"]), int(coordinates["binlog_position"]))
+                quoted(coordinates["binlog_file"]), int(coordinates["binlog_position"]))
         statements.append("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, %s"
-                          % (sql_string(host), port, user_sql, password_sql, where))
+                          % (quoted(host), port, user_sql, password_sql, where))
         statements.append("START SLAVE")
         return statements
     new_names = server.version >= (8, 0, 23)
@@ -116,14 +141,14 @@ def replica_statements(server: Server, host: str, port: int, user: Optional[str]
     where = "%s_SSL=1, " % word
     if gtid:
         statements.append("RESET BINARY LOGS AND GTIDS" if server.version >= (8, 4, 0) else "RESET MASTER")
-        statements.append("SET GLOBAL gtid_purged = %s" % sql_string(re.sub(r"\s+", "", coordinates["gtid"])))
+        statements.append("SET GLOBAL gtid_purged = %s" % quoted(re.sub(r"\s+", "", coordinates["gtid"])))
         where += "%s_AUTO_POSITION=1" % word
     else:
-        where += "%s_LOG_FILE=%s, %s_LOG_POS=%d" % (word, sql_string(coordinates["binlog_file"]), word,
+        where += "%s_LOG_FILE=%s, %s_LOG_POS=%d" % (word, quoted(coordinates["binlog_file"]), word,
                                                     int(coordinates["binlog_position"]))
     change = "CHANGE REPLICATION SOURCE TO" if new_names else "CHANGE MASTER TO"
     statements.append("%s %s_HOST=%s, %s_PORT=%d, %s_USER=%s, %s_PASSWORD=%s, %s"
-                      % (change, word, sql_string(host), word, port, word, user_sql, word, password_sql, where))
+                      % (change, word, quoted(host), word, port, word, user_sql, word, password_sql, where))
     statements.append("START %s" % noun)
     return statements
 
@@ -133,9 +158,20 @@ def replica_plan(position: Dict[str, Any], host: str, port: int, mode: str, user
     server = recorded_server(position)
     coordinates, origin = source_coordinates(position, host, port)
     gtid = use_gtid(mode, coordinates)
+    surprise = unrecorded_source(position, host, port)
+    if surprise and not gtid:
+        first = (position.get("replica") or [{}])[0]
+        raise RestoreError("%s: the plan would start from the snapshot's own binlog file and position, which mean "
+                           "nothing on another server; fix: --as-replica-of %s:%s to follow the recorded source, "
+                           "--as-replica-of %s to replicate from the snapshot's own server, or --replication gtid"
+                           % (surprise, first.get("source_host"), first.get("source_port") or 3306,
+                              position.get("hostname")))
     at = ("GTID %s" % coordinates["gtid"] if gtid
           else "%s:%s" % (coordinates["binlog_file"], coordinates["binlog_position"]))
     steps = ["Start from %s: %s." % (origin, at)]
+    if surprise:
+        steps.append("Warning: %s; GTIDs name the same transactions on every server of the topology, so the "
+                     "snapshot's GTID state is used." % surprise)
     old_id = position.get("server_id")
     group = "mariadbd" if server.flavour == MARIADB else "mysqld"
     steps.append("Identity: a clone keeps the original's server_id (%s), and a replica skips every event that "
@@ -265,10 +301,20 @@ def pitr_plan(position: Dict[str, Any], until: str, binlog_dir: str, names: Sequ
     return Plan("Point-in-time recovery up to %s" % until, steps, [command], check)
 
 
+GALERA_UUID = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+
 def galera_plan(position: Dict[str, Any]) -> Plan:
     galera = position.get("galera")
     if not galera or not galera.get("uuid") or galera.get("seqno") is None:
         raise RestoreError("the position file holds no Galera state: the snapshot was not taken on a Galera node")
+    # Both go into a heredoc that a root shell runs: nothing else may end it.
+    if not isinstance(galera["uuid"], str) or not GALERA_UUID.match(galera["uuid"]):
+        raise RestoreError("the position file's Galera uuid %r is not a UUID; fix: pass the position file the "
+                           "snapshot holds with --position-file" % (galera["uuid"],))
+    if isinstance(galera["seqno"], bool) or not isinstance(galera["seqno"], int):
+        raise RestoreError("the position file's Galera seqno %r is not a number; fix: pass the position file the "
+                           "snapshot holds with --position-file" % (galera["seqno"],))
     datadir = str(position.get("datadir") or "/var/lib/mysql")
     path = os.path.join(datadir, "grastate.dat")
     content = ("# GALERA saved state\nversion: 2.1\nuuid:    %s\nseqno:   %d\nsafe_to_bootstrap: 0\n"
@@ -326,6 +372,51 @@ def _check_uuid(conn: db.Connection, server: Server, position: Dict[str, Any]) -
                            "its data directory, start it, then apply again" % current)
 
 
+def check_restored_copy(conn: db.Connection, server: Server, position: Dict[str, Any], target: Target) -> None:
+    """Refuse unless this server is a copy restored from the snapshot the position file belongs to.
+
+    The plan starts replication from the file's coordinates: from any other data it would
+    apply again (or skip) transactions, and on the original it would reconfigure a live server.
+    """
+    started = verify.original_server(conn, position)
+    if started:
+        raise RestoreError("refused: this server has been running since %s, before the snapshot was taken (%s): "
+                           "it is not a copy restored from it; fix: run restore-plan on the server restored from "
+                           "the snapshot" % (started, position.get("locked_at")))
+    mismatches = verify.snapshot_mismatches(conn, server, position, target.is_local)
+    if mismatches:
+        # The index check names its own fix; the others share one.
+        data = [m for m in mismatches if not m.startswith("binlog index check:")]
+        raise RestoreError("refused: this server's data does not match the position file %s: %s%s"
+                           % (target.position_file, "; ".join(mismatches),
+                              "; fix: restore from a snapshot taken while quiesce held the lock (freeze exit 0) and "
+                              "pass the position file that snapshot holds with --position-file; quiesce verify "
+                              "shows every check" if data else ""))
+
+
+def check_galera_target(target: Target, settings: Settings, position: Dict[str, Any]) -> None:
+    """--galera: refuse when the server answers and is not the snapshot's copy.
+
+    The restored node normally stays stopped until its grastate.dat is written (started
+    first, it would ask for a full state transfer), so a server that does not answer only
+    earns a warning.
+    """
+    try:
+        conn = locking.connect(target, settings)
+    except ConnectError as exc:
+        sys.stderr.write("WARN  the server at %s does not answer (%s): the data was not compared with the position "
+                         "file; to compare it first, start the restored server once with wsrep_provider=none, run "
+                         "quiesce verify, and stop it\n" % (target.address, exc))
+        return
+    try:
+        check_restored_copy(conn, locking.identify_server(conn), position, target)
+    except db.DbError as exc:
+        raise RestoreError("cannot compare the server with the position file: %s; fix: check the account's "
+                           "privileges (BINLOG MONITOR, or REPLICATION CLIENT on MySQL)" % exc)
+    finally:
+        conn.close()
+
+
 def _confirm(address: str, count: int) -> None:
     if not sys.stdin.isatty():
         raise ConfigError("--apply asks before changing the server, but there is no terminal; fix: add --yes")
@@ -350,33 +441,74 @@ def _wait_replica(conn: db.Connection, server: Server, password: str) -> Dict[st
         time.sleep(0.2)
 
 
-def apply(plan: Plan, target: Target, settings: Settings, position: Dict[str, Any], user: str,
-          password: str, requested_server_id: Optional[int], confirmed: bool) -> None:
+def _same_family(recorded: Server, current: Server) -> bool:
+    """MySQL and Percona Server take the same replication statements; MariaDB its own."""
+    return (recorded.flavour == MARIADB) == (current.flavour == MARIADB)
+
+
+def statements_for(server: Server, position: Dict[str, Any], host: str, port: int, mode: str, user: str,
+                   new_id: Optional[int], escapes: bool) -> List[str]:
+    """The replica statements for the server being changed, which may run a newer version than
+    the snapshot's (an 8.0 snapshot restored on 8.4 has no RESET MASTER any more)."""
+    recorded = recorded_server(position)
+    if not _same_family(recorded, server):
+        raise RestoreError("the snapshot is from %s, this server is %s: its statements do not apply here; fix: "
+                           "restore the snapshot onto the same kind of server" % (recorded.label, server.label))
+    if recorded.version != server.version:
+        print("WARN  the snapshot was taken on %s, this server is %s: the statements are built for this server"
+              % (recorded.label, server.label))
+    coordinates, _origin = source_coordinates(position, host, port)
+    statements = replica_statements(server, host, port, user, coordinates, use_gtid(mode, coordinates), new_id,
+                                    escapes)
+    return [s for s in statements if not (new_id is None and s.startswith("SET GLOBAL server_id"))]
+
+
+def _statement_error(exc: db.DbError, had_password: bool) -> str:
+    """The server's message, or, for a statement that carried the password, a stand-in for it:
+    a syntax error quotes the statement from the point it stopped understanding, so any
+    part of the password (cut, escaped, after a quote) can be in it."""
+    if not had_password:
+        return exc.message
+    return ("the server refused it with error %s (its message is not shown: it may quote part of the password); "
+            "fix: check the source host, user and password in --source-credentials" % (exc.errno or "?"))
+
+
+def apply(target: Target, settings: Settings, position: Dict[str, Any], host: str, port: int, mode: str,
+          user: str, password: str, requested_server_id: Optional[int], confirmed: bool) -> None:
     conn = locking.connect(target, settings)
     try:
-        server = locking.identify_server(conn)
-        _check_uuid(conn, server, position)
-        new_id = _new_server_id(conn, position, requested_server_id)
-        statements = [s for s in plan.statements if not s.startswith("SET GLOBAL server_id")]
-        if new_id is not None:
-            statements.insert(0, "SET GLOBAL server_id = %d" % new_id)
-        if not confirmed:
-            _confirm(target.address, len(statements))
-        for statement in statements:
-            try:
-                conn.execute(statement.replace(PASSWORD_TOKEN, sql_string(password)))
-            except db.DbError as exc:
-                raise RestoreError("%s failed: %s" % (statement.replace(PASSWORD_TOKEN, "'***'"),
-                                                      exc.message.replace(password, "***")))
-            print("ok    %s" % statement.replace(PASSWORD_TOKEN, "'***'"))
-        channel = _wait_replica(conn, server, password)
-        print("ok    replicating from %s:%s (IO and SQL threads running)" % (channel["source_host"],
-                                                                         channel["source_port"]))
-        if new_id is not None:
-            print("WARN  server_id %d lasts until the server restarts: set server_id = %d in its configuration"
-                  % (new_id, new_id))
+        _apply(conn, target, position, host, port, mode, user, password, requested_server_id, confirmed)
+    except db.DbError as exc:
+        # The statements that carry the password report their own errors, masked, in _apply.
+        raise RestoreError("restore-plan --apply stopped: %s; fix: connect as an account that may read and "
+                           "change replication (root, or one with SUPER) to a running server, then apply again" % str(exc).replace(password, "***"))
     finally:
         conn.close()
+
+
+def _apply(conn: db.Connection, target: Target, position: Dict[str, Any], host: str, port: int, mode: str,
+           user: str, password: str, requested_server_id: Optional[int], confirmed: bool) -> None:
+    server = locking.identify_server(conn)
+    check_restored_copy(conn, server, position, target)
+    _check_uuid(conn, server, position)
+    new_id = _new_server_id(conn, position, requested_server_id)
+    escapes = serverinfo.backslash_escapes(conn.query(serverinfo.SQL_MODE_STATEMENT)[0]["sql_mode"])
+    statements = statements_for(server, position, host, port, mode, user, new_id, escapes)
+    if not confirmed:
+        _confirm(target.address, len(statements))
+    for statement in statements:
+        shown = statement.replace(PASSWORD_TOKEN, "'***'")
+        try:
+            conn.execute(statement.replace(PASSWORD_TOKEN, serverinfo.sql_string(password, escapes)))
+        except db.DbError as exc:
+            raise RestoreError("%s failed: %s" % (shown, _statement_error(exc, PASSWORD_TOKEN in statement)))
+        print("ok    %s" % shown)
+    channel = _wait_replica(conn, server, password)
+    print("ok    replicating from %s:%s (IO and SQL threads running)" % (channel["source_host"],
+                                                                     channel["source_port"]))
+    if new_id is not None:
+        print("WARN  server_id %d lasts until the server restarts: set server_id = %d in its configuration"
+              % (new_id, new_id))
 
 
 def run(settings: Settings) -> int:
@@ -402,7 +534,8 @@ def run(settings: Settings) -> int:
         sys.stdout.write(render(plan, True, "'***'" if password else "'<password>'"))
         sys.stdout.flush()
         if options["apply"]:
-            apply(plan, target, settings, position, str(user), str(password), options["server_id"], options["yes"])
+            apply(target, settings, position, host, port, options["replication"], str(user), str(password),
+                  options["server_id"], options["yes"])
         return 0
     if options["pitr_until"]:
         directory = options["binlog_dir"] or str(position.get("datadir") or "")
@@ -414,5 +547,6 @@ def run(settings: Settings) -> int:
         plan = pitr_plan(position, options["pitr_until"], directory, names, target)
     else:
         plan = galera_plan(position)
+        check_galera_target(target, settings, position)
     sys.stdout.write(render(plan, False, ""))
     return 0

@@ -139,16 +139,31 @@ def start_sql_thread_statement(server: Server, channel: str) -> str:
     return _sql_thread_statement(server, channel, "START")
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def sql_string(text: object, backslash_escapes: bool = True) -> str:
+    """A string literal. A quote is doubled, which every sql_mode reads alike; a backslash is
+    doubled only where it is an escape: under NO_BACKSLASH_ESCAPES it is an ordinary
+    character, and a doubled one would change the text. Callers that cannot read the
+    session's sql_mode get the default (escapes on)."""
+    value = str(text).replace("'", "''")
+    if backslash_escapes:
+        value = value.replace("\\", "\\\\")
+    return "'" + value + "'"
+
+
+def backslash_escapes(sql_mode: object) -> bool:
+    """From @@SESSION.sql_mode: does a backslash start an escape in this session's strings?"""
+    return "NO_BACKSLASH_ESCAPES" not in str(sql_mode or "").upper().split(",")
+
+
+SQL_MODE_STATEMENT = "SELECT @@SESSION.sql_mode AS sql_mode"
 
 
 def _sql_thread_statement(server: Server, channel: str, verb: str) -> str:
     if server.flavour == MARIADB:
-        name = (" " + _quote(channel)) if channel else ""
+        name = (" " + sql_string(channel)) if channel else ""
         return "%s SLAVE%s SQL_THREAD" % (verb, name)
     noun = "REPLICA" if server.version >= (8, 0, 22) else "SLAVE"
-    suffix = " FOR CHANNEL %s" % _quote(channel) if channel else ""
+    suffix = " FOR CHANNEL %s" % sql_string(channel) if channel else ""
     return "%s %s SQL_THREAD%s" % (verb, noun, suffix)
 
 

@@ -15,15 +15,16 @@ and it says so.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import db, locking, serverinfo, state
-from .check import _Report
 from .config import Settings, Target
 from .errors import QuiesceError, RestoreError
+from .report import Report
 
 # Events a server writes by itself into a binlog it opens; any other event is a transaction.
 HOUSEKEEPING_EVENTS = frozenset({"Format_desc", "Gtid_list", "Binlog_checkpoint", "Previous_gtids", "Rotate",
@@ -89,20 +90,61 @@ def binlog_findings(recorded_file: str, recorded_position: int,
     return None, later
 
 
+INDEX_STATEMENT = ("SELECT @@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename AS log_bin_basename, "
+                   "@@GLOBAL.log_bin_index AS log_bin_index, @@GLOBAL.relay_log_index AS relay_log_index")
+
+
+def index_outsiders(lines: Sequence[str], datadir: str, log_dirs: Sequence[str]) -> List[str]:
+    """Files an index (binlog.index, relay-log.index) names outside this server's directories.
+
+    A relative name is read from the datadir, as the server reads it; an absolute one must
+    lie in the datadir or in the directory the server writes these logs to (log_bin =
+    /var/log/mysql/... is a setup of its own, not a copy).
+    """
+    homes = [os.path.realpath(d) for d in [datadir, *log_dirs] if d]
+    outside = []
+    for line in lines:
+        name = line.strip()
+        if not name:
+            continue
+        path = os.path.realpath(os.path.join(datadir, name))
+        if not any(path == home or path.startswith(home.rstrip("/") + "/") for home in homes):
+            outside.append(name)
+    return outside
+
+
 def transactions_in(events: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Events of SHOW BINLOG EVENTS that the server did not write by itself at start-up."""
     return [e for e in events if e.get("Event_type") not in HOUSEKEEPING_EVENTS]
 
 
-def current_gtid_statement(server: serverinfo.Server) -> str:
-    if server.flavour == serverinfo.MARIADB:
-        return "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
-    return "SELECT @@GLOBAL.gtid_executed AS gtid"
-
-
 def gtid_set(text: Optional[str]) -> frozenset:
     """A GTID state as a set: MariaDB "0-1-7,1-2-3", MySQL "uuid:1-5:7-9,\\nuuid2:1-3"."""
     return frozenset(part.lower() for part in re.sub(r"\s+", "", str(text or "")).split(",") if part)
+
+
+def epoch_of(utc_text: Any) -> Optional[float]:
+    """Seconds since the epoch of a time the position file records ("2026-11-30T12:00:00.000Z")."""
+    try:
+        moment = datetime.datetime.strptime(str(utc_text), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def running_since_before(now: int, uptime: int, locked_at: Any) -> Optional[str]:
+    """The server's start time when it was already running when the snapshot was locked, else None.
+
+    A server restored from a snapshot started after the lock was taken; the original has
+    been running since before it. now - Uptime is the start in whole seconds (both count
+    whole seconds), so a server counts as running before the lock only when it started at
+    least a second before it: a copy is never taken for the original.
+    """
+    locked = epoch_of(locked_at)
+    started = now - uptime
+    if locked is None or started + 1 > locked:
+        return None
+    return state.utc_at(started)
 
 
 def uses_error_log_table(server: serverinfo.Server) -> bool:
@@ -168,7 +210,7 @@ def _identity(conn: db.Connection, server: serverinfo.Server) -> Dict[str, Any]:
     return serverinfo.identity(conn.query(serverinfo.identity_statement(server))[0])
 
 
-def _check_identity(report: _Report, name: str, path: str, position: Dict[str, Any],
+def _check_identity(report: Report, name: str, path: str, position: Dict[str, Any],
                     server: serverinfo.Server, current: Dict[str, Any]) -> None:
     if position.get("flavour") and position["flavour"] != server.flavour:
         report.fail(RestoreError("%sthe position file is from a %s server, this one is %s; fix: pass the file "
@@ -186,7 +228,44 @@ def _check_identity(report: _Report, name: str, path: str, position: Dict[str, A
                      ", server_uuid %s" % current["server_uuid"] if current.get("server_uuid") else ""))
 
 
-def _check_binlog(report: _Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
+def _check_indexes(report: Report, name: str, conn: db.Connection, local: bool) -> None:
+    row = conn.query(INDEX_STATEMENT)[0]
+    datadir = str(row.get("datadir") or "")
+    indexes = ((row.get("log_bin_index"), os.path.dirname(str(row.get("log_bin_basename") or ""))),
+               (row.get("relay_log_index"), os.path.dirname(str(row.get("relay_log_index") or ""))))
+    read = []
+    for index, log_dir in indexes:
+        if not index:
+            continue
+        index = os.path.join(datadir, str(index))
+        if not local:
+            report.warn("%s%s is a file on the server's own host: the log names in it were not checked; run verify "
+                        "there" % (name, index))
+            continue
+        try:
+            with open(index, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read().splitlines()
+        except FileNotFoundError:
+            continue            # no relay log yet: nothing to follow
+        except OSError as exc:
+            report.warn("%scannot read %s (%s): the log names in it were not checked; run verify as root on the "
+                        "server's host" % (name, index, exc.strerror))
+            continue
+        read.append(os.path.basename(index))
+        outside = index_outsiders(lines, datadir, [log_dir])
+        if outside:
+            report.fail(RestoreError(
+                "%s%s names %s, outside this server's data directory %s: a copy booted at another path reads the "
+                "original's logs through it and reports their state as its own; fix: stop the server, rewrite the "
+                "paths in %s to name files in %s (e.g. relative ./%s), and start it again"
+                % (name, os.path.basename(index), outside[0], datadir, index, datadir.rstrip("/") or "/",
+                   os.path.basename(outside[0]))))
+            return
+    if read:
+        report.ok("%s%s name(s) files of this server only" % (name, " and ".join(read)))
+
+
+def _check_binlog(report: Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
     if not position.get("binlog_file"):
         report.warn("%sbinary logging was off at the snapshot: no coordinates to compare" % name)
         return
@@ -215,9 +294,9 @@ def _check_binlog(report: _Report, name: str, conn: db.Connection, position: Dic
         " (then %s, opened at start-up, holds no transactions)" % ", ".join(later) if later else ""))
 
 
-def _check_gtid(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server,
+def _check_gtid(report: Report, name: str, conn: db.Connection, server: serverinfo.Server,
                 position: Dict[str, Any]) -> None:
-    current = conn.query(current_gtid_statement(server))[0].get("gtid")
+    current = conn.query(serverinfo.gtid_statement(server))[0].get("gtid")
     recorded = position.get("gtid")
     variable = "gtid_binlog_pos" if server.flavour == serverinfo.MARIADB else "gtid_executed"
     if gtid_set(current) == gtid_set(recorded):
@@ -227,7 +306,7 @@ def _check_gtid(report: _Report, name: str, conn: db.Connection, server: serveri
                                                                                      recorded or "")))
 
 
-def _check_recovery(report: _Report, name: str, conn: db.Connection, server: serverinfo.Server,
+def _check_recovery(report: Report, name: str, conn: db.Connection, server: serverinfo.Server,
                     local: bool) -> None:
     if uses_error_log_table(server):
         try:
@@ -265,7 +344,7 @@ def _check_recovery(report: _Report, name: str, conn: db.Connection, server: ser
         report.ok("%sno errors logged since the server started (%s)" % (name, where))
 
 
-def _check_tables(report: _Report, name: str, conn: db.Connection, target: Target, settings: Settings,
+def _check_tables(report: Report, name: str, conn: db.Connection, target: Target, settings: Settings,
                   timeout: float) -> None:
     tables = conn.query(NON_TRANSACTIONAL_TABLES_STATEMENT)
     if not tables:
@@ -282,17 +361,28 @@ def _check_tables(report: _Report, name: str, conn: db.Connection, target: Targe
             failure = None
             fired = remaining <= 0
             if not fired:
-                # KILL QUERY from a second connection: the drivers do not bound a running statement.
+                # KILL QUERY from a second connection bounds the statement; the driver's own read
+                # timeout (connect-timeout until now) must outlast it, or a slow but healthy
+                # check would end the connection first.
+                conn.set_timeout(remaining + settings.connect_timeout)
                 with locking.Watchdog(killer, conn.thread_id, remaining) as watchdog:
                     try:
                         rows = conn.query("CHECK TABLE %s QUICK" % full_name)
                     except db.DbError as exc:
                         failure = exc
+                conn.set_timeout(settings.connect_timeout)
                 fired = watchdog.fired or bool(failure and failure.errno in db.INTERRUPTED_ERRORS)
             if fired:
                 report.fail(RestoreError("%sCHECK TABLE did not finish within --check-timeout=%g s (%d of %d "
                                          "tables checked); fix: raise --check-timeout, or --skip-table-check"
                                          % (name, timeout, checked, len(tables))))
+                return
+            if failure is not None and db.is_lost(failure):
+                report.fail(RestoreError("%sthe connection was lost during CHECK TABLE %s (%s), %d of %d tables "
+                                         "checked; fix: look in the server's error log whether checking that table "
+                                         "crashed it, then REPAIR TABLE or restore it" % (name, full_name,
+                                                                                          failure.message, checked,
+                                                                                          len(tables))))
                 return
             if failure is not None:
                 bad.append("%s: %s" % (full_name, failure.message))
@@ -309,7 +399,7 @@ def _check_tables(report: _Report, name: str, conn: db.Connection, target: Targe
         report.ok("%s%d MyISAM/Aria table(s) check clean (CHECK TABLE ... QUICK)" % (name, checked))
 
 
-def _report_galera(report: _Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
+def _report_galera(report: Report, name: str, conn: db.Connection, position: Dict[str, Any]) -> None:
     recorded = position.get("galera")
     current = serverinfo.galera_state(conn.query(serverinfo.GALERA_STATEMENT))
     if not recorded and not current:
@@ -323,7 +413,32 @@ def _report_galera(report: _Report, name: str, conn: db.Connection, position: Di
                     "rejoin by IST)" % (name, where))
 
 
-def verify_target(report: _Report, target: Target, settings: Settings, many: bool) -> None:
+START_STATEMENT = "SELECT UNIX_TIMESTAMP() AS now"
+
+
+def original_server(conn: db.Connection, position: Dict[str, Any]) -> Optional[str]:
+    """When this server has been running since before the snapshot: when it started, else None."""
+    uptime = int(conn.query(UPTIME_STATEMENT)[0]["Value"])
+    now = int(conn.query(START_STATEMENT)[0]["now"])
+    return running_since_before(now, uptime, position.get("locked_at"))
+
+
+def snapshot_mismatches(conn: db.Connection, server: serverinfo.Server, position: Dict[str, Any],
+                        local: bool) -> List[str]:
+    """What verify's index, binlog and GTID checks find wrong, each named by its check ([] when
+    the data is the snapshot's): run before anything is changed on the strength of the file."""
+    checks = (("binlog index", lambda r: _check_indexes(r, "", conn, local)),
+              ("binlog", lambda r: _check_binlog(r, "", conn, position)),
+              ("GTID", lambda r: _check_gtid(r, "", conn, server, position)))
+    found = []
+    for label, check in checks:
+        quiet = Report(echo=False)
+        check(quiet)
+        found += ["%s check: %s" % (label, failure) for failure in quiet.failures]
+    return found
+
+
+def verify_target(report: Report, target: Target, settings: Settings, many: bool) -> None:
     name = "%s: " % target.name if many else ""
     try:
         position = load_position(target.position_file)
@@ -334,6 +449,7 @@ def verify_target(report: _Report, target: Target, settings: Settings, many: boo
     try:
         server = locking.identify_server(conn)
         _check_identity(report, name, target.position_file, position, server, _identity(conn, server))
+        _check_indexes(report, name, conn, target.is_local)
         _check_binlog(report, name, conn, position)
         _check_gtid(report, name, conn, server, position)
         _check_recovery(report, name, conn, server, target.is_local)
@@ -349,7 +465,7 @@ def verify_target(report: _Report, target: Target, settings: Settings, many: boo
 
 
 def run(settings: Settings) -> int:
-    report = _Report()
+    report = Report()
     for target in settings.targets:
         verify_target(report, target, settings, len(settings.targets) > 1)
     if report.failure is not None:

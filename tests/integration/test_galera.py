@@ -145,16 +145,20 @@ def test_node_restored_from_the_snapshot_rejoins_by_ist(frozen_node, tmp_path):
     rows = writer.value("SELECT COUNT(*) FROM quiesce_probe.g")
     with open(os.path.join(snapshot, "grastate.dat")) as handle:
         assert re.search(r"^seqno:\s+%d$" % seqno, handle.read(), flags=re.M)
-    # What restore-plan --galera prints: the command that writes that saved state.
-    plan = env.run("restore-plan", "--galera")
-    assert plan.rc == 0, plan
-    script = plan.stdout[plan.stdout.index("cat > "):plan.stdout.index("\n# Check:")]
-    assert "seqno:   %d" % seqno in script and os.path.join(node.datadir, "grastate.dat") in script, script
+    # On the original node, which has run since before the snapshot, the plan is refused.
+    refused = env.run("restore-plan", "--galera")
+    assert refused.rc == 9 and "before the snapshot was taken" in refused.stderr, refused
 
     node.kill()                                   # the VM is restored from the snapshot
     shutil.rmtree(node.datadir)
     shutil.move(snapshot, node.datadir)
     os.unlink(os.path.join(node.datadir, "grastate.dat"))
+    # What restore-plan --galera prints there, the node still stopped: the command that writes that saved state.
+    plan = env.run("restore-plan", "--galera")
+    assert plan.rc == 0, plan
+    assert "does not answer" in plan.stderr and "not compared with the position file" in plan.stderr, plan
+    script = plan.stdout[plan.stdout.index("cat > "):plan.stdout.index("\n# Check:")]
+    assert "seqno:   %d" % seqno in script and os.path.join(node.datadir, "grastate.dat") in script, script
     subprocess.run(["sh", "-c", script], check=True, timeout=30)     # the plan's step, as printed
     log_from = os.path.getsize(node.error_log)
     node.start(timeout=120)

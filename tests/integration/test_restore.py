@@ -15,7 +15,7 @@ import pytest
 
 from . import servers
 from .load import table_rows
-from .runner import QuiesceEnv
+from .runner import QuiesceEnv, wait_for
 
 ENGINES = ("InnoDB", "MyISAM", "Aria")
 
@@ -36,8 +36,8 @@ def _frozen_copies(mariadb, env, load, tmp_path, names=("snapshot",)):
     return dests
 
 
-def _boot(request, server, dest):
-    copy = server.boot_copy(dest)
+def _boot(request, server, dest, options=None):
+    copy = server.boot_copy(dest, options=options)
     request.addfinalizer(copy.cleanup)
     return copy
 
@@ -91,6 +91,7 @@ def test_verify_passes_on_a_frozen_copy_and_fails_on_unlocked_and_truncated_ones
     assert "binlog ends exactly at the recorded %s:%s" % (position["binlog_file"], position["binlog_position"]) in said
     assert "GTID state gtid_binlog_pos = %r, as recorded" % position["gtid"] in said
     assert "no errors logged since the server started" in said
+    assert re.search(r"ok +binlog\.index( and \S+)? name\(s\) files of this server only", said), said
     assert re.search(r"ok +\d+ MyISAM/Aria table\(s\) check clean", said), said
 
     bad = results["unlocked"]
@@ -101,6 +102,58 @@ def test_verify_passes_on_a_frozen_copy_and_fails_on_unlocked_and_truncated_ones
     cut = results["truncated"]
     assert cut.rc == 9, cut
     assert "short of the recorded position" in cut.stdout and "GTID state" in cut.stdout, cut
+
+
+def test_a_copy_whose_binlog_index_names_the_originals_files_is_refused(request, mariadb_factory, tmp_path):
+    """log-bin given as an absolute path writes absolute names into binlog.index. A copy booted
+    at another path (its own log-bin there) follows those names to the live original's
+    binlog and reports the original's state as its own: verify and --apply refuse it."""
+    original_dir = str(tmp_path / "original")
+    original = mariadb_factory(name="absolute", datadir=original_dir,
+                               options={"log-bin": os.path.join(original_dir, "binlog")})
+    env = _env_for(request, original)
+    assert env.run("freeze").rc == 0
+    dest = str(tmp_path / "elsewhere")
+    original.copy_datadir(dest)
+    assert env.run("thaw").rc == 0
+    with open(os.path.join(dest, "binlog.index")) as handle:
+        assert handle.read().startswith(original_dir + "/binlog."), "the index must name absolute paths"
+    original.sql("CREATE TABLE quiesce_probe.after_snapshot (a INT)")
+    copy = _boot(request, original, dest, options={"log-bin": os.path.join(dest, "binlog")})
+    copy_env = _env_for(request, copy, env.position_file)
+
+    verified = copy_env.run("verify", "--skip-table-check")
+    assert verified.rc == 9, verified
+    fail = [line for line in _lines(verified, "FAIL") if "binlog.index" in line]
+    assert fail and original_dir + "/binlog.000001" in fail[0] and "outside" in fail[0] and dest in fail[0], verified
+    assert "fix: stop the server, rewrite" in fail[0], verified
+
+    credentials = _credentials_file(tmp_path, "repl", "x")
+    applied = copy_env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % original.port, "--server-id", "2",
+                           "--source-credentials", credentials, "--apply", "--yes")
+    assert applied.rc == 9 and "binlog index check:" in applied.stderr, applied
+    assert copy.replica_status() is None
+
+
+def test_a_replica_copy_whose_relay_log_index_names_the_originals_files_fails_verify(
+        request, mariadb, mariadb_factory, tmp_path):
+    replica_dir = str(tmp_path / "replica")
+    replica = mariadb_factory(name="replica", server_id=2, datadir=replica_dir,
+                              options={"relay-log": os.path.join(replica_dir, "relay-bin"),
+                                       "log-slave-updates": None})
+    replica.replicate_from(mariadb)
+    mariadb.sql("CREATE TABLE quiesce_probe.relayed (a INT)")
+    replica.wait_caught_up(mariadb)
+    env = _env_for(request, replica)
+    assert env.run("freeze").rc == 0
+    dest = str(tmp_path / "elsewhere")
+    replica.copy_datadir(dest)
+    assert env.run("thaw").rc == 0
+    copy = _boot(request, replica, dest, options={"relay-log": os.path.join(dest, "relay-bin")})
+    verified = _env_for(request, copy, env.position_file).run("verify", "--skip-table-check")
+    assert verified.rc == 9, verified
+    fail = [line for line in _lines(verified, "FAIL") if "relay-bin.index" in line]
+    assert fail and replica_dir + "/relay-bin." in fail[0] and "outside" in fail[0], verified
 
 
 def test_verify_says_when_the_position_file_is_missing_or_foreign(request, mariadb, mariadb_factory, quiesce_env):
@@ -191,6 +244,69 @@ def test_apply_refuses_a_clone_with_the_original_server_id(request, mariadb, qui
     assert copy.value("SELECT @@GLOBAL.server_id") == 1
 
 
+def test_apply_refuses_a_copy_that_does_not_match_its_position_file(request, mariadb, quiesce_env, tmp_path):
+    """A copy made after thaw and more commits (what a crash-consistent snapshot of a failed
+    freeze holds, next to the previous position file): the plan would replay those commits
+    again, so --apply refuses before changing anything, naming the binlog and GTID checks."""
+    mariadb.sql("CREATE TABLE quiesce_probe.later (id INT PRIMARY KEY) ENGINE=InnoDB")
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    for n in range(5):
+        mariadb.sql("INSERT INTO quiesce_probe.later VALUES (%d)" % n)
+    dest = str(tmp_path / "unlocked")
+    mariadb.copy_datadir(dest)
+    copy = _boot(request, mariadb, dest)
+    env = _env_for(request, copy, quiesce_env.position_file)
+    credentials = _credentials_file(tmp_path, "repl", "x")
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port, "--server-id", "2",
+                     "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 9, result
+    (line,) = [l for l in result.stderr.splitlines() if "refused" in l]
+    assert "does not match the position file" in line and "binlog check:" in line, result
+    assert "more than the recorded position" in line and "GTID check:" in line and "fix:" in line, result
+    assert copy.replica_status() is None, "nothing may be changed when the plan is refused"
+    assert copy.value("SELECT @@GLOBAL.server_id") == 1
+
+
+def test_apply_refuses_the_original_server(request, mariadb, quiesce_env, tmp_path):
+    """The original holds the position file too, and its binlog may still end where the
+    snapshot's did: it has been running since before the lock was taken, so it is no copy."""
+    wait_for(lambda: int(mariadb.query("SHOW GLOBAL STATUS LIKE 'Uptime'")[0][1]) >= 2, 30,
+             what="the server to have run for two whole seconds before the freeze")
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    credentials = _credentials_file(tmp_path, "repl", "x")
+    result = quiesce_env.run("restore-plan", "--as-replica-of", "127.0.0.1:9", "--server-id", "2",
+                             "--source-credentials", credentials, "--apply", "--yes")
+    assert result.rc == 9, result
+    assert "has been running since" in result.stderr and "before the snapshot was taken" in result.stderr, result
+    assert "it is not a copy restored from it" in result.stderr and "fix:" in result.stderr, result
+    assert mariadb.replica_status() is None
+    assert mariadb.value("SELECT @@GLOBAL.server_id") == 1
+
+
+def test_apply_quotes_for_a_server_without_backslash_escapes(request, mariadb, quiesce_env, tmp_path):
+    """sql_mode NO_BACKSLASH_ESCAPES on the copy, a password with a quote and a backslash: the
+    copy authenticates with it, and no part of it reaches the output."""
+    password = "a'b\\c"
+    mariadb.create_user("repl", password, grants=("REPLICATION SLAVE",), host="127.0.0.1")
+    assert quiesce_env.run("freeze").rc == 0
+    dest = str(tmp_path / "copy")
+    mariadb.copy_datadir(dest)
+    assert quiesce_env.run("thaw").rc == 0
+    copy = _boot(request, mariadb, dest, options={"sql-mode": "NO_BACKSLASH_ESCAPES"})
+    assert "NO_BACKSLASH_ESCAPES" in copy.value("SELECT @@GLOBAL.sql_mode")
+    env = _env_for(request, copy, quiesce_env.position_file)
+    credentials = _credentials_file(tmp_path, "repl", password.replace("\\", "\\\\"))
+    result = env.run("restore-plan", "--as-replica-of", "127.0.0.1:%d" % mariadb.port, "--server-id", "2",
+                     "--source-credentials", credentials, "--apply", "--yes")
+    for fragment in ("a'b", "b\\c", "\\c", "'b\\"):
+        assert fragment not in result.output, (fragment, result)
+    assert result.rc == 0, result
+    assert "replicating from 127.0.0.1:%d" % mariadb.port in result.stdout
+    copy.wait_caught_up(mariadb, timeout=60)
+
+
 def _replay(plan_output):
     commands = [line for line in plan_output.splitlines() if line and not line.startswith("#")]
     assert len(commands) == 1, plan_output
@@ -250,6 +366,33 @@ def test_table_check_is_bounded_by_check_timeout(mariadb, quiesce_env):
     assert result.elapsed < 20, result
     assert "ok    binlog ends exactly at the recorded" in result.stdout
     assert "CHECK TABLE did not finish within --check-timeout=1 s" in result.stdout, result
+
+
+def test_a_table_check_longer_than_connect_timeout_passes_within_check_timeout(mariadb, quiesce_env):
+    """connect-timeout = 1 and a CHECK TABLE that waits longer (another session holds the table
+    with LOCK TABLES ... WRITE and lets go only once the check has waited 1.5 s, as the server
+    counts it): within --check-timeout that is no table problem."""
+    mariadb.sql("CREATE TABLE quiesce_probe.busy (a INT) ENGINE=MyISAM")
+    mariadb.sql("INSERT INTO quiesce_probe.busy VALUES (1), (2)")
+    assert quiesce_env.run("freeze").rc == 0
+    assert quiesce_env.run("thaw").rc == 0
+    quiesce_env.write_config(connect_timeout=1)
+    holder = mariadb.connect()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLES quiesce_probe.busy WRITE")
+        running = quiesce_env.start("verify", "--check-timeout", "60")
+        wait_for(lambda: mariadb.value("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE "
+                                       "'CHECK TABLE %%busy%%' AND TIME_MS > 1500"), 60,
+                 what="verify's CHECK TABLE to wait longer than connect-timeout")
+        with holder.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+        result = running.wait(60)
+    finally:
+        holder.close()
+    assert result.rc == 0, result
+    assert not _lines(result, "FAIL"), result
+    assert re.search(r"ok +\d+ MyISAM/Aria table\(s\) check clean", result.stdout), result
 
 
 @pytest.mark.parametrize("replication", ["gtid", "position"])

@@ -19,7 +19,7 @@ def _write(path, text, mode=0o644):
 
 
 def _report(settings, root, installed=lambda name: False):
-    report = check._Report()
+    report = check.Report()
     agentcheck.check_agents(report, settings, root, installed)
     return report
 

@@ -11,6 +11,8 @@ from quiesce import serverinfo as si
 from quiesce import verify as vf
 from quiesce.config import Target
 from quiesce.errors import ConfigError, RestoreError
+from tests.unit.fakedb import FakeServer
+from tests.unit.fakedb import error as fakedb_error
 
 MARIADB_1011 = si.identify("10.11.6-MariaDB-0+deb12u1-log", "Debian 12")
 MYSQL_84 = si.identify("8.4.3", "MySQL Community Server - GPL")
@@ -83,6 +85,18 @@ def test_missing_binlog_file_is_named():
     assert "binlog.000003 recorded in the position file is not on this server (it has binlog.000009)" in found
 
 
+def test_index_entries_must_name_files_of_this_server():
+    here = ["./binlog.000001", "/var/lib/mysql/binlog.000002", ""]
+    assert vf.index_outsiders(here, "/var/lib/mysql/", ["/var/lib/mysql"]) == []
+    # A copy at another path whose index still names the original's files.
+    assert vf.index_outsiders(here, "/srv/restore/mysql/", ["/srv/restore/mysql"]) == [
+        "/var/lib/mysql/binlog.000002"]
+    # Binary logs kept out of the datadir by configuration, and a name that only starts alike.
+    assert vf.index_outsiders(["/var/log/mysql/mariadb-bin.000007"], "/var/lib/mysql/", ["/var/log/mysql"]) == []
+    assert vf.index_outsiders(["/var/lib/mysql-old/binlog.000001", "../binlog.000001"], "/var/lib/mysql/",
+                              ["/var/lib/mysql"]) == ["/var/lib/mysql-old/binlog.000001", "../binlog.000001"]
+
+
 def test_start_up_events_are_not_transactions():
     # A MySQL 8.4 binlog opened at start-up, then one transaction (SHOW BINLOG EVENTS rows).
     mysql = [{"Log_name": "mysql-bin.000013", "Pos": 4, "Event_type": "Format_desc", "End_log_pos": 127},
@@ -96,8 +110,8 @@ def test_start_up_events_are_not_transactions():
 
 
 def test_gtid_states_compare_as_sets():
-    assert vf.current_gtid_statement(MARIADB_1011) == "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
-    assert vf.current_gtid_statement(MYSQL_84) == "SELECT @@GLOBAL.gtid_executed AS gtid"
+    assert si.gtid_statement(MARIADB_1011) == "SELECT @@GLOBAL.gtid_binlog_pos AS gtid"
+    assert si.gtid_statement(MYSQL_84) == "SELECT @@GLOBAL.gtid_executed AS gtid"
     other = "4f22fa47-71ca-11e1-9e33-c80aa9429562"
     # MySQL prints a multi-source set over several lines.
     assert vf.gtid_set("%s:1-57,\n%s:1-3" % (UUID, other)) == vf.gtid_set("%s:1-3,%s:1-57" % (other, UUID.upper()))
@@ -129,6 +143,20 @@ def test_only_errors_since_the_last_start_count():
              "starting as process 1234\n"
              "2026-11-30T12:05:01.000000Z 1 [ERROR] [MY-012592] [InnoDB] Operating system error number 2\n")
     assert vf.errors_since_last_start(mysql) == [mysql.splitlines()[1]]
+
+
+def test_a_server_started_before_the_lock_is_the_original():
+    locked = "2026-11-30T12:00:00.500Z"
+    at_lock = 1796040000        # 2026-11-30T12:00:00Z
+    # Started two seconds before the lock (Uptime counts whole seconds): the original.
+    assert vf.running_since_before(at_lock + 100, 102, locked) == "2026-11-30T11:59:58.000Z"
+    # Started in the lock's own second or later (a copy booted right away): never the original.
+    assert vf.running_since_before(at_lock + 100, 100, locked) is None
+    assert vf.running_since_before(at_lock + 100, 99, locked) is None
+    assert vf.running_since_before(at_lock + 100, 101, locked) == "2026-11-30T11:59:59.000Z"
+    # A position file without a lock time cannot tell.
+    assert vf.running_since_before(at_lock, 5000, None) is None
+    assert vf.running_since_before(at_lock, 5000, "yesterday") is None
 
 
 def test_check_table_output_other_than_status_ok_is_a_problem():
@@ -211,6 +239,26 @@ def test_snapshot_of_a_replica_starts_from_its_source_coordinates():
     assert "SET GLOBAL gtid_slave_pos = '0-1-7'" in plan.statements
 
 
+def test_a_host_that_is_not_the_recorded_source_is_refused_by_position_and_named_by_gtid():
+    channel = {"connection_name": "", "source_host": "db0", "source_port": 3306,
+               "source_log_file": "binlog.000090", "source_log_position": 777, "gtid": "0-5-1000"}
+    position = _position(replica=[channel], server_id=6, hostname="db1")
+    # The source under another name (its address): the replica's own file and position would be
+    # read on the source, where they mean nothing.
+    with pytest.raises(RestoreError, match=r"10\.0\.0\.5:3306 is neither the source the snapshot recorded "
+                                           r"\(db0:3306\) nor the snapshot's own server \(db1\).*fix: "
+                                           r"--as-replica-of db0:3306"):
+        rp.replica_plan(position, "10.0.0.5", 3306, "position", "repl", 7, None)
+    # GTIDs name the same transactions on every server: the plan goes on, and says which source it recorded.
+    plan = rp.replica_plan(position, "10.0.0.5", 3306, "gtid", "repl", 7, None)
+    assert any("is neither the source the snapshot recorded (db0:3306)" in step for step in plan.steps)
+    # Host names compare without case; the snapshot's own server by its recorded name is no surprise.
+    assert "taken on a replica of it" in rp.replica_plan(position, "DB0", 3306, "position", "repl", 7,
+                                                         None).steps[0]
+    plan = rp.replica_plan(position, "db1", 3306, "position", "repl", 7, None)
+    assert "MASTER_LOG_FILE='binlog.000003', MASTER_LOG_POS=1422" in plan.statements[-2]
+
+
 def test_no_coordinates_no_replica():
     with pytest.raises(RestoreError, match="no GTID"):
         rp.replica_plan(_position(gtid=None), "db1", 3306, "gtid", None, None, None)
@@ -281,6 +329,17 @@ def test_galera_grastate_for_ist():
         rp.galera_plan(_position())
 
 
+@pytest.mark.parametrize("uuid", ["6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a\nEOF\nrm -rf /\n",
+                                  "6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a; reboot", "not-a-uuid",
+                                  " 6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a", "6a0a8d5b1c4e11ee8a5e2b0c1f4d7e9a"])
+def test_galera_plan_refuses_a_uuid_that_is_not_one(uuid):
+    """The uuid goes into a heredoc a root shell runs: anything but a UUID could end it."""
+    with pytest.raises(RestoreError, match="not a UUID"):
+        rp.galera_plan(_position(galera={"uuid": uuid, "seqno": 1234, "cluster_status": "Primary"}))
+    with pytest.raises(RestoreError, match="seqno"):
+        rp.galera_plan(_position(galera={"uuid": "6a0a8d5b-1c4e-11ee-8a5e-2b0c1f4d7e9a", "seqno": "12\nEOF"}))
+
+
 def test_restore_options_count_only_on_the_command_line(tmp_path, monkeypatch):
     from quiesce import config
     conf = tmp_path / "quiesce.conf"
@@ -302,3 +361,88 @@ def test_restore_options_count_only_on_the_command_line(tmp_path, monkeypatch):
     conf.write_text("apply = true\n")
     with pytest.raises(ConfigError):
         config.parse(["--config", str(conf), "restore-plan", "--galera"])
+
+
+# -- --apply against a scripted server (what a real server cannot be made to do on request) --
+
+def _scripted_server(version, comment, position, **overrides):
+    """A restored copy that matches position: started after the lock, binlog and GTID as recorded."""
+    rules = [
+        (r"SELECT VERSION\(\)", [{"version": version, "comment": comment}]),
+        (r"SHOW GLOBAL STATUS LIKE 'Uptime'", [{"Variable_name": "Uptime", "Value": "10"}]),
+        (r"SELECT UNIX_TIMESTAMP\(\)", [{"now": str(2000000000)}]),
+        (r"SHOW BINARY LOGS", [{"Log_name": position["binlog_file"], "File_size": position["binlog_position"]}]),
+        (r"SELECT @@GLOBAL.gtid", [{"gtid": position["gtid"]}]),
+        (r"SELECT @@GLOBAL.server_uuid", [{"uuid": "4f22fa47-71ca-11e1-9e33-c80aa9429562"}]),
+        (r"SELECT @@GLOBAL.server_id", [{"id": 12}]),
+        (r"SELECT @@SESSION.sql_mode", [{"sql_mode": "STRICT_TRANS_TABLES"}]),
+        (r"SELECT @@GLOBAL.datadir AS datadir, @@GLOBAL.log_bin_basename",
+         [{"datadir": "/nonexistent/quiesce-test/", "log_bin_basename": "/nonexistent/quiesce-test/binlog",
+           "log_bin_index": "/nonexistent/quiesce-test/binlog.index", "relay_log_index": None}]),
+        (r"SHOW (REPLICA|SLAVE) STATUS", [{"Replica_SQL_Running": "Yes", "Replica_IO_Running": "Yes",
+                                           "Source_Host": "db1", "Source_Port": 3306}]),
+    ]
+    server = FakeServer(rules)
+    for pattern, answer in overrides.items():
+        server.on(pattern, answer)
+    return server
+
+
+def _apply(monkeypatch, server, position, host="db1", mode="auto"):
+    monkeypatch.setattr(rp.locking, "connect", lambda target, settings: server.connect())
+    rp.apply(TARGET, None, position, host, 3306, mode, "repl", "pw", 12, True)
+    return server.statements()
+
+
+def test_apply_builds_the_statements_for_the_server_it_changes(monkeypatch, capsys):
+    """An 8.0 snapshot restored on 8.4: RESET MASTER is gone there, so the 8.4 names are used."""
+    position = dict(MYSQL_POSITION, server_version="8.0.35")
+    sent = _apply(monkeypatch, _scripted_server("8.4.3", "MySQL Community Server - GPL", position), position)
+    assert "RESET BINARY LOGS AND GTIDS" in sent and "RESET MASTER" not in sent
+    assert any(s.startswith("CHANGE REPLICATION SOURCE TO") for s in sent)
+    assert "the snapshot was taken on MySQL 8.0.35, this server is MySQL 8.4.3" in capsys.readouterr().out
+
+
+def test_apply_refuses_another_flavour_before_changing_anything(monkeypatch):
+    server = _scripted_server("10.11.6-MariaDB", "", MYSQL_POSITION)
+    with pytest.raises(RestoreError, match="the snapshot is from MySQL 8.4.3, this server is MariaDB 10.11.6"):
+        _apply(monkeypatch, server, MYSQL_POSITION)
+    assert not [s for s in server.statements() if s.startswith(("STOP", "RESET", "CHANGE", "SET"))]
+
+
+def test_a_database_error_outside_the_statements_is_a_restore_error(monkeypatch):
+    position = _position()
+    server = _scripted_server("10.11.6-MariaDB", "", position,
+                              **{r"SHOW ALL SLAVES STATUS": fakedb_error(1227, "Access denied; you need the "
+                                                                               "REPLICA MONITOR privilege")})
+    with pytest.raises(RestoreError, match=r"REPLICA MONITOR.*fix:") as caught:
+        _apply(monkeypatch, server, position)
+    assert caught.value.exit_code == 9
+
+
+def test_sql_strings_double_quotes_and_backslashes_only_where_they_escape():
+    assert si.sql_string("a'b\\c") == "'a''b\\\\c'"
+    assert si.sql_string("a'b\\c", backslash_escapes=False) == "'a''b\\c'"
+    assert si.backslash_escapes("STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO")
+    assert not si.backslash_escapes("STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES")
+    assert not si.backslash_escapes("no_backslash_escapes")
+
+
+def test_a_refused_statement_with_the_password_shows_none_of_the_server_message(monkeypatch, capsys):
+    """A syntax error quotes the statement from where the parser stopped: a cut or escaped part of
+    the password, which an exact replace would miss."""
+    position = _position()
+    password = "a'b\\c"
+    server = _scripted_server("10.11.6-MariaDB", "", position, **{
+        r"CHANGE MASTER": fakedb_error(1064, "You have an error in your SQL syntax; check the manual that "
+                                             "corresponds to your MariaDB server version for the right syntax "
+                                             "to use near 'b\\\\c', MASTER_USE_GTID=slave_pos' at line 1")})
+    monkeypatch.setattr(rp.locking, "connect", lambda target, settings: server.connect())
+    with pytest.raises(RestoreError) as caught:
+        rp.apply(TARGET, None, position, "db1", 3306, "auto", "repl", password, 12, True)
+    said = str(caught.value) + capsys.readouterr().out
+    for fragment in ("a'b", "b\\c", "\\c", "near"):
+        assert fragment not in said, said
+    assert "error 1064" in said and "fix:" in said
+    change = [s for s in server.statements() if s.startswith("CHANGE MASTER")]
+    assert "MASTER_PASSWORD='a''b\\\\c'" in change[0]

@@ -111,7 +111,7 @@ def test_replica_channels_mariadb_multi_source():
     (MARIADB_1011, "", "STOP SLAVE SQL_THREAD"),
     (MARIADB_1011, "east", "STOP SLAVE 'east' SQL_THREAD"),
     (MYSQL_80, "", "STOP REPLICA SQL_THREAD"),
-    (MYSQL_80, "ch'1", "STOP REPLICA SQL_THREAD FOR CHANNEL 'ch\\'1'"),
+    (MYSQL_80, "ch'1", "STOP REPLICA SQL_THREAD FOR CHANNEL 'ch''1'"),
     (MYSQL_57, "", "STOP SLAVE SQL_THREAD")])
 def test_sql_thread_statements(server, channel, stop):
     assert si.stop_sql_thread_statement(server, channel) == stop
