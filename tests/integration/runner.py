@@ -317,7 +317,7 @@ class QuiesceEnv:
         if pids:
             report["holders"] = set(pids)
             try:
-                report["thaw"] = self.run("thaw", timeout=30)
+                report["thaw"] = self.run("thaw", "--all", timeout=30)
             except Exception as exc:
                 report["thaw"] = exc
             left = self.wait_no_holder(5)
