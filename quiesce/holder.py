@@ -155,7 +155,7 @@ class Holder:
             self._restart_replicas()
             self.thaw_watch.stop()
             state.remove(self.files.state)
-            self.gate.release()
+            self.gate.resume()
             raise
 
     def _write_records(self) -> None:
@@ -410,7 +410,7 @@ class Holder:
         state.remove(self.files.state)
         # Stopping a probe waits for its writer process to end: after the answer, not before.
         self.thaw_watch.stop()
-        self.gate.release()
+        self.gate.resume()
 
 
 def _report(ready_fd: int, message: Dict[str, Any]) -> bool:

@@ -64,7 +64,11 @@ def _syslog_handler() -> logging.Handler | None:
 
 
 class GatedHandler(logging.Handler):
-    """Passes records on, except between hold() and release(), when it keeps them."""
+    """Passes records on, except between hold() and resume(), when it keeps them.
+
+    Not named release(): logging.Handler.handle() calls self.release() (its own lock's)
+    after every emit, which would open the gate at each record.
+    """
 
     def __init__(self, targets: list[logging.Handler], keep: int = 200):
         super().__init__()
@@ -79,7 +83,7 @@ class GatedHandler(logging.Handler):
             if self.held is None:
                 self.held = []
 
-    def release(self) -> None:
+    def resume(self) -> None:
         with self._mutex:
             records, self.held = self.held or [], None
         for record in records:
