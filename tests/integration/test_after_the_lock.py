@@ -8,6 +8,7 @@ Debian and RHEL install, runs it.
 
 import json
 import os
+import signal
 
 from .checks import assert_clean, assert_frozen
 
@@ -80,3 +81,19 @@ def test_the_password_is_in_no_processs_argv_or_environment(mariadb, quiesce_env
         assert _processes_carrying(env, PASSWORD) == [], (source, sorted(pids))
         assert env.run("thaw", "--caller", "vmware-tools").rc == 0
         assert_clean(env, mariadb)
+
+
+def test_status_fails_while_the_holder_does_not_answer_and_the_lock_still_holds(mariadb, quiesce_env):
+    env = quiesce_env
+    assert env.run("freeze", "--caller", "veeam").rc == 0
+    (pid,) = env.holder_pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stuck = env.status(rc=8)
+        assert stuck["holder_responding"] is False and stuck["frozen"] is True, stuck
+        assert_frozen(mariadb)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert env.status()["callers"] == ["veeam"]
+    assert env.run("thaw", "--caller", "veeam").rc == 0
+    assert_clean(env, mariadb)

@@ -78,3 +78,24 @@ def test_release_sends_nothing_without_a_holder(tmp_path):
 ])
 def test_only_a_certain_thaw_command_takes_the_fast_path(args, plain):
     assert hooks.is_plain_thaw(args) is plain
+
+
+@pytest.mark.parametrize("text", [
+    "runtime-dir = /run/q\n", "runtime-dir=/run/q\n", "runtime-dir: /run/q\n", "runtime-dir /run/q\n",
+    "  runtime-dir = '/run/q'  \n", 'runtime-dir = "/run/q" # where the holder listens\n',
+    "runtime-dir = /run/q ; comment\n", "runtime-dir = /run/a\nruntime-dir = /run/b\n",
+    "# runtime-dir = /run/x\n", "[quiesce]\nruntime-dir = /run/q\n",
+    "[instance:a]\nsocket = /s\n[main]\nruntime-dir = /run/q\n", "runtime_dir = /run/u\n",
+    "lock-timeout = 60\n",
+])
+def test_the_fast_path_finds_the_runtime_dir_the_full_parse_uses(tmp_path, text):
+    """fastthaw reads runtime-dir by hand: it must agree with config.parse wherever that
+    accepts the file (where it refuses it, the normal path reports the error anyway)."""
+    from quiesce import config
+    from quiesce.errors import QuiesceError
+    conf = _config(tmp_path, text)
+    try:
+        expected = config.parse(["--config", conf, "status"]).runtime_dir
+    except QuiesceError:
+        return
+    assert fastthaw.runtime_dir(["--config", conf, "thaw"], {}) == expected

@@ -230,3 +230,11 @@ def test_backup_stage_waits_for_ddl_and_non_innodb_writes_only():
     assert si.backup_stage_waits_for(innodb_alter, threads)
     # Unknown (no PROCESS privilege on INNODB_TRX): count everything.
     assert si.backup_stage_waits_for(innodb_update, None)
+
+
+def test_a_galera_node_outside_the_primary_component_is_refused():
+    synced = {"wsrep_local_state_comment": si.GALERA_SYNCED, "wsrep_cluster_status": "Primary"}
+    assert si.galera_refusal(synced) is None
+    cut_off = dict(synced, wsrep_cluster_status="non-Primary")
+    assert "non-Primary component, not the primary one" in si.galera_refusal(cut_off)
+    assert "Donor/Desynced" in si.galera_refusal(dict(synced, wsrep_local_state_comment="Donor/Desynced"))
