@@ -197,6 +197,7 @@ class QuiesceEnv:
         if driver:
             self.settings["driver"] = driver
         self.settings.update({k.replace("_", "-"): v for k, v in settings.items()})
+        self.position_file = str(self.settings["position-file"])
         self.extra_text = ""
         self.write_config()
         self.history: List[Result] = []

@@ -95,7 +95,10 @@ class PowerCutRun:
                          indirect=["server_flavour"])
 def test_power_cut_after_freeze_loses_no_acknowledged_commit(method, trx_commit, request, server_class):
     run = PowerCutRun(request, server_class, _relaxed(trx_commit))
-    env = QuiesceEnv(run.server, driver=None, lock_method=method)
+    # The position file on the same disk, in a directory the holder creates: it must be
+    # on the device when freeze returns, like the data.
+    position_file = os.path.join(run.disk.mnt, "quiesce-state", "position.json")
+    env = QuiesceEnv(run.server, driver=None, lock_method=method, position_file=position_file)
     request.addfinalizer(env.cleanup)
     run.write()
     result = env.run("freeze")
@@ -104,11 +107,14 @@ def test_power_cut_after_freeze_loses_no_acknowledged_commit(method, trx_commit,
     lsns = innodb_lsns(run.server)
     run.cut()
     position = env.position()
-    env.run("thaw")
+    thawed = env.run("thaw")
+    assert thawed.rc == 0, thawed
     assert env.wait_no_holder(5) == set()
 
     assert position["durability"] == {"innodb_flush_log_at_trx_commit": trx_commit, "sync_binlog": 0}
     copy = run.boot_image()
+    with open(position_file, encoding="utf-8") as handle:
+        assert json.load(handle) == position, "the position file on the snapshot's disk is not freeze's"
     rows, missing = run.missing(copy, frozen_at)
     assert sum(len(r) for r in rows.values()) > 0
     # (InnoDB's own view right after freeze, for the message: with trx_commit=0 nothing but a
@@ -123,6 +129,70 @@ def test_power_cut_after_freeze_loses_no_acknowledged_commit(method, trx_commit,
     checked = check_tables(copy, ["load.%s" % t for t in run.load.tables if t != "t_innodb"]
                            + ["quiesce_probe.probe_myisam"])
     assert unclean(checked) == {}, unclean(checked)
+
+
+def _readme_account(server):
+    """The dedicated account README.md creates, as written (see test_accounts.py)."""
+    from .test_accounts import PASSWORD, readme_grants
+    for statement in readme_grants(server.flavour, replica=False):
+        server.sql(statement)
+    return {"user": "quiesce", "password": PASSWORD}
+
+
+@pytest.mark.skipif(_NO_POWER_CUT is not None, reason=_NO_POWER_CUT or "")
+@pytest.mark.parametrize("server_flavour", [servers.HOST_MARIADB], indirect=True)
+def test_power_cut_with_the_readme_account_at_trx_commit_2_loses_nothing(request, server_class):
+    """Without SUPER the account cannot raise innodb_flush_log_at_trx_commit for the flush;
+    at 2 the log is in the page cache and the sync under the lock makes it durable."""
+    run = PowerCutRun(request, server_class, _relaxed(2))
+    env = QuiesceEnv(run.server, driver=None, **_readme_account(run.server))
+    request.addfinalizer(env.cleanup)
+    run.write()
+    result = env.run("freeze")
+    frozen_at = time.monotonic()
+    assert result.rc == 0, result
+    run.cut()
+    assert env.run("thaw").rc == 0
+    assert env.wait_no_holder(5) == set()
+    copy = run.boot_image()
+    rows, missing = run.missing(copy, frozen_at)
+    assert sum(len(r) for r in rows.values()) > 0
+    assert missing == {t: 0 for t in run.load.tables}, missing
+
+
+@pytest.mark.parametrize("trx_commit", [0, 2])
+def test_the_setting_raised_for_the_flush_is_back_after_the_freeze(request, server_class, trx_commit):
+    """(The power-cut tests cannot ask the cut server.) Read while frozen and after thaw."""
+    server = server_class(name="trxback", options=_relaxed(trx_commit))
+    request.addfinalizer(server.cleanup)
+    server.start()
+    env = QuiesceEnv(server, driver=None)
+    request.addfinalizer(env.cleanup)
+    assert env.run("freeze").rc == 0
+    assert server.value("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit") == trx_commit
+    assert env.run("thaw").rc == 0
+    assert server.value("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit") == trx_commit
+
+
+@pytest.mark.parametrize("server_flavour", [servers.HOST_MARIADB], indirect=True)
+def test_trx_commit_0_without_the_privilege_to_flush_fails_the_freeze(request, server_class):
+    """At 0 the last commits are only in the server's memory and the account cannot make
+    them durable: the freeze fails (exit 4, naming the fix) instead of promising a snapshot
+    that may miss acknowledged commits. check says so before."""
+    from .checks import assert_clean
+    server = server_class(name="trx0", options=_relaxed(0))
+    request.addfinalizer(server.cleanup)
+    server.start()
+    env = QuiesceEnv(server, driver=None, **_readme_account(server))
+    request.addfinalizer(env.cleanup)
+    checked = env.run("check")
+    assert checked.rc == 4 and "innodb_flush_log_at_trx_commit" in checked.output, checked
+    result = env.run("freeze")
+    assert result.rc == 4, result
+    assert "innodb_flush_log_at_trx_commit" in result.stderr and "SUPER" in result.stderr, result
+    assert server.value("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit") == 0
+    assert not os.path.exists(env.position_file)
+    assert_clean(env, server)
 
 
 @pytest.mark.skipif(_NO_POWER_CUT is not None, reason=_NO_POWER_CUT or "")
