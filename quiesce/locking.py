@@ -197,8 +197,7 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: 
             # Without the privilege a replica looks like a primary: say what that costs.
             log.warning("cannot read the replica status (%s): if this server is a replica, its applier is "
                         "not stopped and its source coordinates are not recorded; fix: GRANT %s ON *.* TO "
-                        "the account", exc.message,
-                        "REPLICA MONITOR" if server.flavour == serverinfo.MARIADB else "REPLICATION CLIENT")
+                        "the account", exc.message, serverinfo.replica_monitor_privilege(server))
         else:
             log.info("no replica status (%s)", exc.message)
         return []
@@ -220,8 +219,7 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: 
         if exc.errno in db.PRIVILEGE_ERRORS:
             raise PrivilegeError("cannot stop the replica SQL thread: %s; fix: GRANT %s ON *.* TO the account, "
                                  "or set stop-replica = never"
-                                 % (exc.message, "REPLICATION SLAVE ADMIN" if server.flavour == serverinfo.MARIADB
-                                    else "REPLICATION_SLAVE_ADMIN"))
+                                 % (exc.message, serverinfo.replica_admin_privilege(server)))
         raise ConnectError("cannot stop the replica SQL thread: %s" % exc.message)
     log.info("stopped replica SQL thread(s): %s", ", ".join(repr(c) for c in stopped))
     return stopped
@@ -442,8 +440,7 @@ def _coordinates(conn: db.Connection, server: Server) -> Dict[str, Any]:
     except db.DbError as exc:
         if exc.errno in db.PRIVILEGE_ERRORS:
             raise PrivilegeError("cannot read binlog coordinates: %s; fix: GRANT %s ON *.* TO the account"
-                                 % (exc.message, "BINLOG MONITOR" if server.flavour == "mariadb"
-                                    else "REPLICATION CLIENT"))
+                                 % (exc.message, serverinfo.binlog_monitor_privilege(server)))
         raise
     statement = serverinfo.gtid_statement(server)
     gtid_rows = conn.query(statement) if statement else []
