@@ -131,9 +131,17 @@ class Watchdog:
         self._thread.join(timeout=self._timeout + 5)
 
 
+PARTIAL_PROCESS_LIST = ("the account lacks PROCESS, so the process list shows only its own sessions: long "
+                        "statements of other accounts go unnoticed and the lock may wait for them up to "
+                        "acquire-timeout; fix: GRANT PROCESS ON *.* TO the account")
+
+
 def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], settings: Settings,
-                             server: Server, method: str, log: logging.Logger) -> None:
-    """Before locking, wait (without blocking anyone) for long statements to finish."""
+                             server: Server, method: str, log: logging.Logger) -> List[str]:
+    """Before locking, wait (without blocking anyone) for long statements to finish.
+
+    Returns warnings for the freeze to pass on (a process list that cannot show them all).
+    """
     kinds = settings.long_query_type
     # With auto, count only what this lock really waits for: BACKUP STAGE lets InnoDB DML run.
     only_blocking = kinds == "auto" and method == BACKUP_STAGE
@@ -142,12 +150,18 @@ def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], sett
     deadline = time.monotonic() + settings.long_query_wait
     started = time.monotonic()
     logged = False
+    first = True
+    warnings: List[str] = []
     while True:
         try:
             rows = helper.query("SELECT * FROM information_schema.PROCESSLIST")
         except db.DbError as exc:
             log.warning("cannot read the process list (%s): long statements go unnoticed", exc)
-            return
+            return warnings
+        if first:
+            first = False
+            if _sees_only_itself(helper, rows):
+                warnings.append(PARTIAL_PROCESS_LIST)
         long_rows = serverinfo.long_statements(rows, own_ids, settings.long_query_time, kinds)
         if only_blocking and long_rows:
             innodb = _innodb_statement_threads(helper)
@@ -163,7 +177,7 @@ def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], sett
         if not long_rows:
             if logged:
                 log.info("long statements finished after %.1f s", time.monotonic() - started)
-            return
+            return warnings
         if time.monotonic() >= deadline:
             raise LockTimeout("statement %s would stall the server behind the lock and did not finish "
                               "within long-query-wait=%g s; fix: let it finish, raise long-query-wait, "
@@ -175,6 +189,18 @@ def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], sett
             logged = True
         # The process list has no change notification; writers are not blocked while we poll.
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _sees_only_itself(helper: db.Connection, rows: Sequence[Dict[str, Any]]) -> bool:
+    """Is this process list limited to the account's own sessions (no PROCESS privilege)?"""
+    me = {r.get("USER") for r in rows if int(r["ID"]) == helper.thread_id}
+    if {r.get("USER") for r in rows} - me:
+        return False  # someone else's session is in view
+    try:
+        grants = [str(list(r.values())[0]) for r in helper.query("SHOW GRANTS")]
+    except db.DbError:
+        return False
+    return not serverinfo.global_privileges(grants) & {"PROCESS", "ALL"}
 
 
 def _innodb_statement_threads(helper: db.Connection) -> Optional[set]:
@@ -275,7 +301,10 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
         for warning in warnings:
             log.warning("%s: %s", target.name, warning)
         helper = connect(target, settings)
-        wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server, strategy.name, log)
+        for warning in wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server,
+                                                strategy.name, log):
+            log.warning("%s: %s", target.name, warning)
+            warnings.append(warning)
         stopped = _stop_replica(conn, server, settings, log,
                                 lambda channels: on_stopping(target, channels) if on_stopping else None)
         # Last: what is written meanwhile goes to disk now, not under the lock.
@@ -306,10 +335,13 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
         locked = time.monotonic()
         locked_wall = time.time()
         if watchdog.fired or (failure and failure.errno in db.INTERRUPTED_ERRORS):
+            unseen = PARTIAL_PROCESS_LIST in prepared.warnings
             raise LockTimeout("%s could not lock %s within acquire-timeout=%g s (%s was waiting for "
-                              "running statements); nothing stays locked; fix: retry when the server is "
-                              "less busy or raise acquire-timeout" % (target.name, server.label,
-                                                                      settings.acquire_timeout, statement))
+                              "running statements%s); nothing stays locked; fix: %sretry when the server is "
+                              "less busy or raise acquire-timeout"
+                              % (target.name, server.label, settings.acquire_timeout, statement,
+                                 ", which the account cannot see without PROCESS" if unseen else "",
+                                 "GRANT PROCESS ON *.* TO the account, " if unseen else ""))
         if failure is not None:
             if failure.errno in db.PRIVILEGE_ERRORS:
                 raise _privilege_error(target, failure, strategy.privileges)
