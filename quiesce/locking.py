@@ -56,6 +56,9 @@ class Locked:
     lost: Optional[str] = None
     # drain (before the lock), acquire, then under the lock: coordinates, flush, sync, under_lock.
     timings_ms: Dict[str, float] = dataclasses.field(default_factory=dict)
+    # Set by release(): the SQL threads it started again over this session, or why it could not.
+    restarted: List[str] = dataclasses.field(default_factory=list)
+    restart_problem: Optional[str] = None
 
 
 def connect(target: Target, settings: Settings) -> db.Connection:
@@ -213,9 +216,15 @@ def _innodb_statement_threads(helper: db.Connection) -> Optional[set]:
 
 
 def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: logging.Logger,
-                  on_stopping: Callable[[List[str]], None]) -> List[str]:
+                  on_stopping: Callable[[List[str]], None], stopped: List[str]) -> None:
+    """Stop the SQL threads this freeze needs stopped; `stopped` gets each channel before its STOP.
+
+    A STOP that fails or times out may still take effect on the server, so a channel counts
+    as stopped from the moment its STOP is sent: whoever restarts goes by what on_stopping
+    recorded, never by what was confirmed.
+    """
     if settings.stop_replica == "never":
-        return []
+        return
     try:
         channels = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server)))
     except db.DbError as exc:
@@ -226,36 +235,52 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: 
                         "the account", exc.message, serverinfo.replica_monitor_privilege(server))
         else:
             log.info("no replica status (%s)", exc.message)
-        return []
+        return
     running = [c["connection_name"] for c in channels if c["sql_running"]]
     if not running:
-        return []
+        return
     if settings.stop_replica == "auto":
         row = conn.query(serverinfo.parallel_applier_statement(server))[0]
         if not serverinfo.parallel_applier_needs_stop(server, row):
-            return []
+            return
     on_stopping(running)
-    stopped = []
-    try:
-        for channel in running:
+    for channel in running:
+        stopped.append(channel)
+        try:
             conn.execute(serverinfo.stop_sql_thread_statement(server, channel))
-            stopped.append(channel)
-    except db.DbError as exc:
-        start_replica(conn, server, stopped, log)
-        if exc.errno in db.PRIVILEGE_ERRORS:
-            raise PrivilegeError("cannot stop the replica SQL thread: %s; fix: GRANT %s ON *.* TO the account, "
-                                 "or set stop-replica = never"
-                                 % (exc.message, serverinfo.replica_admin_privilege(server)))
-        raise ConnectError("cannot stop the replica SQL thread: %s" % exc.message)
+        except db.DbError as exc:
+            raise _stop_failure(exc, server, channel, settings) from None
     log.info("stopped replica SQL thread(s): %s", ", ".join(repr(c) for c in stopped))
-    return stopped
 
 
-def start_replica(conn: db.Connection, server: Server, channels: Sequence[str], log: logging.Logger) -> None:
-    for channel in channels:
-        conn.execute(serverinfo.start_sql_thread_statement(server, channel))
-    if channels:
-        log.info("restarted replica SQL thread(s): %s", ", ".join(repr(c) for c in channels))
+def _stop_failure(exc: db.DbError, server: Server, channel: str, settings: Settings) -> QuiesceError:
+    what = "replica SQL thread %r" % channel if channel else "the replica SQL thread"
+    if exc.errno in db.PRIVILEGE_ERRORS:
+        return PrivilegeError("cannot stop %s: %s; fix: GRANT %s ON *.* TO the account, or set stop-replica = "
+                              "never" % (what, exc.message, serverinfo.replica_admin_privilege(server)))
+    return ConnectError("cannot stop %s: %s; it may be stopped now all the same (the server finishes a STOP "
+                        "the client gave up on): quiesce starts it again and keeps its record until it runs; "
+                        "fix: if SHOW SLAVE STATUS still says Slave_SQL_Running: No, START SLAVE SQL_THREAD; "
+                        "raise connect-timeout (now %g s) if the applier needs longer to reach a safe point"
+                        % (what, exc.message, settings.connect_timeout))
+
+
+def start_replica(conn: db.Connection, server: Server, channels: Sequence[str], started: List[str],
+                  log: logging.Logger) -> None:
+    """START each channel's SQL thread; `started` gets each one that did (a failure raises DbError)."""
+    try:
+        for channel in channels:
+            conn.execute(serverinfo.start_sql_thread_statement(server, channel))
+            started.append(channel)
+    finally:
+        if started:
+            log.info("restarted replica SQL thread(s): %s", ", ".join(repr(c) for c in started))
+
+
+def _not_restarted(target: Target, channels: Sequence[str], why: str) -> str:
+    return ("%s: replica SQL thread(s) %s stopped for the freeze could not be restarted: %s; the next quiesce "
+            "command retries; fix: START SLAVE SQL_THREAD by hand"
+            % (target.name, ", ".join(repr(c) for c in channels), why))
 
 
 @dataclasses.dataclass
@@ -281,7 +306,8 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
     Several instances are all prepared first and then locked back to back, so no server
     stays locked while another one waits for its long statements. on_stopping(target,
     channels) runs before replica SQL threads are stopped, so that whoever must restart
-    them after a crash or a kill finds them on disk.
+    them finds them on disk: the caller, after any failure here (prepare restarts nothing),
+    or whoever cleans up after a crash or a kill.
     """
     conn = connect(target, settings)
     helper: Optional[db.Connection] = None
@@ -305,15 +331,15 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
                                                 strategy.name, log):
             log.warning("%s: %s", target.name, warning)
             warnings.append(warning)
-        stopped = _stop_replica(conn, server, settings, log,
-                                lambda channels: on_stopping(target, channels) if on_stopping else None)
+        _stop_replica(conn, server, settings, log,
+                      lambda channels: on_stopping(target, channels) if on_stopping else None, stopped)
         # Last: what is written meanwhile goes to disk now, not under the lock.
         drained = durable.prepare(info) if target.is_local else None
         return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained, identity)
     except BaseException:
         if helper is not None:
             helper.close()
-        _abandon(conn, target, settings, server, stopped, log)
+        conn.close()
         raise
 
 
@@ -389,16 +415,19 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
         return Locked(target, conn, server, strategy, position, prepared.stopped, (locked - started) * 1000.0,
                       locked, warnings, timings_ms=timings)
     except BaseException:
-        _abandon(conn, target, settings, server, prepared.stopped, log)
+        conn.close()  # drops any lock the session took; the caller restarts the appliers
         raise
     finally:
         prepared.helper.close()
 
 
 def abandon(prepared: Prepared, settings: Settings, log: logging.Logger) -> None:
-    """Give up a prepared server that will not be locked (another instance failed)."""
+    """Give up a prepared server that will not be locked (another instance failed).
+
+    Its stopped appliers are the caller's to restart, as after a failed prepare or lock.
+    """
     prepared.helper.close()
-    _abandon(prepared.conn, prepared.target, settings, prepared.server, prepared.stopped, log)
+    prepared.conn.close()
 
 
 def _sync_warning(synced: durable.Synced, settings: Settings) -> str:
@@ -485,32 +514,30 @@ def _identity(conn: db.Connection, server: Server) -> Dict[str, Any]:
     return found
 
 
-def _abandon(conn: db.Connection, target: Target, settings: Settings, server: Optional[Server],
-             stopped: List[str], log: logging.Logger) -> None:
-    """Undo a half-done acquisition: closing the session drops any lock it took."""
-    conn.close()
-    if stopped and server is not None:
-        restart_replica_fresh(target, settings, server, stopped, log)
-
-
 def restart_replica_fresh(target: Target, settings: Settings, server: Optional[Server], channels: Sequence[str],
-                          log: logging.Logger) -> None:
-    """Restart SQL threads over a new connection (the locking one may be gone, or its holder)."""
+                          log: logging.Logger) -> Optional[str]:
+    """Restart SQL threads over a new connection (the locking one is gone, or its holder).
+
+    Returns None once every one was started, else the problem (also logged).
+    """
     try:
         conn = connect(target, settings)
     except QuiesceError as exc:
-        log.error("%s: replica SQL thread(s) %s are STOPPED and cannot be restarted: %s; fix: START SLAVE "
-                  "by hand", target.name, ", ".join(repr(c) for c in channels), exc)
-        return
+        problem = _not_restarted(target, channels, str(exc))
+        log.error("%s", problem)
+        return problem
+    started: List[str] = []
     try:
         if server is None:
-            row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
-            server = serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
-        start_replica(conn, server, channels, log)
+            server = identify_server(conn)
+        start_replica(conn, server, channels, started, log)
     except db.DbError as exc:
-        log.error("%s: cannot restart replica SQL thread(s): %s; fix: START SLAVE by hand", target.name, exc)
+        problem = _not_restarted(target, [c for c in channels if c not in started], "START SLAVE failed: %s" % exc)
+        log.error("%s", problem)
+        return problem
     finally:
         conn.close()
+    return None
 
 
 def session_closed(locked: Locked) -> bool:
@@ -521,12 +548,15 @@ def session_closed(locked: Locked) -> bool:
         return True
 
 
-def release(locked: Locked, settings: Settings, log: logging.Logger) -> Optional[str]:
-    """Unlock and close (restarting replicas is the caller's next step). Returns a problem, or None.
+def release(locked: Locked, settings: Settings, log: logging.Logger, restart: Sequence[str] = ()) -> Optional[str]:
+    """Unlock, restart the SQL threads `restart` on the same session, and close. Returns a problem, or None.
 
     A session found gone while unlocking means the lock did not last: locked.lost says so.
-    The unlock is bounded by connect-timeout: a server frozen solid gets its session
-    abandoned rather than a holder that never answers thaw.
+    The unlock and each START are bounded by connect-timeout: a server frozen solid gets its
+    session abandoned rather than a holder that never answers thaw. The START goes over
+    this session, after the unlock: right after a lock, the clients that waited behind it
+    may fill max_connections, and a new connection would be refused. locked.restarted
+    lists what was started; a failed START is locked.restart_problem.
     """
     problem = None
     if locked.lost is None:
@@ -541,8 +571,18 @@ def release(locked: Locked, settings: Settings, log: logging.Logger) -> Optional
                                "have ended before thaw" % exc.message)
                 log.error("%s: lock LOST: %s", locked.target.name, locked.lost)
     if locked.lost is None:
+        _restart_on_session(locked, restart, log)
         locked.conn.close()
     else:
         # Saying goodbye to a server that may be frozen solid could block: just drop the socket.
         locked.conn.abandon()
     return problem
+
+
+def _restart_on_session(locked: Locked, channels: Sequence[str], log: logging.Logger) -> None:
+    try:
+        start_replica(locked.conn, locked.server, channels, locked.restarted, log)
+    except db.DbError as exc:
+        locked.restart_problem = _not_restarted(
+            locked.target, [c for c in channels if c not in locked.restarted], "START SLAVE failed: %s" % exc)
+        log.error("%s", locked.restart_problem)

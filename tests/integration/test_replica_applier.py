@@ -10,11 +10,81 @@ says so in its exit status.
 
 import json
 import os
+import tempfile
 
 import pytest
 
 from .checks import assert_clean, lines
+from .fakereplica import FakeReplica
 from .prodhelpers import Background, wait_running_for
+from .runner import QuiesceEnv
+
+REPLICA_STOPPED = 10     # thaw's exit status when an applier quiesce stopped could not be restarted
+
+
+@pytest.fixture
+def fake_replica(request):
+    """A scripted replica (fakereplica.py) and a QuiesceEnv (PyMySQL, stop-replica = always) for it."""
+    root = tempfile.mkdtemp(prefix="qfake-", dir="/tmp")
+    datadir = os.path.join(root, "data")
+    os.mkdir(datadir)
+    server = FakeReplica(os.path.join(root, "mysqld.sock"), datadir)
+    env = QuiesceEnv(None, driver="pymysql", socket=server.path, stop_replica="always", connect_timeout=1,
+                     release_on_fs_thaw="false")
+
+    def finish():
+        report = env.cleanup()
+        server.close()
+        assert not report["holders"], "quiesce left processes behind: %s" % report
+    request.addfinalizer(finish)
+    return server, env
+
+
+def _replicas_record(env):
+    try:
+        with open(os.path.join(env.runtime_dir, "replicas.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+def test_a_stop_that_outlasts_connect_timeout_is_restarted_or_recorded(fake_replica):
+    """STOP SLAVE SQL_THREAD answers only after 2 x connect-timeout, and the thread is stopped
+    then: the failed freeze must restart it, or leave its record for the next command."""
+    server, env = fake_replica
+    server.stop_delay = 2.0
+    result = env.run("freeze")
+    assert result.rc == 3, result
+    assert "may" in result.stderr and "stopped" in result.stderr, result
+    assert server.stop_done.wait(10), "the fake never finished the STOP"
+    assert env.wait_no_holder(10) == set()
+    record = _replicas_record(env)
+    assert server.sql_running or (record and record["instances"] == {"default": [""]}), (
+        "the applier stays stopped and nothing records it: %r, %r" % (server.statements, record))
+    # Whatever was left, the next command restarts it and only then drops the record.
+    thawed = env.run("thaw")
+    assert thawed.rc == 0, thawed
+    assert server.sql_running and _replicas_record(env) is None, server.statements
+
+
+def test_a_start_that_fails_at_thaw_fails_the_thaw_and_keeps_the_record(fake_replica):
+    server, env = fake_replica
+    assert env.run("freeze").rc == 0
+    assert server.sql_running is False
+    server.start_error = (1201, "Could not initialize master info structure (staged)")
+    thawed = env.run("thaw")
+    assert thawed.rc == REPLICA_STOPPED, thawed
+    assert "START SLAVE" in thawed.stderr and "(staged)" in thawed.stderr, thawed
+    # It was tried over the lock session, after the unlock.
+    statements = [text for _, text in server.statements]
+    assert statements.index("START SLAVE SQL_THREAD") > statements.index("BACKUP STAGE END"), statements
+    assert _replicas_record(env)["instances"] == {"default": [""]}
+    assert env.status()["last_result"]["problems"], env.status()
+    # The next command retries, and drops the record once the applier runs.
+    server.start_error = None
+    again = env.run("thaw")
+    assert again.rc == 0, again
+    assert server.sql_running and _replicas_record(env) is None
 
 
 def _long_update_table(server):
@@ -49,3 +119,67 @@ def test_account_without_process_is_warned_that_long_statements_go_unnoticed(mar
     assert quiesce_env.run("thaw").rc == 0
     assert not [line for line in lines(again.stderr) if "PROCESS" in line], again
     assert_clean(quiesce_env, mariadb)
+
+
+def _fill_connections(server, count=30):
+    """count root connections, then max_connections far below them: until enough of them
+    close, the server refuses every new connection (Too many connections), even for root
+    and even once the holder's own session has closed."""
+    held = []
+    try:
+        while len(held) < count:
+            held.append(server.connect())
+        with held[0].cursor() as cur:
+            cur.execute("SET GLOBAL max_connections = 10")
+    except BaseException:
+        _close_all(held)
+        raise
+    return held
+
+
+def _close_all(connections):
+    for conn in connections:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def _sql_running(conn):
+    with conn.cursor(pymysql_dict_cursor()) as cur:
+        cur.execute("SHOW SLAVE STATUS")
+        return cur.fetchone()["Slave_SQL_Running"]
+
+
+def pymysql_dict_cursor():
+    import pymysql.cursors
+    return pymysql.cursors.DictCursor
+
+
+def test_applier_runs_when_thaw_returns_although_clients_fill_max_connections(mariadb, replica_of):
+    """Right after a lock, the clients that waited behind it can fill max_connections: the
+    restart must not need a new connection (it goes over the lock session)."""
+    replica = replica_of(mariadb, parallel_threads=4)
+    env = QuiesceEnv(replica, driver=None, stop_replica="always")
+    fillers = []
+    try:
+        result = env.run("freeze")
+        assert result.rc == 0, result
+        fillers = _fill_connections(replica)
+        assert _sql_running(fillers[0]) == "No"
+        import pymysql
+        with pytest.raises(pymysql.MySQLError, match="1040"):
+            replica.connect().close()
+        thawed = env.run("thaw")
+        # Read at once, no wait: thaw returns with the applier running.
+        running = _sql_running(fillers[0])
+        assert thawed.rc == 0, thawed
+        assert running == "Yes", thawed
+        assert _replicas_record(env) is None
+    finally:
+        if fillers:
+            with fillers[0].cursor() as cur:
+                cur.execute("SET GLOBAL max_connections = 151")
+        _close_all(fillers)
+        report = env.cleanup()
+    assert not report["holders"], report
