@@ -10,13 +10,14 @@ says so in its exit status.
 
 import json
 import os
+import signal
 import tempfile
 
 import pytest
 
 from .checks import assert_clean, lines
 from .fakereplica import FakeReplica
-from .prodhelpers import Background, wait_running_for
+from .prodhelpers import Background, sql_thread_running, wait_running_for
 from .runner import QuiesceEnv
 
 REPLICA_STOPPED = 10     # thaw's exit status when an applier quiesce stopped could not be restarted
@@ -183,3 +184,62 @@ def test_applier_runs_when_thaw_returns_although_clients_fill_max_connections(ma
         _close_all(fillers)
         report = env.cleanup()
     assert not report["holders"], report
+
+
+@pytest.fixture
+def stopped_replica(mariadb, replica_of, request):
+    """A parallel replica and its QuiesceEnv (stop-replica = always), torn down cleanly."""
+    def make(**settings):
+        replica = replica_of(mariadb, parallel_threads=4)
+        env = QuiesceEnv(replica, driver=None, stop_replica="always", **settings)
+
+        def finish():
+            report = env.cleanup()
+            assert not report["holders"], report
+        request.addfinalizer(finish)
+        return replica, env
+    return make
+
+
+def test_applier_runs_when_the_hook_thaw_returns(stopped_replica):
+    replica, env = stopped_replica()
+    assert env.run("hook", "freeze").rc == 0
+    assert sql_thread_running(replica) == "No"
+    thawed = env.run("hook", "thaw")
+    # Read at once, no wait.
+    assert sql_thread_running(replica) == "Yes", thawed
+    assert thawed.rc == 0, thawed
+
+
+def test_a_freeze_that_finds_the_holder_killed_restarts_its_applier(stopped_replica):
+    replica, env = stopped_replica()
+    assert env.run("freeze").rc == 0
+    os.kill(env.state()["holder_pid"], signal.SIGKILL)
+    assert env.wait_no_holder(5) == set()
+    assert sql_thread_running(replica) == "No"
+    # The next freeze (which itself stops nothing now) adopts the dead holder first.
+    env.write_config(stop_replica="never")
+    frozen = env.run("freeze")
+    assert sql_thread_running(replica) == "Yes", frozen
+    assert frozen.rc == 0, frozen
+    assert _replicas_record(env) is None
+    assert env.run("thaw").rc == 0    # this caller froze again: the killed holder's loss went to the history
+
+
+def test_a_restart_that_fails_while_the_replica_is_stopped_is_retried_by_the_next_thaw(stopped_replica):
+    """The replica's server does not answer at thaw (SIGSTOP): neither the unlock nor the
+    restart gets through, so the record must stay for the next command."""
+    replica, env = stopped_replica(connect_timeout=1)
+    assert env.run("freeze").rc == 0
+    os.kill(replica.pid, signal.SIGSTOP)
+    try:
+        thawed = env.run("thaw")
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    assert thawed.rc == 6, thawed
+    assert _replicas_record(env)["instances"] == {"default": [""]}, thawed
+    assert sql_thread_running(replica) == "No"
+    again = env.run("thaw")
+    assert sql_thread_running(replica) == "Yes", again
+    assert again.rc == 0, again
+    assert _replicas_record(env) is None
