@@ -140,18 +140,20 @@ PARTIAL_PROCESS_LIST = ("the account lacks PROCESS, so the process list shows on
 
 
 def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], settings: Settings,
-                             server: Server, method: str, log: logging.Logger) -> List[str]:
+                             server: Server, method: str, log: logging.Logger,
+                             deadline: Optional[float] = None) -> List[str]:
     """Before locking, wait (without blocking anyone) for long statements to finish.
 
-    Returns warnings for the freeze to pass on (a process list that cannot show them all).
+    Waits until deadline (default: long-query-wait from now). Returns warnings for the
+    freeze to pass on (a process list that cannot show them all).
     """
     kinds = settings.long_query_type
     # With auto, count only what this lock really waits for: BACKUP STAGE lets InnoDB DML run.
     only_blocking = kinds == "auto" and method == BACKUP_STAGE
     if kinds == "auto":
         kinds = serverinfo.default_long_query_kinds(server, method)
-    deadline = time.monotonic() + settings.long_query_wait
     started = time.monotonic()
+    deadline = started + settings.long_query_wait if deadline is None else deadline
     logged = False
     first = True
     warnings: List[str] = []
@@ -216,12 +218,13 @@ def _innodb_statement_threads(helper: db.Connection) -> Optional[set]:
 
 
 def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: logging.Logger,
-                  on_stopping: Callable[[List[str]], None], stopped: List[str]) -> None:
+                  on_stopping: Callable[[List[str]], None], stopped: List[str], deadline: float) -> None:
     """Stop the SQL threads this freeze needs stopped; `stopped` gets each channel before its STOP.
 
     A STOP that fails or times out may still take effect on the server, so a channel counts
     as stopped from the moment its STOP is sent: whoever restarts goes by what on_stopping
-    recorded, never by what was confirmed.
+    recorded, never by what was confirmed. With them stopped, the applier must hold no
+    temporary table (see _drop_temp_tables); that wait ends at deadline.
     """
     if settings.stop_replica == "never":
         return
@@ -241,16 +244,60 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: 
         return
     if settings.stop_replica == "auto":
         row = conn.query(serverinfo.parallel_applier_statement(server))[0]
-        if not serverinfo.parallel_applier_needs_stop(server, row):
+        if not serverinfo.parallel_applier_needs_stop(server, row) and not _open_temp_tables(conn):
             return
     on_stopping(running)
     for channel in running:
         stopped.append(channel)
-        try:
-            conn.execute(serverinfo.stop_sql_thread_statement(server, channel))
-        except db.DbError as exc:
-            raise _stop_failure(exc, server, channel, settings) from None
+        _stop_sql_thread(conn, server, channel, settings)
     log.info("stopped replica SQL thread(s): %s", ", ".join(repr(c) for c in stopped))
+    _drop_temp_tables(conn, server, settings, log, stopped, deadline)
+
+
+def _stop_sql_thread(conn: db.Connection, server: Server, channel: str, settings: Settings) -> None:
+    try:
+        conn.execute(serverinfo.stop_sql_thread_statement(server, channel))
+    except db.DbError as exc:
+        raise _stop_failure(exc, server, channel, settings) from None
+
+
+# What the applier is let run for between two looks at its temporary tables.
+TEMP_TABLE_RUN = 1.0
+OPEN_TEMP_TABLES_STATEMENT = ("SHOW GLOBAL STATUS WHERE Variable_name IN ('Slave_open_temp_tables', "
+                              "'Replica_open_temp_tables')")
+
+
+def _open_temp_tables(conn: db.Connection) -> int:
+    return max([int(r.get("Value") or 0) for r in conn.query(OPEN_TEMP_TABLES_STATEMENT)] or [0])
+
+
+def _drop_temp_tables(conn: db.Connection, server: Server, settings: Settings, log: logging.Logger,
+                      channels: Sequence[str], deadline: float) -> None:
+    """Let the stopped applier run until it holds no temporary table, or give up at deadline.
+
+    With statement-based (or mixed) replication the applier keeps the source sessions'
+    temporary tables in memory, where no snapshot has them: a copy taken now would fail on
+    the first replicated statement that uses one. Stopped, the applier never drops them, so
+    it is started for a moment and stopped again until it has, as backup tools do.
+    """
+    count = _open_temp_tables(conn)
+    if count:
+        log.info("the replica's applier holds %d temporary table(s): letting it run until it drops them "
+                 "(at most %.0f s)", count, max(0.0, deadline - time.monotonic()))
+    while count:
+        if time.monotonic() >= deadline:
+            raise LockTimeout("the replica's applier holds %d temporary table(s) (statement-based replication) and "
+                              "did not drop them within long-query-wait=%g s: a snapshot now could not replicate "
+                              "on, as later statements use them; nothing was locked and the applier runs again; "
+                              "fix: retry when the source's sessions have dropped their temporary tables, raise "
+                              "long-query-wait, or replicate with binlog_format = ROW"
+                              % (count, settings.long_query_wait))
+        for channel in channels:
+            conn.execute(serverinfo.start_sql_thread_statement(server, channel))
+        time.sleep(max(0.0, min(TEMP_TABLE_RUN, deadline - time.monotonic())))
+        for channel in channels:
+            _stop_sql_thread(conn, server, channel, settings)
+        count = _open_temp_tables(conn)
 
 
 def _stop_failure(exc: db.DbError, server: Server, channel: str, settings: Settings) -> QuiesceError:
@@ -327,12 +374,16 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
         for warning in warnings:
             log.warning("%s: %s", target.name, warning)
         helper = connect(target, settings)
+        # One long-query-wait for everything the lock must not meet: long statements, then
+        # the applier's temporary tables.
+        waits_until = time.monotonic() + settings.long_query_wait
         for warning in wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server,
-                                                strategy.name, log):
+                                                strategy.name, log, waits_until):
             log.warning("%s: %s", target.name, warning)
             warnings.append(warning)
         _stop_replica(conn, server, settings, log,
-                      lambda channels: on_stopping(target, channels) if on_stopping else None, stopped)
+                      lambda channels: on_stopping(target, channels) if on_stopping else None, stopped,
+                      waits_until)
         # Last: what is written meanwhile goes to disk now, not under the lock.
         drained = durable.prepare(info) if target.is_local else None
         return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained, identity)

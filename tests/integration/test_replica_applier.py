@@ -12,7 +12,10 @@ import json
 import os
 import signal
 import tempfile
+import time
 
+import pymysql
+import pymysql.cursors
 import pytest
 
 from .checks import assert_clean, lines
@@ -147,14 +150,9 @@ def _close_all(connections):
 
 
 def _sql_running(conn):
-    with conn.cursor(pymysql_dict_cursor()) as cur:
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
         cur.execute("SHOW SLAVE STATUS")
         return cur.fetchone()["Slave_SQL_Running"]
-
-
-def pymysql_dict_cursor():
-    import pymysql.cursors
-    return pymysql.cursors.DictCursor
 
 
 def test_applier_runs_when_thaw_returns_although_clients_fill_max_connections(mariadb, replica_of):
@@ -168,7 +166,6 @@ def test_applier_runs_when_thaw_returns_although_clients_fill_max_connections(ma
         assert result.rc == 0, result
         fillers = _fill_connections(replica)
         assert _sql_running(fillers[0]) == "No"
-        import pymysql
         with pytest.raises(pymysql.MySQLError, match="1040"):
             replica.connect().close()
         thawed = env.run("thaw")
@@ -243,3 +240,69 @@ def test_a_restart_that_fails_while_the_replica_is_stopped_is_retried_by_the_nex
     assert sql_thread_running(replica) == "Yes", again
     assert again.rc == 0, again
     assert _replicas_record(env) is None
+
+
+def _open_temp_tables(replica):
+    rows = replica.query("SHOW GLOBAL STATUS LIKE 'Slave_open_temp_tables'")
+    return int(rows[0][1])
+
+
+@pytest.fixture
+def temp_table_on_the_applier(mariadb, replica_of, request):
+    """A statement-format replica whose applier holds a temporary table: the source's session
+    that created it stays open. Returns (replica, env, that session)."""
+    replica = replica_of(mariadb, parallel_threads=0)
+    session = mariadb.connect(database="quiesce_probe")
+    request.addfinalizer(lambda: _close_all([session]))
+    with session.cursor() as cur:
+        cur.execute("SET SESSION binlog_format = 'STATEMENT'")
+        cur.execute("CREATE TEMPORARY TABLE pending (a INT)")
+        cur.execute("INSERT INTO pending VALUES (1)")
+    replica.wait_caught_up(mariadb)
+    assert _open_temp_tables(replica) == 1
+    env = QuiesceEnv(replica, driver=None, stop_replica="always")
+
+    def finish():
+        report = env.cleanup()
+        assert not report["holders"], report
+    request.addfinalizer(finish)
+    return replica, env, session
+
+
+@pytest.mark.parametrize("stop_replica", ["always", "auto"])
+def test_a_replica_applier_holding_temporary_tables_is_not_frozen(stop_replica, temp_table_on_the_applier):
+    """A snapshot taken while the applier holds a temporary table cannot replicate on: the
+    statements that use it would fail on the restored copy. freeze lets the applier go on
+    for up to long-query-wait, then gives up with its applier running again (auto too,
+    although this applier is serial)."""
+    replica, env, _session = temp_table_on_the_applier
+    env.write_config(long_query_wait=2, stop_replica=stop_replica)
+    result = env.run("freeze")
+    assert result.rc == 5, result
+    assert "temporary table" in result.stderr and "long-query-wait" in result.stderr, result
+    assert sql_thread_running(replica) == "Yes"
+    assert env.wait_no_holder(5) == set()
+    assert not os.path.exists(env.position_file)
+    assert_clean(env, replica)
+
+
+def test_freeze_waits_until_the_replica_applier_has_dropped_its_temporary_tables(mariadb,
+                                                                                temp_table_on_the_applier):
+    replica, env, session = temp_table_on_the_applier
+    env.write_config(long_query_wait=30)
+    freeze = env.start("freeze")
+    # The source drops the table once freeze has stopped the applier: it must be let run to apply that.
+    deadline = time.monotonic() + 20
+    while sql_thread_running(replica) == "Yes" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with session.cursor() as cur:
+        cur.execute("DROP TEMPORARY TABLE pending")
+    result = freeze.wait(60)
+    assert result.rc == 0, result
+    try:
+        assert _open_temp_tables(replica) == 0
+        assert sql_thread_running(replica) == "No"
+        assert env.position()["replica_stopped"] is True
+    finally:
+        assert env.run("thaw").rc == 0
+    assert sql_thread_running(replica) == "Yes"
