@@ -292,8 +292,12 @@ def _drop_temp_tables(conn: db.Connection, server: Server, settings: Settings, l
                               "fix: retry when the source's sessions have dropped their temporary tables, raise "
                               "long-query-wait, or replicate with binlog_format = ROW"
                               % (count, settings.long_query_wait))
-        for channel in channels:
-            conn.execute(serverinfo.start_sql_thread_statement(server, channel))
+        try:
+            start_replica(conn, server, channels, [], log)
+        except db.DbError as exc:
+            raise ConnectError("cannot start the replica SQL thread to let it drop its temporary tables: %s; it "
+                               "may stay stopped: quiesce keeps its record and the next command retries; fix: "
+                               "START SLAVE SQL_THREAD by hand" % exc.message) from None
         time.sleep(max(0.0, min(TEMP_TABLE_RUN, deadline - time.monotonic())))
         for channel in channels:
             _stop_sql_thread(conn, server, channel, settings)

@@ -45,7 +45,8 @@ def restart_orphaned_replicas(settings: Settings, files: state.RuntimeFiles,
                     problems.append(problem)
                     left[target.name] = stopped[target.name]
     if left:
-        state.write_json_atomic(files.replicas, dict(record or state.owner_record(), instances=left))
+        # Owned by the dead holder (or by nobody): every later command, and the next holder, retries.
+        state.write_json_atomic(files.replicas, dict(record or {"holder_pid": None}, instances=left))
     else:
         state.remove(files.replicas)
     return problems
