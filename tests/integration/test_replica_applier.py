@@ -306,3 +306,23 @@ def test_freeze_waits_until_the_replica_applier_has_dropped_its_temporary_tables
     finally:
         assert env.run("thaw").rc == 0
     assert sql_thread_running(replica) == "Yes"
+
+
+def test_a_start_refused_by_a_real_replica_fails_the_thaw_and_the_next_thaw_retries(stopped_replica, mariadb):
+    """While frozen, the replica's configuration goes (RESET SLAVE ALL): START SLAVE fails at
+    thaw (The server is not configured as slave), so thaw exits 10 and keeps the record."""
+    replica, env = stopped_replica()
+    assert env.run("freeze").rc == 0
+    replica.sql("STOP SLAVE IO_THREAD")
+    replica.sql("RESET SLAVE ALL")
+    thawed = env.run("thaw")
+    assert thawed.rc == REPLICA_STOPPED, thawed
+    assert "START SLAVE" in thawed.stderr, thawed
+    assert _replicas_record(env)["instances"] == {"default": [""]}
+    # Configured again, the next command starts the applier and drops the record.
+    replica.replicate_from(mariadb, parallel_threads=None)
+    replica.sql("STOP SLAVE SQL_THREAD")
+    again = env.run("thaw")
+    assert sql_thread_running(replica) == "Yes", again
+    assert again.rc == 0, again
+    assert _replicas_record(env) is None
