@@ -291,10 +291,14 @@ def test_freeze_waits_until_the_replica_applier_has_dropped_its_temporary_tables
     replica, env, session = temp_table_on_the_applier
     env.write_config(long_query_wait=30)
     freeze = env.start("freeze")
-    # The source drops the table once freeze has stopped the applier: it must be let run to apply that.
+    # The source drops the table once freeze has stopped the applier (its record comes just
+    # before the STOP; the applier then runs only in 1 s bursts): it must be let run to apply it.
     deadline = time.monotonic() + 20
+    while _replicas_record(env) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    deadline = time.monotonic() + 5
     while sql_thread_running(replica) == "Yes" and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.01)
     with session.cursor() as cur:
         cur.execute("DROP TEMPORARY TABLE pending")
     result = freeze.wait(60)
