@@ -66,14 +66,11 @@ def hook_warnings(registrations: List[Tuple[str, str]], record: str = paths.HOOK
     return warnings
 
 
-_REPLICA_CONTROL = ("REPLICATION SLAVE ADMIN", "REPLICATION_SLAVE_ADMIN")
-
-
-def _needed_by_freeze(recommended: List[str], settings: Settings) -> List[str]:
+def _needed_by_freeze(recommended: List[str], settings: Settings, server) -> List[str]:
     """The lacking privileges without which the next freeze fails or cannot see what it must."""
     needed = [p for p in recommended if p == "PROCESS"]
     if settings.stop_replica == "always":
-        needed += [p for p in recommended if p in _REPLICA_CONTROL]
+        needed += [p for p in recommended if p == serverinfo.replica_admin_privilege(server) and p not in needed]
     return needed
 
 
@@ -104,7 +101,7 @@ def _check_target(report: Report, target, settings: Settings) -> None:
                                        % (target.name, target.user, ", ".join(required), ", ".join(required))))
         else:
             report.ok("%s: privileges suffice for %s" % (target.name, method))
-        needed = _needed_by_freeze(recommended, settings)
+        needed = _needed_by_freeze(recommended, settings, server)
         if needed:
             report.fail(PrivilegeError("%s: user %r lacks %s, which freeze needs here (PROCESS: without it the "
                                        "long-statement check sees only its own sessions; replica control: "

@@ -18,6 +18,7 @@ class Exit(enum.IntEnum):
     BUSY = 7
     STATE = 8
     RESTORE = 9
+    REPLICA_STOPPED = 10
 
 
 EXIT_MEANINGS = {
@@ -32,6 +33,8 @@ EXIT_MEANINGS = {
     Exit.STATE: "the holder or its runtime state failed (no answer, unreadable state)",
     Exit.RESTORE: "a restored server does not match its snapshot (verify failed, position file missing or "
                   "from another server) or a restore plan could not be applied",
+    Exit.REPLICA_STOPPED: "the lock lasted, but a replica SQL thread stopped for the freeze could not be restarted "
+                          "(the next quiesce command retries)",
 }
 
 
@@ -77,6 +80,10 @@ class RestoreError(QuiesceError):
     exit_code = Exit.RESTORE
 
 
+class ReplicaStopped(QuiesceError):
+    exit_code = Exit.REPLICA_STOPPED
+
+
 def exit_code_for(exc: BaseException) -> Exit:
     if isinstance(exc, QuiesceError):
         return exc.exit_code
@@ -84,7 +91,7 @@ def exit_code_for(exc: BaseException) -> Exit:
 
 
 _BY_CODE = {cls.exit_code: cls for cls in (ConfigError, ConnectError, PrivilegeError, LockTimeout,
-                                           LockLost, Busy, StateError, RestoreError)}
+                                           LockLost, Busy, StateError, RestoreError, ReplicaStopped)}
 
 
 def error_for_code(code: int, message: str) -> QuiesceError:

@@ -172,7 +172,12 @@ class Holder:
 
     def _record_stopping(self, target: config.Target, channels: List[str]) -> None:
         """On disk before any applier stops: whoever kills us can restart them."""
-        self.stopping[target.name] = list(channels)
+        from . import recovery
+        if not self.stopping:
+            # An earlier holder's that could not be restarted (freeze tried just now): ours to
+            # retry at the release, and the record must not forget them meanwhile.
+            self.stopping = recovery.orphaned_channels(self.files)
+        self.stopping[target.name] = sorted(set(self.stopping.get(target.name, [])) | set(channels))
         record = dict(state.owner_record(), instances=self.stopping)
         try:
             state.write_json_atomic(self.files.replicas, record)
@@ -337,19 +342,50 @@ class Holder:
         from . import locking
         problems = []
         for item in self.locked:
-            problem = locking.release(item, self.settings, self.log)
+            problem = locking.release(item, self.settings, self.log, self.stopping.get(item.target.name, ()))
             if problem:
                 problems.append("%s: %s" % (item.target.name, problem))
         return problems
 
-    def _restart_replicas(self) -> None:
+    def _restart_replicas(self) -> Tuple[Dict[str, List[str]], List[str]]:
+        """Restart every SQL thread this holder meant to stop; returns those still stopped (by
+        instance) and why.
+
+        Goes by the record written before the first STOP, not by the STOPs that answered: one
+        that timed out may have taken effect. release() has started the locked ones over their
+        own sessions; the rest get a new connection. replicas.json stays until every one
+        runs again, so that the next quiesce command retries.
+        """
         from . import locking
-        for item in self.locked:
-            if item.stopped_channels:
-                locking.restart_replica_fresh(item.target, self.settings, item.server,
-                                              item.stopped_channels, self.log)
-        if self.stopping:
+        left: Dict[str, List[str]] = {}
+        problems: Dict[str, str] = {}
+        locked = {item.target.name: item for item in self.locked}
+        for target in self.settings.targets:
+            wanted = self.stopping.get(target.name) or []
+            item = locked.get(target.name)
+            if not wanted:
+                continue
+            if item is not None and item.lost is None:
+                # Its session was up after the unlock: what failed over it would fail again.
+                rest = [c for c in wanted if c not in item.restarted]
+                if rest:
+                    left[target.name], problems[target.name] = rest, str(item.restart_problem)
+                continue
+            problem = locking.restart_replica_fresh(target, self.settings, item.server if item else None, wanted,
+                                                    self.log)
+            if problem:
+                left[target.name], problems[target.name] = list(wanted), problem
+        why = [problems[name] for name in left]
+        if not self.stopping:
+            return left, why
+        if left:
+            try:
+                state.write_json_atomic(self.files.replicas, dict(state.owner_record(), instances=left))
+            except OSError as exc:
+                self.log.error("cannot rewrite %s: %s", self.files.replicas, exc.strerror)
+        else:
             state.remove(self.files.replicas)
+        return left, why
 
     def finish(self, requested: str, reason: Optional[str], client: Optional[socket.socket] = None,
                thawing: Optional[str] = None, everyone: bool = False) -> None:
@@ -370,6 +406,9 @@ class Holder:
             if item.lost is None and locking.session_closed(item):
                 self._mark_lost(item)
         problems = self._release_all()
+        # Before answering: thaw returns with replication running again (the lock is already gone).
+        not_restarted, why_not = self._restart_replicas()
+        problems += why_not
         final, why = outcome.decide(requested, reason, [(i.target.name, i.lost) for i in self.locked if i.lost])
         pending = sharing.pending_after(self.callers, thawing, everyone)
         result = {
@@ -388,14 +427,15 @@ class Holder:
             "pending": pending,
             "thaws_pending": len(pending),
             "released_by": thawing if pending else None,
+            # SQL threads stopped for the freeze that still are (thaw then exits REPLICA_STOPPED).
+            "replicas_stopped": not_restarted,
+            "replica_problems": why_not,
             "instances": [{"name": i.target.name, "lock": i.strategy.name, "lost": i.lost,
                            "wait_ms": round(i.wait_ms, 1),
                            "held_ms": round((released - i.locked_monotonic) * 1000.0, 1)} for i in self.locked],
         }
         level = self.log.info if final in outcome.GOOD else self.log.error
         level("released (%s) after %.0f ms%s", final, result["held_ms"], ": " + why if why else "")
-        # Before answering: thaw returns with replication running again (the lock is already gone).
-        self._restart_replicas()
         if client is not None:
             # Answer first: recording the result costs two fsyncs that thaw need not wait for.
             reply(client, result)

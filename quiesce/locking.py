@@ -56,6 +56,9 @@ class Locked:
     lost: Optional[str] = None
     # drain (before the lock), acquire, then under the lock: coordinates, flush, sync, under_lock.
     timings_ms: Dict[str, float] = dataclasses.field(default_factory=dict)
+    # Set by release(): the SQL threads it started again over this session, or why it could not.
+    restarted: List[str] = dataclasses.field(default_factory=list)
+    restart_problem: Optional[str] = None
 
 
 def connect(target: Target, settings: Settings) -> db.Connection:
@@ -131,23 +134,39 @@ class Watchdog:
         self._thread.join(timeout=self._timeout + 5)
 
 
+PARTIAL_PROCESS_LIST = ("the account lacks PROCESS, so the process list shows only its own sessions: long "
+                        "statements of other accounts go unnoticed and the lock may wait for them up to "
+                        "acquire-timeout; fix: GRANT PROCESS ON *.* TO the account")
+
+
 def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], settings: Settings,
-                             server: Server, method: str, log: logging.Logger) -> None:
-    """Before locking, wait (without blocking anyone) for long statements to finish."""
+                             server: Server, method: str, log: logging.Logger,
+                             deadline: Optional[float] = None) -> List[str]:
+    """Before locking, wait (without blocking anyone) for long statements to finish.
+
+    Waits until deadline (default: long-query-wait from now). Returns warnings for the
+    freeze to pass on (a process list that cannot show them all).
+    """
     kinds = settings.long_query_type
     # With auto, count only what this lock really waits for: BACKUP STAGE lets InnoDB DML run.
     only_blocking = kinds == "auto" and method == BACKUP_STAGE
     if kinds == "auto":
         kinds = serverinfo.default_long_query_kinds(server, method)
-    deadline = time.monotonic() + settings.long_query_wait
     started = time.monotonic()
+    deadline = started + settings.long_query_wait if deadline is None else deadline
     logged = False
+    first = True
+    warnings: List[str] = []
     while True:
         try:
             rows = helper.query("SELECT * FROM information_schema.PROCESSLIST")
         except db.DbError as exc:
             log.warning("cannot read the process list (%s): long statements go unnoticed", exc)
-            return
+            return warnings
+        if first:
+            first = False
+            if _sees_only_itself(helper, rows):
+                warnings.append(PARTIAL_PROCESS_LIST)
         long_rows = serverinfo.long_statements(rows, own_ids, settings.long_query_time, kinds)
         if only_blocking and long_rows:
             innodb = _innodb_statement_threads(helper)
@@ -163,7 +182,7 @@ def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], sett
         if not long_rows:
             if logged:
                 log.info("long statements finished after %.1f s", time.monotonic() - started)
-            return
+            return warnings
         if time.monotonic() >= deadline:
             raise LockTimeout("statement %s would stall the server behind the lock and did not finish "
                               "within long-query-wait=%g s; fix: let it finish, raise long-query-wait, "
@@ -177,6 +196,18 @@ def wait_for_long_statements(helper: db.Connection, own_ids: Sequence[int], sett
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
+def _sees_only_itself(helper: db.Connection, rows: Sequence[Dict[str, Any]]) -> bool:
+    """Is this process list limited to the account's own sessions (no PROCESS privilege)?"""
+    me = {r.get("USER") for r in rows if int(r["ID"]) == helper.thread_id}
+    if {r.get("USER") for r in rows} - me:
+        return False  # someone else's session is in view
+    try:
+        grants = [str(list(r.values())[0]) for r in helper.query("SHOW GRANTS")]
+    except db.DbError:
+        return False
+    return not serverinfo.global_privileges(grants) & {"PROCESS", "ALL"}
+
+
 def _innodb_statement_threads(helper: db.Connection) -> Optional[set]:
     try:
         rows = helper.query("SELECT trx_mysql_thread_id AS id FROM information_schema.INNODB_TRX "
@@ -187,9 +218,16 @@ def _innodb_statement_threads(helper: db.Connection) -> Optional[set]:
 
 
 def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: logging.Logger,
-                  on_stopping: Callable[[List[str]], None]) -> List[str]:
+                  on_stopping: Callable[[List[str]], None], stopped: List[str], deadline: float) -> None:
+    """Stop the SQL threads this freeze needs stopped; `stopped` gets each channel before its STOP.
+
+    A STOP that fails or times out may still take effect on the server, so a channel counts
+    as stopped from the moment its STOP is sent: whoever restarts goes by what on_stopping
+    recorded, never by what was confirmed. With them stopped, the applier must hold no
+    temporary table (see _drop_temp_tables); that wait ends at deadline.
+    """
     if settings.stop_replica == "never":
-        return []
+        return
     try:
         channels = serverinfo.replica_channels(conn.query(serverinfo.replica_status_statement(server)))
     except db.DbError as exc:
@@ -197,41 +235,103 @@ def _stop_replica(conn: db.Connection, server: Server, settings: Settings, log: 
             # Without the privilege a replica looks like a primary: say what that costs.
             log.warning("cannot read the replica status (%s): if this server is a replica, its applier is "
                         "not stopped and its source coordinates are not recorded; fix: GRANT %s ON *.* TO "
-                        "the account", exc.message,
-                        "REPLICA MONITOR" if server.flavour == serverinfo.MARIADB else "REPLICATION CLIENT")
+                        "the account", exc.message, serverinfo.replica_monitor_privilege(server))
         else:
             log.info("no replica status (%s)", exc.message)
-        return []
+        return
     running = [c["connection_name"] for c in channels if c["sql_running"]]
     if not running:
-        return []
+        return
     if settings.stop_replica == "auto":
         row = conn.query(serverinfo.parallel_applier_statement(server))[0]
-        if not serverinfo.parallel_applier_needs_stop(server, row):
-            return []
+        if not serverinfo.parallel_applier_needs_stop(server, row) and not _open_temp_tables(conn):
+            return
     on_stopping(running)
-    stopped = []
-    try:
-        for channel in running:
-            conn.execute(serverinfo.stop_sql_thread_statement(server, channel))
-            stopped.append(channel)
-    except db.DbError as exc:
-        start_replica(conn, server, stopped, log)
-        if exc.errno in db.PRIVILEGE_ERRORS:
-            raise PrivilegeError("cannot stop the replica SQL thread: %s; fix: GRANT %s ON *.* TO the account, "
-                                 "or set stop-replica = never"
-                                 % (exc.message, "REPLICATION SLAVE ADMIN" if server.flavour == serverinfo.MARIADB
-                                    else "REPLICATION_SLAVE_ADMIN"))
-        raise ConnectError("cannot stop the replica SQL thread: %s" % exc.message)
+    for channel in running:
+        stopped.append(channel)
+        _stop_sql_thread(conn, server, channel, settings)
     log.info("stopped replica SQL thread(s): %s", ", ".join(repr(c) for c in stopped))
-    return stopped
+    _drop_temp_tables(conn, server, settings, log, stopped, deadline)
 
 
-def start_replica(conn: db.Connection, server: Server, channels: Sequence[str], log: logging.Logger) -> None:
-    for channel in channels:
-        conn.execute(serverinfo.start_sql_thread_statement(server, channel))
-    if channels:
-        log.info("restarted replica SQL thread(s): %s", ", ".join(repr(c) for c in channels))
+def _stop_sql_thread(conn: db.Connection, server: Server, channel: str, settings: Settings) -> None:
+    try:
+        conn.execute(serverinfo.stop_sql_thread_statement(server, channel))
+    except db.DbError as exc:
+        raise _stop_failure(exc, server, channel, settings) from None
+
+
+# What the applier is let run for between two looks at its temporary tables.
+TEMP_TABLE_RUN = 1.0
+OPEN_TEMP_TABLES_STATEMENT = ("SHOW GLOBAL STATUS WHERE Variable_name IN ('Slave_open_temp_tables', "
+                              "'Replica_open_temp_tables')")
+
+
+def _open_temp_tables(conn: db.Connection) -> int:
+    return max([int(r.get("Value") or 0) for r in conn.query(OPEN_TEMP_TABLES_STATEMENT)] or [0])
+
+
+def _drop_temp_tables(conn: db.Connection, server: Server, settings: Settings, log: logging.Logger,
+                      channels: Sequence[str], deadline: float) -> None:
+    """Let the stopped applier run until it holds no temporary table, or give up at deadline.
+
+    With statement-based (or mixed) replication the applier keeps the source sessions'
+    temporary tables in memory, where no snapshot has them: a copy taken now would fail on
+    the first replicated statement that uses one. Stopped, the applier never drops them, so
+    it is started for a moment and stopped again until it has, as backup tools do.
+    """
+    count = _open_temp_tables(conn)
+    if count:
+        log.info("the replica's applier holds %d temporary table(s): letting it run until it drops them "
+                 "(at most %.0f s)", count, max(0.0, deadline - time.monotonic()))
+    while count:
+        if time.monotonic() >= deadline:
+            raise LockTimeout("the replica's applier holds %d temporary table(s) (statement-based replication) and "
+                              "did not drop them within long-query-wait=%g s: a snapshot now could not replicate "
+                              "on, as later statements use them; nothing was locked and the applier runs again; "
+                              "fix: retry when the source's sessions have dropped their temporary tables, raise "
+                              "long-query-wait, or replicate with binlog_format = ROW"
+                              % (count, settings.long_query_wait))
+        try:
+            start_replica(conn, server, channels, [], log)
+        except db.DbError as exc:
+            raise ConnectError("cannot start the replica SQL thread to let it drop its temporary tables: %s; it "
+                               "may stay stopped: quiesce keeps its record and the next command retries; fix: "
+                               "START SLAVE SQL_THREAD by hand" % exc.message) from None
+        time.sleep(max(0.0, min(TEMP_TABLE_RUN, deadline - time.monotonic())))
+        for channel in channels:
+            _stop_sql_thread(conn, server, channel, settings)
+        count = _open_temp_tables(conn)
+
+
+def _stop_failure(exc: db.DbError, server: Server, channel: str, settings: Settings) -> QuiesceError:
+    what = "replica SQL thread %r" % channel if channel else "the replica SQL thread"
+    if exc.errno in db.PRIVILEGE_ERRORS:
+        return PrivilegeError("cannot stop %s: %s; fix: GRANT %s ON *.* TO the account, or set stop-replica = "
+                              "never" % (what, exc.message, serverinfo.replica_admin_privilege(server)))
+    return ConnectError("cannot stop %s: %s; it may be stopped now all the same (the server finishes a STOP "
+                        "the client gave up on): quiesce starts it again and keeps its record until it runs; "
+                        "fix: if SHOW SLAVE STATUS still says Slave_SQL_Running: No, START SLAVE SQL_THREAD; "
+                        "raise connect-timeout (now %g s) if the applier needs longer to reach a safe point"
+                        % (what, exc.message, settings.connect_timeout))
+
+
+def start_replica(conn: db.Connection, server: Server, channels: Sequence[str], started: List[str],
+                  log: logging.Logger) -> None:
+    """START each channel's SQL thread; `started` gets each one that did (a failure raises DbError)."""
+    try:
+        for channel in channels:
+            conn.execute(serverinfo.start_sql_thread_statement(server, channel))
+            started.append(channel)
+    finally:
+        if started:
+            log.info("restarted replica SQL thread(s): %s", ", ".join(repr(c) for c in started))
+
+
+def _not_restarted(target: Target, channels: Sequence[str], why: str) -> str:
+    return ("%s: replica SQL thread(s) %s stopped for the freeze could not be restarted: %s; the next quiesce "
+            "command retries; fix: START SLAVE SQL_THREAD by hand"
+            % (target.name, ", ".join(repr(c) for c in channels), why))
 
 
 @dataclasses.dataclass
@@ -257,7 +357,8 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
     Several instances are all prepared first and then locked back to back, so no server
     stays locked while another one waits for its long statements. on_stopping(target,
     channels) runs before replica SQL threads are stopped, so that whoever must restart
-    them after a crash or a kill finds them on disk.
+    them finds them on disk: the caller, after any failure here (prepare restarts nothing),
+    or whoever cleans up after a crash or a kill.
     """
     conn = connect(target, settings)
     helper: Optional[db.Connection] = None
@@ -277,16 +378,23 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
         for warning in warnings:
             log.warning("%s: %s", target.name, warning)
         helper = connect(target, settings)
-        wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server, strategy.name, log)
-        stopped = _stop_replica(conn, server, settings, log,
-                                lambda channels: on_stopping(target, channels) if on_stopping else None)
+        # One long-query-wait for everything the lock must not meet: long statements, then
+        # the applier's temporary tables.
+        waits_until = time.monotonic() + settings.long_query_wait
+        for warning in wait_for_long_statements(helper, (conn.thread_id, helper.thread_id), settings, server,
+                                                strategy.name, log, waits_until):
+            log.warning("%s: %s", target.name, warning)
+            warnings.append(warning)
+        _stop_replica(conn, server, settings, log,
+                      lambda channels: on_stopping(target, channels) if on_stopping else None, stopped,
+                      waits_until)
         # Last: what is written meanwhile goes to disk now, not under the lock.
         drained = durable.prepare(info) if target.is_local else None
         return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained, identity)
     except BaseException:
         if helper is not None:
             helper.close()
-        _abandon(conn, target, settings, server, stopped, log)
+        conn.close()
         raise
 
 
@@ -308,10 +416,13 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
         locked = time.monotonic()
         locked_wall = time.time()
         if watchdog.fired or (failure and failure.errno in db.INTERRUPTED_ERRORS):
+            unseen = PARTIAL_PROCESS_LIST in prepared.warnings
             raise LockTimeout("%s could not lock %s within acquire-timeout=%g s (%s was waiting for "
-                              "running statements); nothing stays locked; fix: retry when the server is "
-                              "less busy or raise acquire-timeout" % (target.name, server.label,
-                                                                      settings.acquire_timeout, statement))
+                              "running statements%s); nothing stays locked; fix: %sretry when the server is "
+                              "less busy or raise acquire-timeout"
+                              % (target.name, server.label, settings.acquire_timeout, statement,
+                                 ", which the account cannot see without PROCESS" if unseen else "",
+                                 "GRANT PROCESS ON *.* TO the account, " if unseen else ""))
         if failure is not None:
             if failure.errno in db.PRIVILEGE_ERRORS:
                 raise _privilege_error(target, failure, strategy.privileges)
@@ -359,16 +470,19 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
         return Locked(target, conn, server, strategy, position, prepared.stopped, (locked - started) * 1000.0,
                       locked, warnings, timings_ms=timings)
     except BaseException:
-        _abandon(conn, target, settings, server, prepared.stopped, log)
+        conn.close()  # drops any lock the session took; the caller restarts the appliers
         raise
     finally:
         prepared.helper.close()
 
 
 def abandon(prepared: Prepared, settings: Settings, log: logging.Logger) -> None:
-    """Give up a prepared server that will not be locked (another instance failed)."""
+    """Give up a prepared server that will not be locked (another instance failed).
+
+    Its stopped appliers are the caller's to restart, as after a failed prepare or lock.
+    """
     prepared.helper.close()
-    _abandon(prepared.conn, prepared.target, settings, prepared.server, prepared.stopped, log)
+    prepared.conn.close()
 
 
 def _sync_warning(synced: durable.Synced, settings: Settings) -> str:
@@ -442,8 +556,7 @@ def _coordinates(conn: db.Connection, server: Server) -> Dict[str, Any]:
     except db.DbError as exc:
         if exc.errno in db.PRIVILEGE_ERRORS:
             raise PrivilegeError("cannot read binlog coordinates: %s; fix: GRANT %s ON *.* TO the account"
-                                 % (exc.message, "BINLOG MONITOR" if server.flavour == "mariadb"
-                                    else "REPLICATION CLIENT"))
+                                 % (exc.message, serverinfo.binlog_monitor_privilege(server)))
         raise
     statement = serverinfo.gtid_statement(server)
     gtid_rows = conn.query(statement) if statement else []
@@ -456,32 +569,30 @@ def _identity(conn: db.Connection, server: Server) -> Dict[str, Any]:
     return found
 
 
-def _abandon(conn: db.Connection, target: Target, settings: Settings, server: Optional[Server],
-             stopped: List[str], log: logging.Logger) -> None:
-    """Undo a half-done acquisition: closing the session drops any lock it took."""
-    conn.close()
-    if stopped and server is not None:
-        restart_replica_fresh(target, settings, server, stopped, log)
-
-
 def restart_replica_fresh(target: Target, settings: Settings, server: Optional[Server], channels: Sequence[str],
-                          log: logging.Logger) -> None:
-    """Restart SQL threads over a new connection (the locking one may be gone, or its holder)."""
+                          log: logging.Logger) -> Optional[str]:
+    """Restart SQL threads over a new connection (the locking one is gone, or its holder).
+
+    Returns None once every one was started, else the problem (also logged).
+    """
     try:
         conn = connect(target, settings)
     except QuiesceError as exc:
-        log.error("%s: replica SQL thread(s) %s are STOPPED and cannot be restarted: %s; fix: START SLAVE "
-                  "by hand", target.name, ", ".join(repr(c) for c in channels), exc)
-        return
+        problem = _not_restarted(target, channels, str(exc))
+        log.error("%s", problem)
+        return problem
+    started: List[str] = []
     try:
         if server is None:
-            row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
-            server = serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
-        start_replica(conn, server, channels, log)
+            server = identify_server(conn)
+        start_replica(conn, server, channels, started, log)
     except db.DbError as exc:
-        log.error("%s: cannot restart replica SQL thread(s): %s; fix: START SLAVE by hand", target.name, exc)
+        problem = _not_restarted(target, [c for c in channels if c not in started], "START SLAVE failed: %s" % exc)
+        log.error("%s", problem)
+        return problem
     finally:
         conn.close()
+    return None
 
 
 def session_closed(locked: Locked) -> bool:
@@ -492,12 +603,15 @@ def session_closed(locked: Locked) -> bool:
         return True
 
 
-def release(locked: Locked, settings: Settings, log: logging.Logger) -> Optional[str]:
-    """Unlock and close (restarting replicas is the caller's next step). Returns a problem, or None.
+def release(locked: Locked, settings: Settings, log: logging.Logger, restart: Sequence[str] = ()) -> Optional[str]:
+    """Unlock, restart the SQL threads `restart` on the same session, and close. Returns a problem, or None.
 
     A session found gone while unlocking means the lock did not last: locked.lost says so.
-    The unlock is bounded by connect-timeout: a server frozen solid gets its session
-    abandoned rather than a holder that never answers thaw.
+    The unlock and each START are bounded by connect-timeout: a server frozen solid gets its
+    session abandoned rather than a holder that never answers thaw. The START goes over
+    this session, after the unlock: right after a lock, the clients that waited behind it
+    may fill max_connections, and a new connection would be refused. locked.restarted
+    lists what was started; a failed START is locked.restart_problem.
     """
     problem = None
     if locked.lost is None:
@@ -512,8 +626,18 @@ def release(locked: Locked, settings: Settings, log: logging.Logger) -> Optional
                                "have ended before thaw" % exc.message)
                 log.error("%s: lock LOST: %s", locked.target.name, locked.lost)
     if locked.lost is None:
+        _restart_on_session(locked, restart, log)
         locked.conn.close()
     else:
         # Saying goodbye to a server that may be frozen solid could block: just drop the socket.
         locked.conn.abandon()
     return problem
+
+
+def _restart_on_session(locked: Locked, channels: Sequence[str], log: logging.Logger) -> None:
+    try:
+        start_replica(locked.conn, locked.server, channels, locked.restarted, log)
+    except db.DbError as exc:
+        locked.restart_problem = _not_restarted(
+            locked.target, [c for c in channels if c not in locked.restarted], "START SLAVE failed: %s" % exc)
+        log.error("%s", locked.restart_problem)

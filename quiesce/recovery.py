@@ -12,22 +12,44 @@ from . import sharing, state
 from .config import Settings
 
 
+def orphaned_channels(files: state.RuntimeFiles) -> dict[str, list[str]]:
+    """The SQL threads a holder that is gone recorded as stopped and nobody has restarted yet."""
+    record = files.read_replicas()
+    if record is None or state.holder_alive(record):
+        return {}  # none, or its owner restarts them itself
+    return {str(name): sorted(set(channels or [])) for name, channels in dict(record.get("instances") or {}).items()
+            if channels}
+
+
 def restart_orphaned_replicas(settings: Settings, files: state.RuntimeFiles,
-                              extra: dict[str, list[str]] | None = None) -> None:
-    """Restart the SQL threads a dead holder had stopped (bounded: connect-timeout per server)."""
+                              extra: dict[str, list[str]] | None = None) -> list[str]:
+    """Restart the SQL threads a dead holder had stopped (bounded: connect-timeout per server).
+
+    Returns the problems. replicas.json then names only those still stopped, for the next
+    command to retry; it goes once every one runs.
+    """
     record = files.read_replicas()
     if record is not None and state.holder_alive(record):
-        return  # its owner restarts them itself
+        return []  # its owner restarts them itself
     stopped: dict[str, list[str]] = dict(extra or {})
-    if record is not None:
-        for name, channels in dict(record.get("instances") or {}).items():
-            stopped[str(name)] = sorted(set(stopped.get(str(name), [])) | set(channels or []))
+    for name, channels in orphaned_channels(files).items():
+        stopped[name] = sorted(set(stopped.get(name, [])) | set(channels))
+    problems: list[str] = []
+    left: dict[str, list[str]] = {}
     if stopped:
         from . import locking, log  # the driver: only on this rare path, never on a normal thaw
         for target in settings.targets:
             if stopped.get(target.name):
-                locking.restart_replica_fresh(target, settings, None, stopped[target.name], log.get())
-    state.remove(files.replicas)
+                problem = locking.restart_replica_fresh(target, settings, None, stopped[target.name], log.get())
+                if problem:
+                    problems.append(problem)
+                    left[target.name] = stopped[target.name]
+    if left:
+        # Owned by the dead holder (or by nobody): every later command, and the next holder, retries.
+        state.write_json_atomic(files.replicas, dict(record or {"holder_pid": None}, instances=left))
+    else:
+        state.remove(files.replicas)
+    return problems
 
 
 def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: dict[str, object],
@@ -42,7 +64,7 @@ def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: di
     # state.json of a holder from before replicas.json existed names its stopped channels too.
     older = {str(i.get("name")): list(i.get("replica_stopped") or []) for i in current.get("instances", [])
              if i.get("replica_stopped")}
-    restart_orphaned_replicas(settings, files, older)
+    problems = restart_orphaned_replicas(settings, files, older)
     pending = [str(c) for c in current.get("callers") or []] + [sharing.ANY]
     if thawing is not None:
         pending = sharing.take(pending, thawing)[1]
@@ -50,6 +72,7 @@ def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: di
               "since": current.get("since"), "instances": current.get("instances", []),
               "holder_pid": current.get("holder_pid"), "callers": current.get("callers") or [],
               "test": bool(current.get("test")), "pending": pending, "thaws_pending": len(pending),
+              "problems": problems, "replica_problems": problems, "replicas_stopped": orphaned_channels(files),
               "reason": reason or "holder pid %s died while frozen (killed?), so the lock ended early"
                                   % current.get("holder_pid")}
     state.write_json_atomic(files.result, result)

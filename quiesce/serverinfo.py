@@ -6,7 +6,7 @@ version strings and rows real MySQL, Percona Server and MariaDB servers return.
 
 import dataclasses
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError
 
@@ -345,9 +345,44 @@ def global_privileges(grant_lines: Sequence[str]) -> set:
     return privileges
 
 
+def binlog_monitor_privilege(server: Server) -> str:
+    """What reads the binary-log coordinates (BINLOG MONITOR exists from MariaDB 10.5.2)."""
+    if server.flavour == MARIADB and server.version >= (10, 5, 2):
+        return "BINLOG MONITOR"
+    return "REPLICATION CLIENT"
+
+
+def replica_monitor_privilege(server: Server) -> str:
+    """What reads the replica status: MariaDB moved it twice within 10.5."""
+    if server.flavour == MARIADB:
+        if server.version >= (10, 5, 9):
+            return "REPLICA MONITOR"
+        if server.version >= (10, 5, 2):
+            return "REPLICATION SLAVE ADMIN"
+    return "REPLICATION CLIENT"
+
+
+def replica_admin_privilege(server: Server) -> str:
+    """What stops and starts the applier. MySQL's REPLICATION_APPLIER is for the applier's
+    own account, not this; before the split privileges it was SUPER on both."""
+    if server.flavour == MARIADB:
+        return "REPLICATION SLAVE ADMIN" if server.version >= (10, 5, 2) else "SUPER"
+    return "REPLICATION_SLAVE_ADMIN" if server.version >= (8, 0, 0) else "SUPER"
+
+
+def connection_admin_privilege(server: Server) -> str:
+    """What kills other accounts' statements."""
+    if server.flavour == MARIADB:
+        return "CONNECTION ADMIN" if server.version >= (10, 5, 2) else "SUPER"
+    return "CONNECTION_ADMIN" if server.version >= (8, 0, 0) else "SUPER"
+
+
 def missing_privileges(server: Server, granted: set, method: str, binlog_on: bool, replica: bool,
                        kill_selects: bool, stop_replica: bool) -> Tuple[List[str], List[str]]:
-    """(required, recommended) privileges the account lacks for this configuration."""
+    """(required, recommended) privileges the account lacks for this configuration.
+
+    Each is named as this server's version knows it: a GRANT of a name it lacks fails.
+    """
     if "ALL" in granted:
         return [], []
     required = ["RELOAD"]
@@ -355,18 +390,13 @@ def missing_privileges(server: Server, granted: set, method: str, binlog_on: boo
         required.append("LOCK TABLES")
     recommended = ["PROCESS"]
     if binlog_on:
-        if server.flavour == MARIADB and server.version >= (10, 5, 2):
-            required.append("BINLOG MONITOR")
-        else:
-            required.append("REPLICATION CLIENT")
+        required.append(binlog_monitor_privilege(server))
     if replica:
-        recommended.append("REPLICA MONITOR" if server.flavour == MARIADB and server.version >= (10, 5, 9)
-                           else "REPLICATION CLIENT")
+        recommended.append(replica_monitor_privilege(server))
         if stop_replica:
-            # STOP REPLICA: MySQL's REPLICATION_APPLIER is for the applier's own account, not this.
-            recommended.append("REPLICATION SLAVE ADMIN" if server.flavour == MARIADB else "REPLICATION_SLAVE_ADMIN")
+            recommended.append(replica_admin_privilege(server))
     if kill_selects:
-        recommended.append("CONNECTION ADMIN" if server.flavour == MARIADB else "CONNECTION_ADMIN")
+        recommended.append(connection_admin_privilege(server))
     aliases = {"REPLICATION CLIENT": {"BINLOG MONITOR", "SUPER"}, "BINLOG MONITOR": {"REPLICATION CLIENT", "SUPER"},
                "CONNECTION ADMIN": {"SUPER"}, "CONNECTION_ADMIN": {"SUPER"},
                # MariaDB's SHOW GRANTS names REPLICA MONITOR by its older name.
@@ -376,7 +406,12 @@ def missing_privileges(server: Server, granted: set, method: str, binlog_on: boo
     def lacks(privilege: str) -> bool:
         return privilege not in granted and not (aliases.get(privilege, set()) & granted)
 
-    return [p for p in required if lacks(p)], [p for p in recommended if lacks(p)]
+    missing = _unique(p for p in required if lacks(p))
+    return missing, [p for p in _unique(recommended) if lacks(p) and p not in missing]
+
+
+def _unique(names: Iterable[str]) -> List[str]:
+    return list(dict.fromkeys(names))
 
 
 def identity_statement(server: Server) -> str:

@@ -12,7 +12,7 @@ import signal
 
 from . import caller as callers, fastthaw, outcome, protocol, recovery, sharing, state
 from .config import Settings
-from .errors import LockLost, StateError
+from .errors import LockLost, ReplicaStopped, StateError
 from .fastthaw import Answer
 
 LOCK_WAIT = 60.0
@@ -33,6 +33,9 @@ def _report_result(result: dict[str, object], fresh: bool, caller: str) -> int:
         late = sharing.late_verdict(result, caller)
     if late:
         raise LockLost("%s; the snapshot may be inconsistent" % late)
+    if fresh and result.get("replicas_stopped"):
+        why = result.get("replica_problems") or [str(result["replicas_stopped"])]
+        raise ReplicaStopped("the lock lasted, so the snapshot is consistent, but %s" % "; ".join(why))
     if result.get("outcome") == outcome.RELEASED_AT_FS_THAW:
         log.info("lock was already released when the filesystem thawed (%s), after %s ms",
                  result.get("at"), result.get("held_ms"))
@@ -198,7 +201,12 @@ def run(settings: Settings, early: Answer | None = None) -> int:
         state.remove(files.cancel)
         current = files.read_state()
         if current is None:
-            return _report_unacknowledged(settings, files)
+            # Appliers an earlier holder could not restart: each command retries them.
+            problems = recovery.restart_orphaned_replicas(settings, files)
+            code = _report_unacknowledged(settings, files)
+            if problems:
+                raise ReplicaStopped("; ".join(problems))
+            return code
         if state.holder_alive(current):
             return _ask_holder(settings, files, current, early)
         # Re-read: a holder that just ended on its own has removed state.json after its result.

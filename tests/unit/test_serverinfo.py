@@ -238,3 +238,39 @@ def test_a_galera_node_outside_the_primary_component_is_refused():
     cut_off = dict(synced, wsrep_cluster_status="non-Primary")
     assert "non-Primary component, not the primary one" in si.galera_refusal(cut_off)
     assert "Donor/Desynced" in si.galera_refusal(dict(synced, wsrep_local_state_comment="Donor/Desynced"))
+
+
+MARIADB_104 = si.identify("10.4.34-MariaDB-1:10.4.34+maria~ubu2004", "mariadb.org binary distribution")
+MARIADB_1055 = si.identify("10.5.5-MariaDB", "MariaDB Server")
+
+
+def test_mariadb_104_is_named_privileges_it_has():
+    # REPLICA MONITOR exists from 10.5.9, BINLOG MONITOR, REPLICATION SLAVE ADMIN and
+    # CONNECTION ADMIN from 10.5.2: a GRANT of them fails on 10.4.
+    required, recommended = si.missing_privileges(MARIADB_104, set(), "backup-stage", True, True, True, True)
+    assert required == ["RELOAD", "REPLICATION CLIENT"]
+    assert recommended == ["PROCESS", "SUPER"]
+    assert si.binlog_monitor_privilege(MARIADB_104) == "REPLICATION CLIENT"
+    assert si.replica_monitor_privilege(MARIADB_104) == "REPLICATION CLIENT"
+    assert si.replica_admin_privilege(MARIADB_104) == "SUPER"
+    assert si.connection_admin_privilege(MARIADB_104) == "SUPER"
+    # SUPER covers all of them there.
+    assert si.missing_privileges(MARIADB_104, {"RELOAD", "PROCESS", "SUPER"}, "backup-stage", True, True,
+                                 True, True) == ([], [])
+
+
+def test_replica_privilege_names_follow_the_server_version():
+    # 10.5.2 to 10.5.8 read the replica status with REPLICATION SLAVE ADMIN.
+    assert si.replica_monitor_privilege(MARIADB_1055) == "REPLICATION SLAVE ADMIN"
+    assert si.replica_admin_privilege(MARIADB_1055) == "REPLICATION SLAVE ADMIN"
+    assert si.binlog_monitor_privilege(MARIADB_1055) == "BINLOG MONITOR"
+    assert si.replica_monitor_privilege(MARIADB_1011) == "REPLICA MONITOR"
+    assert si.replica_admin_privilege(MARIADB_1011) == "REPLICATION SLAVE ADMIN"
+    # MySQL 5.7 has no dynamic privileges.
+    assert si.replica_admin_privilege(MYSQL_57) == "SUPER"
+    assert si.replica_admin_privilege(MYSQL_80) == "REPLICATION_SLAVE_ADMIN"
+    assert si.replica_monitor_privilege(MYSQL_80) == "REPLICATION CLIENT"
+    assert si.binlog_monitor_privilege(MYSQL_84) == "REPLICATION CLIENT"
+    _, recommended = si.missing_privileges(MYSQL_57, {"RELOAD", "LOCK TABLES", "PROCESS", "REPLICATION CLIENT"},
+                                           "ftwrl", True, True, True, True)
+    assert recommended == ["SUPER"]
