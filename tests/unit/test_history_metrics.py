@@ -21,6 +21,19 @@ def test_history_is_bounded_and_counts_the_failure_streak():
     assert history.appended(entries, _entry("failed", at="2026-11-30T12:00:05.000Z"), keep=4) == entries
 
 
+def test_no_server_running_neither_breaks_nor_extends_the_failure_streak():
+    entries = history.appended([], _entry("failed", at="2026-11-30T12:00:00.000Z"))
+    entries = history.appended(entries, history.not_running_entry(
+        "no MySQL/MariaDB server is running", "cron", "2026-11-30T12:01:00.000Z", "2026-11-30T12:00:59.000Z"))
+    assert entries[-1]["outcome"] == "not-running" and entries[-1]["ok"] is False
+    assert entries[-1]["reason"] == "no MySQL/MariaDB server is running" and entries[-1]["errors"] == []
+    assert [e["consecutive_failures"] for e in entries] == [1, 1]
+    entries = history.appended(entries, _entry("released", at="2026-11-30T12:02:00.000Z"))
+    entries = history.appended(entries, history.not_running_entry("down", None, "2026-11-30T12:03:00.000Z",
+                                                                  "2026-11-30T12:03:00.000Z"))
+    assert [e["consecutive_failures"] for e in entries] == [1, 1, 0, 0]
+
+
 def test_a_torn_line_does_not_lose_the_history():
     text = '{"outcome": "released"}\n{"outcome": "lo\n[1]\n{"outcome": "failed"}\n'
     assert [e["outcome"] for e in history.parse_lines(text)] == ["released", "failed"]
