@@ -33,5 +33,8 @@ def test_freeze_with_no_server_running_is_recorded(mariadb, quiesce_env):
     assert metrics['quiesce_last_outcome{outcome="not-running"}'] == 1 and metrics["quiesce_last_success"] == 0
     assert metrics["quiesce_last_success_timestamp_seconds"] == success_at
     assert metrics["quiesce_consecutive_failures"] == 0
+    # Measured inside the command (the 1 ms rounding of the times is far below an interpreter's start).
+    assert 0 <= metrics["quiesce_last_freeze_seconds"] < result.elapsed, (metrics, result)
+    assert metrics['quiesce_agent_timeout_seconds{agent="vmware-tools"}'] == 900
     # The thaw after it finds nothing frozen and records nothing more.
     assert env.run("thaw").rc == 0 and len(_history(env)) == 2
