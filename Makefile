@@ -31,6 +31,9 @@ DEB_PACKAGES += python3-cryptography
 # Loop-device filesystems (tests/integration/loopfs.py): losetup, mount, umount (mount),
 # mkfs.ext4 and chattr (e2fsprogs), fsfreeze and unshare (util-linux).
 DEB_PACKAGES += mount
+# The example alerting rules' tests (tests/integration/test_alert_rules.py): promtool
+# (prometheus; its service is not needed), reading the rules (python3-yaml).
+DEB_PACKAGES += prometheus python3-yaml
 # tests/packaging: build both packages (dpkg-buildpackage checks build-essential), lint
 # them, the RPM scratch root (busybox) and offline dependency resolution (dnf,
 # createrepo-c), the clean-chroot test (piuparts, mmdebstrap), the man-page and shell

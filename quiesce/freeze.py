@@ -59,6 +59,7 @@ def run(settings: Settings, test: bool = False) -> int:
     log = logsetup.get()
     caller = callers.identify(settings.caller)
     files = state.RuntimeFiles(settings.runtime_dir)
+    started = state.utc_now()
     state.ensure_runtime_dir(settings.runtime_dir)
     with files.exclusive(holder.spawn_timeout(settings), "freeze"):
         # A thaw's cancel marker from before this freeze began is not meant for it.
@@ -76,6 +77,9 @@ def run(settings: Settings, test: bool = False) -> int:
     status = reply.get("status")
     if status == "not-running":
         log.info("%s: nothing to quiesce, freeze succeeds", reply.get("message"))
+        # The holder has exited holding nothing, and the agent freezes only after we return.
+        from . import history
+        history.after_not_running(settings, str(reply.get("message")), caller, started, test)
         return 0
     if status != "locked":
         raise error_for_code(int(reply.get("exit", 1)), str(reply.get("message")))

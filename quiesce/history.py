@@ -5,7 +5,8 @@ blocks until its thaw:
 - by the holder after the thaw command reached it (agents send thaw after the filesystem
   thaw), or after it saw the data directory's filesystem thaw;
 - by the holder when a freeze failed, before it reports: the agent freezes nothing until
-  the freeze command has returned;
+  the freeze command has returned; by freeze when it found no server running (no lock
+  was taken, and the agent freezes nothing before freeze returns);
 - by thaw, for outcomes the holder could not record safely (the deadline passed, a signal
   or a lost caller ended the lock: the filesystems may still have been frozen then), and
   by freeze or thaw for a holder that died.
@@ -56,6 +57,11 @@ def failure_entry(message: str, agent: str | None, at: str, since: str, test: bo
             "instances": [], "held_ms": None, "reason": None, "errors": [message], **_marks(None, test)}
 
 
+def not_running_entry(message: str, agent: str | None, at: str, since: str, test: bool = False) -> dict[str, object]:
+    return dict(failure_entry(message, agent, at, since, test), outcome=outcome.NOT_RUNNING, reason=message,
+                errors=[])
+
+
 def _marks(callers: object, test: bool) -> dict[str, object]:
     """Who held the lock; and whether it was only check --cycle's test, which is no backup."""
     marks: dict[str, object] = {}
@@ -97,11 +103,12 @@ def appended(entries: Sequence[dict[str, object]], entry: dict[str, object],
     key = (entry.get("at"), entry.get("since"), entry.get("outcome"))
     if any((e.get("at"), e.get("since"), e.get("outcome")) == key for e in entries):
         return list(entries)[-keep:]
-    # A test cycle neither breaks nor extends a streak of failed backups.
+    # A test cycle neither breaks nor extends a streak of failed backups, nor does a freeze
+    # that found no server running (nothing failed, but nothing consistent was taken either).
     earlier = backups(entries)
     previous = earlier[-1] if earlier else {}
     streak = int(previous.get("consecutive_failures") or 0)
-    if not entry.get("test"):
+    if not entry.get("test") and entry.get("outcome") != outcome.NOT_RUNNING:
         streak = 0 if entry.get("ok") else streak + 1
     return (list(entries) + [dict(entry, consecutive_failures=streak)])[-keep:]
 
@@ -159,6 +166,11 @@ def after_release(settings, result: dict[str, object], agent: str | None, log) -
 
 def after_failed_freeze(settings, message: str, agent: str | None, since: str, log, test: bool = False) -> None:
     record(settings, failure_entry(message, agent, state.utc_now(), since, test), log)
+
+
+def after_not_running(settings, message: str, agent: str | None, since: str, test: bool = False) -> None:
+    """freeze, once the holder reported no server running and exited: no lock, nothing frozen."""
+    record(settings, not_running_entry(message, agent, state.utc_now(), since, test))
 
 
 def after_thaw(settings, result: dict[str, object]) -> None:

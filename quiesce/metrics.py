@@ -11,10 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from . import paths, safefile
+from . import agents, paths, safefile
 from .history import backups, epoch
 
 OFF = ("", "none", "off", "no", "false")
+# The hook timeouts of the snapshot agents that publish one, by the caller name that
+# quiesce/caller.py gives them: the agents' defaults (Azure: the least that quiesce
+# register writes). An alert compares the freeze's duration with it.
+AGENT_TIMEOUTS = {"vmware-tools": agents.VMWARE.timeout, "qemu-guest-agent": agents.QEMU_GA.timeout,
+                  "google-guest-agent": agents.GCE.timeout, "azure-waagent": agents.AZURE.timeout,
+                  "aws-ssm-agent": agents.AWS.timeout}
 
 
 def resolve(setting: str | None, directories: Sequence[str] = paths.METRICS_DIRS) -> str | None:
@@ -30,9 +36,44 @@ def resolve(setting: str | None, directories: Sequence[str] = paths.METRICS_DIRS
     return value
 
 
+def _number(value: float) -> str:
+    return ("%d" % value) if float(value).is_integer() else ("%.3f" % value)
+
+
 def _gauge(lines: list[str], name: str, help_text: str, value: float, labels: str = "") -> None:
-    lines += ["# HELP %s %s" % (name, help_text), "# TYPE %s gauge" % name,
-              "%s%s %s" % (name, labels, ("%d" % value) if float(value).is_integer() else ("%.3f" % value))]
+    lines += ["# HELP %s %s" % (name, help_text), "# TYPE %s gauge" % name, "%s%s %s" % (name, labels, _number(value))]
+
+
+def _label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def freeze_seconds(entry: dict[str, object]) -> float | None:
+    """From the freeze's start until the lock was held (or the freeze gave up).
+
+    The entry has the start, the end and how long the lock was held; the difference also
+    counts the release, which takes milliseconds: an upper bound, which is the safe side.
+    """
+    start, end = epoch(entry.get("since")), epoch(entry.get("at"))
+    if start is None or end is None:
+        return None
+    return max(0.0, end - start - float(entry.get("held_ms") or 0) / 1000.0)
+
+
+def instance_successes(entries: Sequence[dict[str, object]]) -> dict[str, float]:
+    """Each instance of the newest entry that names any: when it was last in a good freeze (0: never).
+
+    A freeze locks every instance or none, so an instance's successes differ from the
+    others' only after it was added; an instance no longer configured drops out.
+    """
+    named = [e for e in entries if e.get("instances")]
+    if not named:
+        return {}
+    found = {}
+    for name in named[-1]["instances"]:  # type: ignore[union-attr]
+        times = [epoch(e.get("at")) for e in named if e.get("ok") and name in e["instances"]]  # type: ignore
+        found[str(name)] = next((t for t in reversed(times) if t is not None), 0.0)
+    return found
 
 
 def render(entries: Sequence[dict[str, object]]) -> str:
@@ -45,9 +86,8 @@ def render(entries: Sequence[dict[str, object]]) -> str:
         return ""
     last = entries[-1]
     lines: list[str] = []
-    outcome = str(last.get("outcome")).replace("\\", "\\\\").replace('"', '\\"')
     _gauge(lines, "quiesce_last_outcome", "Outcome of the last freeze (the label), always 1.", 1,
-           '{outcome="%s"}' % outcome)
+           '{outcome="%s"}' % _label(last.get("outcome")))
     _gauge(lines, "quiesce_last_success", "1 if the last freeze held its lock until thaw, else 0.",
            1 if last.get("ok") else 0)
     at = epoch(last.get("at"))
@@ -61,6 +101,22 @@ def render(entries: Sequence[dict[str, object]]) -> str:
            float(last.get("held_ms") or 0) / 1000.0)
     _gauge(lines, "quiesce_consecutive_failures", "Freezes in a row that failed or lost their lock.",
            int(last.get("consecutive_failures") or 0))
+    took = freeze_seconds(last)
+    if took is not None:
+        _gauge(lines, "quiesce_last_freeze_seconds", "How long the last freeze took to hold the lock, or to fail.",
+               round(took, 3))
+    timeout = AGENT_TIMEOUTS.get(str(last.get("agent")))
+    if timeout is not None:
+        _gauge(lines, "quiesce_agent_timeout_seconds", "The hook timeout of the agent that made the last freeze.",
+               timeout, '{agent="%s"}' % _label(last.get("agent")))
+    per_instance = instance_successes(entries)
+    if per_instance:
+        # Not "instance": Prometheus gives that label to the scrape target.
+        lines += ["# HELP quiesce_instance_last_success_timestamp_seconds When the last successful freeze of "
+                  "the instance ended (Unix time; 0: none in the history).",
+                  "# TYPE quiesce_instance_last_success_timestamp_seconds gauge"]
+        lines += ['quiesce_instance_last_success_timestamp_seconds{quiesce_instance="%s"} %s'
+                  % (_label(name), _number(at)) for name, at in sorted(per_instance.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,9 @@ EXPIRED = "expired"
 LOST = "lost"
 # thaw killed a holder that did not answer: whether the lock lasted is unknown.
 KILLED = "killed"
+# freeze found no server running: nothing to lock, so freeze succeeds, but the snapshot
+# holds no running database's state; neither a success nor a failure in the history.
+NOT_RUNNING = "not-running"
 
 GOOD = (RELEASED, RELEASED_AT_FS_THAW)
 
