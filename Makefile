@@ -50,6 +50,8 @@ TEST_ENV := env PATH=$(SYSTEM_PATH) PYTHONPATH=$(CURDIR):$(DEPS_DIR) PYTHONDONTW
 deps: deps-apt deps-python
 
 # Installs only what is missing; prints nothing when all is there, the apt log on failure.
+# Of prometheus only promtool is wanted: the server its package starts under systemd is
+# stopped and disabled again.
 deps-apt:
 	@missing=""; \
 	for pkg in $(DEB_PACKAGES); do \
@@ -64,6 +66,9 @@ deps-apt:
 	    cat "$$log" >&2; rm -f "$$log"; exit 1; \
 	  fi; \
 	  rm -f "$$log"; \
+	  case " $$missing " in *" prometheus "*) \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || :; fi;; \
+	  esac; \
 	fi
 
 # For tests/packaging/test_static.py: every tool the tests use is installed by deps.
