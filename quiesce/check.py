@@ -108,6 +108,10 @@ def _check_target(report: Report, target, settings: Settings) -> None:
                                        "stop-replica = always); fix: GRANT %s ON *.* TO the account"
                                        % (target.name, target.user, ", ".join(needed), ", ".join(needed))))
             recommended = [p for p in recommended if p not in needed]
+        granted = serverinfo.global_privileges(grants)
+        if server.flavour == serverinfo.MARIADB and str(info.get("innodb_flush_log_at_trx_commit")) == "0" and \
+                not {"SUPER", "ALL"} & granted:
+            report.fail(PrivilegeError("%s: %s" % (target.name, locking.trx_commit_0_problem("no SUPER"))))
         if recommended:
             report.warn("%s: also useful: GRANT %s ON *.* (process list, replica control, killing long SELECTs)"
                         % (target.name, ", ".join(recommended)))

@@ -524,7 +524,10 @@ def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any],
 
     MariaDB's FLUSH ENGINE LOGS follows innodb_flush_log_at_trx_commit: at 0 it writes
     nothing and at 2 it does not sync. Nothing can commit while we hold the lock, so
-    raising the setting to 1 for the flush alone changes nothing else.
+    raising the setting to 1 for the flush alone changes nothing else. An account that
+    may not (no SUPER): at 2 every commit is in the log file already and the sync under
+    the lock makes it durable; at 0 the last commits are only in the server's memory, so
+    the freeze fails rather than promise a snapshot that may miss them.
     """
     mode = _int(info.get("innodb_flush_log_at_trx_commit"))
     if server.flavour != serverinfo.MARIADB or mode in (None, 1):
@@ -533,17 +536,21 @@ def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any],
     try:
         conn.execute("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
     except db.DbError as exc:
+        if mode == 0:
+            raise PrivilegeError(trx_commit_0_problem(exc.message)) from None
         conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
-        warning = ("cannot make the InnoDB log durable with innodb_flush_log_at_trx_commit=%d (%s): commits of "
-                   "the last second may be missing from the snapshot; fix: GRANT SUPER (or SET GLOBAL rights) "
-                   "or set innodb_flush_log_at_trx_commit=1" % (mode, exc.message))
-        warnings.append(warning)
-        log.warning("%s", warning)
         return
     try:
         conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
     finally:
         conn.execute("SET GLOBAL innodb_flush_log_at_trx_commit = %d" % mode)
+
+
+def trx_commit_0_problem(why: str) -> str:
+    """Why a freeze at innodb_flush_log_at_trx_commit = 0 cannot make the last commits durable."""
+    return ("innodb_flush_log_at_trx_commit = 0 keeps the last commits in the server's memory, and the account "
+            "cannot raise it for the flush (%s): a snapshot could miss commits the server acknowledged; fix: "
+            "GRANT SUPER ON *.* TO the account, or set innodb_flush_log_at_trx_commit to 1 or 2" % why)
 
 
 def _int(value: Any) -> Optional[int]:

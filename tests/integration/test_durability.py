@@ -183,6 +183,7 @@ def test_trx_commit_0_without_the_privilege_to_flush_fails_the_freeze(request, s
     server = server_class(name="trx0", options=_relaxed(0))
     request.addfinalizer(server.cleanup)
     server.start()
+    server.create_probe_tables()
     env = QuiesceEnv(server, driver=None, **_readme_account(server))
     request.addfinalizer(env.cleanup)
     checked = env.run("check")
