@@ -231,6 +231,27 @@ def test_freeze_of_another_filesystem_never_fires(lab):
     assert probe.state == "probing"
 
 
+def test_a_freeze_begun_before_arming_never_fires(lab):
+    # The holder starts its probe before the lock and arms it once the lock is held: a
+    # freeze already under way then (another tool's, an LVM snapshot) is not the snapshot's.
+    probe = lab.probe(lab.first.mnt, armed=False)
+    wait_for(lambda: probe.writes >= 2, 2, interval=0.005, what="the probe to write")
+    lab.first.freeze()
+    wait_for(lambda: probe.ignored_freezes, 2, interval=0.005, what="the probe to see the freeze")
+    probe.arm()
+    lab.first.thaw()
+    n = probe.writes
+    wait_for(lambda: probe.writes > n + 2, 2, interval=0.005, what="probe writes to resume")
+    assert not probe.fired and not probe.thaws and probe.frozen_at is None
+    # A freeze that begins after arming is the one it waits for.
+    lab.first.freeze()
+    wait_for(lambda: probe.frozen_at is not None, 2, interval=0.005, what="the probe to count the freeze")
+    assert probe.ignored_freezes == 1
+    before, _after = lab.first.thaw()
+    assert probe.fired_event.wait(2), "no on_thaw after a freeze begun after arming"
+    assert probe.thaws[0] > before
+
+
 def test_stuck_io_below_the_filesystem_never_fires(lab):
     # The probed ext4 lives in an image on `first`; freezing `first` stalls the probed
     # filesystem's writeback without freezing it.
@@ -422,7 +443,8 @@ def db_on_loop(lab, mariadb_factory):
 def test_mariadb_lock_released_at_filesystem_thaw(db_on_loop):
     fs, server, make = db_on_loop
     env = make()
-    r = env.run("freeze")
+    # VMware Tools freezes the filesystems after the freeze hook: its thaw is the snapshot's.
+    r = env.run("freeze", "--caller", "vmware-tools")
     assert r.rc == 0, r
     assert env.state()["release_on_fs_thaw"] is True
     wait_for(lambda: _probe_files(fs.mnt), 2, interval=0.005, what="a probe file next to the datadir")
@@ -445,7 +467,7 @@ def test_mariadb_lock_released_at_filesystem_thaw(db_on_loop):
           "(ms resolution); a write committed %.0f ms after it; held %s ms in all"
           % (release_ms, (write_ok - after) * 1e3, result["held_ms"]))
     assert release_ms < 100
-    r = env.run("thaw")
+    r = env.run("thaw", "--caller", "vmware-tools")
     assert r.rc == 0, r
     assert not env.wait_no_holder(5)
     wait_for(lambda: not _probe_files(fs.mnt), 2, interval=0.005, what="the probe file to go")
@@ -474,7 +496,7 @@ def test_mariadb_holder_expires_and_exits_while_frozen(db_on_loop):
     # though its probe's write is stuck until the thaw.
     fs, server, make = db_on_loop
     env = make(lock_timeout=2, acquire_timeout=1)
-    r = env.run("freeze")
+    r = env.run("freeze", "--caller", "vmware-tools")
     assert r.rc == 0, r
     holder = env.state()["holder_pid"]
     fs.freeze()
@@ -484,7 +506,7 @@ def test_mariadb_holder_expires_and_exits_while_frozen(db_on_loop):
     assert stuck, "the probe file should still be there: its writer waits for the thaw"
     fs.thaw()
     wait_for(lambda: not _probe_files(fs.mnt), 3, interval=0.005, what="the writer to clean up")
-    r = env.run("thaw")
+    r = env.run("thaw", "--caller", "vmware-tools")
     assert r.rc == 6, r
 
 
@@ -494,7 +516,7 @@ def test_mariadb_killed_holder_drops_its_session_while_frozen(db_on_loop):
     fs, server, make = db_on_loop
     env = make()
     others = set(server.connection_ids())
-    r = env.run("freeze")
+    r = env.run("freeze", "--caller", "vmware-tools")
     assert r.rc == 0, r
     holder = env.state()["holder_pid"]
     sessions = set(server.connection_ids()) - others
@@ -511,5 +533,30 @@ def test_mariadb_killed_holder_drops_its_session_while_frozen(db_on_loop):
     fs.thaw()
     wait_for(lambda: not _probe_files(fs.mnt), 3, interval=0.005, what="the writer to clean up")
     assert server.try_write(3.0) is not None
-    r = env.run("thaw")
+    r = env.run("thaw", "--caller", "vmware-tools")
     assert r.rc == 6, r
+
+
+@pytest.mark.parametrize("caller", ["gce", "veeam"])
+def test_a_freeze_is_not_the_snapshot_of_a_caller_that_never_freezes(db_on_loop, caller):
+    # GCE, AWS, Veeam job scripts, Nutanix and unknown callers take their snapshot without
+    # freezing: a freeze seen during their hold (an LVM snapshot, another tool's fsfreeze)
+    # is someone else's, and its thaw must not release their lock.
+    fs, server, make = db_on_loop
+    env = make()
+    r = env.run("freeze", "--caller", caller)
+    assert r.rc == 0, r
+    assert not _probe_files(fs.mnt), "a probe runs for a caller that never freezes"
+    fs.freeze()
+    time.sleep(0.3)
+    fs.thaw()
+    # A probe that saw this freeze releases within milliseconds of the thaw; give it a second.
+    with pytest.raises(AssertionError):
+        wait_for(lambda: _result(env), 1.0, interval=0.01, what="a release (there must be none)")
+    assert server.try_write(0.5) is None, "the lock went at a thaw that was not the snapshot's"
+    assert env.state() is not None
+    r = env.run("thaw", "--caller", caller)
+    assert r.rc == 0, r
+    result = _result(env)
+    assert result["outcome"] == "released" and result["fs_probes"] == [], result
+    assert server.try_write(3.0) is not None
