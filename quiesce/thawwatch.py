@@ -50,6 +50,10 @@ class ThawWatch:
             self.log.warning("%s: no filesystem-thaw probe (%s: %s); the thaw hook or the deadline releases "
                              "the lock", target.name, type(exc).__name__, exc)
             return
+        if probe.inspection == "none":
+            self.log.warning("%s: this kernel shows the probe writer neither its stack nor its wait channel in "
+                             "/proc, so the probe can never see a freeze: release-on-fs-thaw does nothing; "
+                             "the thaw hook or the deadline releases the lock", target.name)
         self.probes.append(probe)
 
     def arm(self) -> None:
@@ -67,6 +71,8 @@ class ThawWatch:
         return any(p.frozen_at is not None for p in self.probes)
 
     def describe(self) -> List[Dict[str, Any]]:
+        # inspection "none" means it could never fire; error, why it stopped early.
         return [{"directory": p.path and os.path.dirname(p.path), "fired": p.fired,
                  "frozen_at": p.frozen_at and state.utc_at(p.frozen_at.wall),
-                 "thawed_at": p.thawed_at and state.utc_at(p.thawed_at.wall)} for p in self.probes]
+                 "thawed_at": p.thawed_at and state.utc_at(p.thawed_at.wall),
+                 "inspection": p.inspection, "error": p.error} for p in self.probes]
