@@ -8,6 +8,7 @@ on it, thaw killing it, or the next command finding it dead -- restarts them fro
 
 from __future__ import annotations
 
+import logging
 import os
 
 from . import paths, sharing, state
@@ -45,7 +46,8 @@ def forget_changed_global(runtime_dir: str, instance: str, name: str) -> None:
         state.remove(path)
 
 
-def restore_orphaned_globals(settings: Settings, files: state.RuntimeFiles) -> None:
+def restore_orphaned_globals(settings: Settings, files: state.RuntimeFiles,
+                             logger: logging.Logger | None = None) -> None:
     """Put back the globals a dead holder changed (bounded: connect-timeout per server).
 
     Only the setting named here is ever written back, whatever the file says.
@@ -55,7 +57,7 @@ def restore_orphaned_globals(settings: Settings, files: state.RuntimeFiles) -> N
     if record is None or state.holder_alive(record):
         return  # nothing changed, or its owner puts it back itself
     from . import db, locking, log as logsetup  # the driver: only on this rare path
-    logger = logsetup.get()
+    logger = logger or logsetup.get()
     pending = dict(record.get("instances") or {})
     for target in settings.targets:
         value = dict(pending.get(target.name) or {}).get(FLUSH_LOG_GLOBAL)

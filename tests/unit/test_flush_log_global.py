@@ -86,10 +86,10 @@ def test_recovery_restores_what_a_dead_holder_left(runtime, monkeypatch, caplog)
     targets = [type("T", (), {"name": "main"})()]
     settings = type("S", (), {"targets": targets})()
     monkeypatch.setattr(locking, "connect", lambda target, _settings: server.connect())
-    said = []
-    monkeypatch.setattr(logging.getLogger("quiesce"), "warning", lambda fmt, *args: said.append(fmt % args))
-    recovery.restore_orphaned_globals(settings, files)
+    with caplog.at_level(logging.WARNING, logger="t"):
+        recovery.restore_orphaned_globals(settings, files, logging.getLogger("t"))
     assert server.statements() == ["SET GLOBAL innodb_flush_log_at_trx_commit = 2"]
+    said = [r.getMessage() for r in caplog.records]
     assert any(GLOBAL in line and "back to 2" in line for line in said), said
     # An instance no longer configured cannot be restored here: it stays on record.
     assert _record(runtime)["instances"] == {"gone": {GLOBAL: 0}}
@@ -102,5 +102,5 @@ def test_recovery_leaves_a_live_holders_change_alone(runtime, monkeypatch):
     server = FakeServer()
     settings = type("S", (), {"targets": [type("T", (), {"name": "main"})()]})()
     monkeypatch.setattr(locking, "connect", lambda target, _settings: server.connect())
-    recovery.restore_orphaned_globals(settings, files)
+    recovery.restore_orphaned_globals(settings, files, logging.getLogger("t"))
     assert server.statements() == [] and _record(runtime) is not None
