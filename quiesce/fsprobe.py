@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 PROBE_PREFIX = ".quiesce-fsprobe-"
+# Seconds the writer process gets to start and say hello (a cold interpreter on a busy host).
+WRITER_START_LIMIT = 10.0
 # pid then 16 random hex digits; the pid tells a sweep whether the owner is still alive.
 _PROBE_NAME = re.compile(r"^" + re.escape(PROBE_PREFIX) + r"(\d+)-[0-9a-f]{16}$")
 
@@ -562,7 +564,7 @@ class FsThawProbe:
             for mine in (fd, cmd_r, rep_w):
                 os.close(mine)
             fd = cmd_r = rep_w = None
-            ready, _, _ = select.select([rep_r], [], [], 10.0)
+            ready, _, _ = select.select([rep_r], [], [], WRITER_START_LIMIT)
             hello = os.read(rep_r, 64) if ready else b""
             if hello != b"0\n":
                 os.close(cmd_w)

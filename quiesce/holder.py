@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import config, durable, history, log as logsetup, outcome, protocol, sharing, state
+from . import budget, config, history, log as logsetup, outcome, protocol, sharing, state
 from .config import Settings
 from .control import ControlSocket, reply
 from .errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
@@ -31,10 +31,7 @@ SPAWN_MARGIN = 15.0
 
 
 def spawn_timeout(settings: Settings) -> float:
-    # acquire-timeout twice: the lock attempt, then syncing the server's files under the lock.
-    per_target = (2 * settings.connect_timeout + settings.long_query_wait + 2 * settings.acquire_timeout
-                  + durable.DRAIN_LIMIT + 30)
-    return per_target * len(settings.targets) + SPAWN_MARGIN
+    return budget.freeze_budget(settings) + SPAWN_MARGIN
 
 
 def spawn(settings: Settings, caller: str = "unknown", test: bool = False) -> Dict[str, Any]:

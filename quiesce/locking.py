@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import db, durable, recovery, serverinfo, state
+from . import budget, db, durable, recovery, serverinfo, state
 from .config import Settings, Target
 from .errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning, StateError
 from .serverinfo import BACKUP_STAGE, FTWRL, Server
@@ -318,7 +318,7 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
             raise ConnectError("%s: %s failed: %s" % (target.name, statement, failure.message))
 
         # The lock is held from here; the statements below prove the session still stands.
-        conn.set_timeout(settings.connect_timeout + 30)
+        conn.set_timeout(settings.connect_timeout + budget.AFTER_LOCK_GRACE)
         coordinates = _coordinates(conn, server)
         identity = prepared.identity
         if identity["galera"]:
