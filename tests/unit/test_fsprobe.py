@@ -723,3 +723,55 @@ def test_stop_before_start_and_bad_arguments(tmp_path):
     assert FsThawProbe(str(tmp_path), lambda: None).stop() is True
     with pytest.raises(ValueError):
         FsThawProbe(str(tmp_path), lambda: None, interval=0)
+
+
+def _refill(ctl):
+    """Fill the FIFO again, so that the next armed write blocks (pipe writes of up to a page
+    are all or nothing: finish with single bytes)."""
+    os.unlink(os.path.join(ctl.dir, "blocked"))
+    for chunk in (b"x" * 4096, b"x"):
+        try:
+            while True:
+                os.write(ctl.w, chunk)
+        except BlockingIOError:
+            pass
+
+
+def test_a_freeze_begun_before_arming_does_not_count(probedir, ctl, pretend_pipe_is_freeze):
+    fired = []
+    probe = ScriptedProbe(str(probedir), lambda: fired.append(time.monotonic()), ctl, armed=False)
+    probe.start()
+    try:
+        assert wait_for(lambda: probe.writes >= 2)
+        ctl.arm()
+        assert wait_for(lambda: probe.ignored_freezes == 1)
+        probe.arm()                 # the lock is held now, with that freeze still under way
+        ctl.drain()
+        n = probe.writes
+        assert wait_for(lambda: probe.writes > n + 2)
+        assert not fired and not probe.fired and probe.frozen_at is None and probe.state == "probing"
+        # A freeze that begins after arming is the one waited for.
+        _refill(ctl)
+        ctl.arm()
+        assert wait_for(lambda: probe.frozen_at is not None)
+        released = time.monotonic()
+        ctl.drain()
+        assert wait_for(lambda: probe.finished)
+        assert len(fired) == 1 and fired[0] >= released and probe.ignored_freezes == 1
+    finally:
+        probe.stop(wait=2)
+
+
+def test_an_unarmed_probe_never_fires(probedir, ctl, pretend_pipe_is_freeze):
+    fired = []
+    probe = ScriptedProbe(str(probedir), lambda: fired.append(1), ctl, armed=False)
+    probe.start()
+    try:
+        ctl.arm()
+        assert wait_for(lambda: probe.ignored_freezes == 1)
+        ctl.drain()
+        n = probe.writes
+        assert wait_for(lambda: probe.writes > n + 2)
+        assert not fired and not probe.fired and probe.frozen_at is None
+    finally:
+        probe.stop(wait=2)
