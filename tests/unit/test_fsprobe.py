@@ -608,6 +608,13 @@ def wait_for(cond, timeout=3.0):
     return True
 
 
+def _release_and_see_writes_resume(ctl, probe, more):
+    """Let the blocked writer go (drain its FIFO) and wait for `more` probe calls after it."""
+    ctl.drain()
+    n = probe.writes
+    assert wait_for(lambda: probe.writes > n + more)
+
+
 def test_stuck_on_pipe_never_fires(probedir, ctl):
     calls = []
     probe = ScriptedProbe(str(probedir), lambda: calls.append(1), ctl)
@@ -620,9 +627,7 @@ def test_stuck_on_pipe_never_fires(probedir, ctl):
         assert probe.frozen_at is None and probe.state == "probing"
         if probe.inspection in ("stack", "wchan"):
             assert "pipe" in (probe.last_wait or ""), probe.last_wait
-        ctl.drain()
-        n = probe.writes
-        assert wait_for(lambda: probe.writes > n + 4)
+        _release_and_see_writes_resume(ctl, probe, 4)
         assert not calls and not probe.fired and probe.thawed_at is None
     finally:
         probe.stop(wait=2)
@@ -746,9 +751,7 @@ def test_a_freeze_begun_before_arming_does_not_count(probedir, ctl, pretend_pipe
         ctl.arm()
         assert wait_for(lambda: probe.ignored_freezes == 1)
         probe.arm()                 # the lock is held now, with that freeze still under way
-        ctl.drain()
-        n = probe.writes
-        assert wait_for(lambda: probe.writes > n + 2)
+        _release_and_see_writes_resume(ctl, probe, 2)
         assert not fired and not probe.fired and probe.frozen_at is None and probe.state == "probing"
         # A freeze that begins after arming is the one waited for.
         _refill(ctl)
@@ -769,9 +772,7 @@ def test_an_unarmed_probe_never_fires(probedir, ctl, pretend_pipe_is_freeze):
     try:
         ctl.arm()
         assert wait_for(lambda: probe.ignored_freezes == 1)
-        ctl.drain()
-        n = probe.writes
-        assert wait_for(lambda: probe.writes > n + 2)
+        _release_and_see_writes_resume(ctl, probe, 2)
         assert not fired and not probe.fired and probe.frozen_at is None
     finally:
         probe.stop(wait=2)
