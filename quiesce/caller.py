@@ -27,7 +27,8 @@ AGENTS = {"vmtoolsd": "vmware-tools", "qemu-ga": "qemu-guest-agent", "waagent": 
 # snapshot is known to thaw the data directory's filesystem; GCE, AWS, Nutanix, Veeam's job
 # scripts and unknown callers take theirs unfrozen, so any freeze seen during their hold is
 # someone else's (an LVM snapshot, another tool's fsfreeze) and must not release the lock.
-FREEZES_FILESYSTEMS = frozenset({"vmware-tools", "qemu-guest-agent", "azure-waagent"})
+# Named as calling_agent() finds them, or as `quiesce register` calls them (for --caller).
+FREEZES_FILESYSTEMS = frozenset({"vmware-tools", "qemu-guest-agent", "azure-waagent", "vmware", "qemu-ga", "azure"})
 UNKNOWN = "unknown"
 MAX_NAME = 64
 # A name goes into JSON built by hand on the fast path, and into log lines.

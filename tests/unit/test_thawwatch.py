@@ -42,6 +42,7 @@ def stub_probe(monkeypatch):
 
 @pytest.mark.parametrize("caller, probed", [
     ("vmware-tools", True), ("qemu-guest-agent", True), ("azure-waagent", True),
+    ("vmware", True), ("qemu-ga", True), ("azure", True),
     ("gce", False), ("google-guest-agent", False), ("aws-ssm-agent", False), ("veeam", False),
     ("nutanix-guest-tools", False), ("unknown", False), ("sshd", False),
 ])
