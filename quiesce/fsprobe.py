@@ -306,7 +306,8 @@ class FsThawProbe:
 
     Start it before the freeze, and after any fork (its thread does not survive one).
     Made with armed=False, it counts no freeze until arm() is called (a holder arms it
-    once the lock is held, so a freeze begun earlier is never taken for the snapshot's).  on_thaw runs in the probe's thread, so it must be
+    once the lock is held, so a freeze begun earlier is never taken for the snapshot's).
+    on_thaw runs in the probe's thread, so it must be
     quick and must not raise or touch a filesystem: writing a byte to a pipe the
     holder's select() loop watches is the intended use.  It is called at most once, only
     after a probe write was seen asleep on the freeze lock and then returned without
