@@ -65,6 +65,9 @@ class ThawWatch:
         # Waits for each writer process to end: callers do it after answering thaw.
         for probe in self.probes:
             probe.stop()
+            if probe.error and not probe.fired:
+                self.log.warning("the filesystem-thaw probe in %s stopped early (%s), so the lock could not be "
+                                 "released at the filesystem thaw", os.path.dirname(probe.path or ""), probe.error)
 
     @property
     def frozen_seen(self) -> bool:

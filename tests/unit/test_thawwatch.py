@@ -32,6 +32,9 @@ class StubProbe:
     def arm(self):
         self.armed = True
 
+    def stop(self):
+        pass
+
 
 @pytest.fixture
 def stub_probe(monkeypatch):
@@ -73,3 +76,8 @@ def test_describe_and_the_log_say_when_the_probe_cannot_work(tmp_path, stub_prob
     # With inspection "none" the probe can never see a freeze: the admin is told so.
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("never" in w and "release-on-fs-thaw" in w for w in warnings), warnings
+    # A probe that failed during the hold says so when it is stopped.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="t"):
+        watch.stop()
+    assert any("stopped early" in r.getMessage() and "Errno 5" in r.getMessage() for r in caplog.records)
