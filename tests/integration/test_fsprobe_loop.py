@@ -36,6 +36,7 @@ from quiesce import fsprobe
 from quiesce.fsprobe import PROBE_PREFIX, FsThawProbe
 
 from . import loopfs
+from .prodhelpers import lock_waiters
 from .runner import QuiesceEnv, wait_for
 
 BLKIO_WRITE_IOPS = "/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device"
@@ -609,3 +610,48 @@ def test_a_freeze_is_not_the_snapshot_of_a_caller_that_never_freezes(db_on_loop,
     result = _result(env)
     assert result["outcome"] == "released" and result["fs_probes"] == [], result
     assert server.try_write(3.0) is not None
+
+
+def test_a_freeze_during_the_lock_wait_is_not_the_snapshots(db_on_loop):
+    # The holder starts its probe before the lock statement, which may wait up to
+    # acquire-timeout for a running write. A freeze and thaw of the datadir's filesystem
+    # in that wait (an LVM snapshot, another tool) happened before the lock: not the
+    # snapshot's, so its thaw must not release the lock once it is taken.
+    fs, server, make = db_on_loop
+    env = make(acquire_timeout=30, long_query_time=60)
+    server.sql("CREATE DATABASE IF NOT EXISTS fsq")
+    server.sql("CREATE TABLE fsq.slow (a INT) ENGINE=MyISAM")
+    server.sql("INSERT INTO fsq.slow VALUES (1)")
+    ended = []
+
+    def slow_update():
+        try:
+            server.sql("UPDATE fsq.slow SET a = SLEEP(60)")
+        except Exception as exc:  # KILL QUERY ends it
+            ended.append(exc)
+    # The UPDATE sleeps until told to stop: KILL QUERY on its connection once the freeze and
+    # thaw are done, so the order does not depend on how long anything takes.
+    update = threading.Thread(target=slow_update, daemon=True)
+    update.start()
+    wait_for(lambda: server.query("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE "
+                                  "'UPDATE fsq.slow%%'", as_dict=True), 10, what="the UPDATE to run")
+    freeze = env.start("freeze", "--caller", "vmware-tools")
+    try:
+        wait_for(lambda: lock_waiters(server), 20, what="the holder's lock statement to wait for the UPDATE")
+        assert _probe_files(fs.mnt), "the probe should run during the lock wait"
+        fs.freeze()
+        time.sleep(0.3)
+        fs.thaw()
+        (row,) = server.query("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE "
+                              "'UPDATE fsq.slow%%'", as_dict=True)
+        server.sql("KILL QUERY %d" % row["ID"])
+        r = freeze.wait(60)
+        assert r.rc == 0, r
+        with pytest.raises(AssertionError):
+            wait_for(lambda: _result(env), 1.0, interval=0.01, what="a release (there must be none)")
+        assert server.try_write(0.5) is None, "the lock went at a thaw from before it was taken"
+    finally:
+        update.join(10)
+    r = env.run("thaw", "--caller", "vmware-tools")
+    assert r.rc == 0, r
+    assert _result(env)["outcome"] == "released"
