@@ -258,7 +258,9 @@ def test_freeze_of_another_filesystem_never_fires(lab):
     stay_unfired(probe, 0.6)
     other.thaw()
     stay_unfired(probe, 0.3)
-    assert probe.frozen_at is None and probe.stalls == 0 and probe.error is None
+    # Not stalls == 0: a probe call may well wait 50 ms for a busy disk (the other image's
+    # freeze syncs through the same backing filesystem); what matters is no freeze seen.
+    assert probe.frozen_at is None and probe.ignored_freezes == 0 and probe.error is None
     assert probe.state == "probing"
 
 
