@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import budget, db, durable, recovery, serverinfo, state
+from . import budget, changedglobals, db, durable, serverinfo, state
 from .config import Settings, Target
 from .errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning, StateError
 from .serverinfo import BACKUP_STAGE, FTWRL, Server
@@ -414,13 +414,13 @@ def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any],
     on disk (runtime-dir) before the change, so that recovery puts it back if this
     process dies before it does.
     """
-    name = recovery.FLUSH_LOG_GLOBAL
+    name = changedglobals.FLUSH_LOG
     mode = _int(info.get(name))
     if server.flavour != serverinfo.MARIADB or mode in (None, 1):
         conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
         return
     try:
-        recovery.record_changed_global(runtime_dir, instance, name, mode)
+        changedglobals.record(runtime_dir, instance, name, mode)
     except OSError as exc:
         raise StateError("cannot write %s: %s; %s was not changed; fix: check runtime-dir"
                          % (exc.filename, exc.strerror, name))
@@ -444,7 +444,7 @@ def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any],
 
 def _restore_flush_log(conn: db.Connection, mode: int, warnings: List[str], log: logging.Logger,
                        instance: str, runtime_dir: str) -> None:
-    name = recovery.FLUSH_LOG_GLOBAL
+    name = changedglobals.FLUSH_LOG
     statement = "SET GLOBAL %s = %d" % (name, mode)
     try:
         conn.execute(statement)
@@ -459,7 +459,7 @@ def _restore_flush_log(conn: db.Connection, mode: int, warnings: List[str], log:
 
 def _forget_flush_log(runtime_dir: str, instance: str, log: logging.Logger) -> None:
     try:
-        recovery.forget_changed_global(runtime_dir, instance, recovery.FLUSH_LOG_GLOBAL)
+        changedglobals.forget(runtime_dir, instance, changedglobals.FLUSH_LOG)
     except (OSError, StateError) as exc:  # harmless: recovery would set the value it has anyway
         log.warning("%s: cannot update the record of changed settings: %s", instance, exc)
 

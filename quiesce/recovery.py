@@ -1,49 +1,19 @@
 """Clean up after a holder that died or was killed (SIGKILL, OOM killer, crash, timeout).
 
 Its sessions, and so its locks, died with it; what it could not do is say so and
-restart the replica SQL threads it had stopped. It recorded those in replicas.json
-before stopping them, so every path that ends a holder the hard way -- freeze giving up
-on it, thaw killing it, or the next command finding it dead -- restarts them from there.
+restart the replica SQL threads it had stopped, and put back the global it had raised
+for its flush. It recorded those in replicas.json and globals.json before changing them,
+so every path that ends a holder the hard way -- freeze giving up on it, thaw killing it,
+or the next command finding it dead -- puts them right from there.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
-from . import paths, sharing, state
+from . import changedglobals, sharing, state
 from .config import Settings
 from .errors import QuiesceError
-
-# The only server-wide setting a holder changes: raised to 1 for the flush under the lock.
-FLUSH_LOG_GLOBAL = "innodb_flush_log_at_trx_commit"
-
-
-def _globals_path(runtime_dir: str) -> str:
-    return os.path.join(runtime_dir, paths.GLOBALS_NAME)
-
-
-def record_changed_global(runtime_dir: str, instance: str, name: str, value: int) -> None:
-    """Before a holder changes a global: the value to put back, should it die first."""
-    path = _globals_path(runtime_dir)
-    record = state.read_json(path) or {}
-    instances = dict(record.get("instances") or {})
-    instances[instance] = dict(instances.get(instance) or {}, **{name: value})
-    state.write_json_atomic(path, dict(state.owner_record(), instances=instances))
-
-
-def forget_changed_global(runtime_dir: str, instance: str, name: str) -> None:
-    """After it was put back."""
-    path = _globals_path(runtime_dir)
-    record = state.read_json(path) or {}
-    instances = dict(record.get("instances") or {})
-    left = {k: v for k, v in dict(instances.pop(instance, None) or {}).items() if k != name}
-    if left:
-        instances[instance] = left
-    if instances:
-        state.write_json_atomic(path, dict(record, instances=instances))
-    else:
-        state.remove(path)
 
 
 def restore_orphaned_globals(settings: Settings, files: state.RuntimeFiles,
@@ -52,18 +22,17 @@ def restore_orphaned_globals(settings: Settings, files: state.RuntimeFiles,
 
     Only the setting named here is ever written back, whatever the file says.
     """
-    path = _globals_path(files.dir)
-    record = state.read_json(path)
+    record = changedglobals.read(files.dir)
     if record is None or state.holder_alive(record):
         return  # nothing changed, or its owner puts it back itself
     from . import db, locking, log as logsetup  # the driver: only on this rare path
     logger = logger or logsetup.get()
     pending = dict(record.get("instances") or {})
     for target in settings.targets:
-        value = dict(pending.get(target.name) or {}).get(FLUSH_LOG_GLOBAL)
+        value = dict(pending.get(target.name) or {}).get(changedglobals.FLUSH_LOG)
         if not isinstance(value, int) or isinstance(value, bool) or value not in (0, 1, 2):
             continue
-        statement = "SET GLOBAL %s = %d" % (FLUSH_LOG_GLOBAL, value)
+        statement = "SET GLOBAL %s = %d" % (changedglobals.FLUSH_LOG, value)
         try:
             conn = locking.connect(target, settings)
             try:
@@ -72,11 +41,11 @@ def restore_orphaned_globals(settings: Settings, files: state.RuntimeFiles,
                 conn.close()
         except (db.DbError, QuiesceError) as exc:  # keep the record: the next command tries again
             logger.error("%s: %s is still 1, as a holder that died left it; cannot put it back to %d: %s; "
-                         "fix: %s", target.name, FLUSH_LOG_GLOBAL, value, exc, statement)
+                         "fix: %s", target.name, changedglobals.FLUSH_LOG, value, exc, statement)
             continue
         logger.warning("%s: put %s back to %d (a holder that died had raised it to 1 for its flush)",
-                       target.name, FLUSH_LOG_GLOBAL, value)
-        forget_changed_global(files.dir, target.name, FLUSH_LOG_GLOBAL)
+                       target.name, changedglobals.FLUSH_LOG, value)
+        changedglobals.forget(files.dir, target.name, changedglobals.FLUSH_LOG)
 
 
 def restart_orphaned_replicas(settings: Settings, files: state.RuntimeFiles,

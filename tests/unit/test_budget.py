@@ -4,7 +4,6 @@ command's bound on its holder) uses the same number."""
 
 import inspect
 import json
-import os
 
 import pytest
 
