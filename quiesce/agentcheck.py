@@ -11,7 +11,7 @@ import stat
 import subprocess
 from typing import Callable, List, Tuple
 
-from . import agents, paths, register
+from . import agents, budget, paths, register
 from .config import Settings
 from .errors import ConfigError
 
@@ -191,7 +191,7 @@ def legacy_lock_scripts(root: str = "") -> List[str]:
 
 def budget_warnings(settings: Settings, detected: List[agents.Agent], root: str = "") -> List[str]:
     """Agents whose timeout the configured waits cannot fit."""
-    budget = register.freeze_budget(settings)
+    limit_s = budget.freeze_budget(settings)
     warnings = []
     for agent in detected:
         limit = agent.timeout
@@ -201,11 +201,11 @@ def budget_warnings(settings: Settings, detected: List[agents.Agent], root: str 
                     limit = int(json.load(handle).get("timeoutInSeconds", 10))
             except (OSError, ValueError, AttributeError):
                 limit = 10
-        if limit is not None and budget >= limit:
-            warnings.append("%s gives freeze %d s, but the configured waits may take %.0f s (2 x connect-timeout "
-                            "+ long-query-wait + acquire-timeout + 2, per server); the agent then kills it or "
-                            "snapshots without the lock; fix: lower those settings (see quiesce(8), SNAPSHOT "
-                            "AGENTS)" % (agent.title, limit, budget))
+        if limit is not None and limit_s >= limit:
+            warnings.append("%s gives freeze %d s, but its waits may take %.0f s (see quiesce(8), SNAPSHOT AGENTS, "
+                            "for the sum); the agent then kills it or snapshots without the lock; fix: raise the "
+                            "agent's timeout or lower connect-timeout, long-query-wait and acquire-timeout"
+                            % (agent.title, limit, limit_s))
     return warnings
 
 

@@ -22,6 +22,13 @@ _GENERIC = {"sh", "bash", "dash", "zsh", "ksh", "busybox", "python", "python3", 
 AGENTS = {"vmtoolsd": "vmware-tools", "qemu-ga": "qemu-guest-agent", "waagent": "azure-waagent",
           "google_guest_ag": "google-guest-agent", "amazon-ssm-agen": "aws-ssm-agent",
           "ssm-agent-worke": "aws-ssm-agent", "ngt_guest_agent": "nutanix-guest-tools"}
+# The callers whose snapshot freezes the filesystems itself, after the freeze hook returns
+# (VMware Tools' quiescing, qemu-ga's guest-fsfreeze, Azure's safefreeze). Only their
+# snapshot is known to thaw the data directory's filesystem; GCE, AWS, Nutanix, Veeam's job
+# scripts and unknown callers take theirs unfrozen, so any freeze seen during their hold is
+# someone else's (an LVM snapshot, another tool's fsfreeze) and must not release the lock.
+# Named as calling_agent() finds them, or as `quiesce register` calls them (for --caller).
+FREEZES_FILESYSTEMS = frozenset({"vmware-tools", "qemu-guest-agent", "azure-waagent", "vmware", "qemu-ga", "azure"})
 UNKNOWN = "unknown"
 MAX_NAME = 64
 # A name goes into JSON built by hand on the fast path, and into log lines.
@@ -55,6 +62,11 @@ def calling_agent(pid: int, limit: int = 16) -> str:
             break
         pid = parent
     return UNKNOWN
+
+
+def freezes_filesystems(name: str) -> bool:
+    """Whether this caller's snapshot freezes the filesystems (so its thaw ends the snapshot)."""
+    return name in FREEZES_FILESYSTEMS
 
 
 def clean(name: str) -> str:

@@ -117,13 +117,15 @@ def runtime_dir(argv: list[str], environ) -> str | None:
         return given
     config = _option(argv, ("-c", "--config")) or environ.get("QUIESCE_CONFIG") or paths.CONFIG_FILE
     try:
-        fd = os.open(config, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO given as the config file must not hang the thaw.
+        fd = os.open(config, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
         return paths.RUNTIME_DIR if config == paths.CONFIG_FILE else None
     except OSError:
         return None
     try:
-        if not _trusted(os.fstat(fd)):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not _trusted(st):
             return None         # the full parse refuses it; nothing here may act on it
         text = os.read(fd, _MAX_CONFIG).decode("utf-8", "replace")
     except OSError:

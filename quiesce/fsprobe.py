@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 PROBE_PREFIX = ".quiesce-fsprobe-"
+# Seconds the writer process gets to start and say hello (a cold interpreter on a busy host).
+WRITER_START_LIMIT = 10.0
 # pid then 16 random hex digits; the pid tells a sweep whether the owner is still alive.
 _PROBE_NAME = re.compile(r"^" + re.escape(PROBE_PREFIX) + r"(\d+)-[0-9a-f]{16}$")
 
@@ -302,8 +304,10 @@ class FsThawProbe:
     ...
     probe.stop()     # never blocks on a frozen filesystem
 
-    Start it after the lock is held and before the freeze, and after any fork (its
-    thread does not survive one).  on_thaw runs in the probe's thread, so it must be
+    Start it before the freeze, and after any fork (its thread does not survive one).
+    Made with armed=False, it counts no freeze until arm() is called (a holder arms it
+    once the lock is held, so a freeze begun earlier is never taken for the snapshot's).
+    on_thaw runs in the probe's thread, so it must be
     quick and must not raise or touch a filesystem: writing a byte to a pipe the
     holder's select() loop watches is the intended use.  It is called at most once, only
     after a probe write was seen asleep on the freeze lock and then returned without
@@ -318,9 +322,10 @@ class FsThawProbe:
     """
 
     def __init__(self, directory: str, on_thaw: Callable[[], None],
-                 interval: float = 0.025, stall_after: float = 0.05) -> None:
+                 interval: float = 0.025, stall_after: float = 0.05, armed: bool = True) -> None:
         """interval    -- pause between probe writes, seconds
         stall_after -- a probe call blocked this long gets its kernel wait inspected
+        armed       -- count freezes that begin after start(); False: none until arm()
         """
         if interval <= 0 or stall_after <= 0:
             raise ValueError("interval and stall_after must be positive")
@@ -337,6 +342,12 @@ class FsThawProbe:
         self._frozen_at: Optional[Stamp] = None
         self._thawed_at: Optional[Stamp] = None
         self._fired = False
+        # A freeze counts only if it began after _count_from (monotonic; None: not armed),
+        # which a probe call started since then and not held by a freeze proves (_clear).
+        self._armed = armed
+        self._count_from: Optional[float] = None
+        self._clear = False
+        self._ignored = 0
         self._error: Optional[str] = None
         self._callback_error: Optional[str] = None
         self._stalls = 0
@@ -403,6 +414,11 @@ class FsThawProbe:
         return self._inspection
 
     @property
+    def ignored_freezes(self) -> int:
+        """Freezes seen that may have begun before the probe was armed, so not counted."""
+        return self._ignored
+
+    @property
     def writes(self) -> int:
         """Probe calls completed."""
         return self._writes
@@ -437,11 +453,15 @@ class FsThawProbe:
             if self._started:
                 raise RuntimeError("probe already started")
             self._started = True
+        begun = time.monotonic()
         try:
             self._spawn()
         except BaseException as e:
             self._error = "start: %s" % (e,)
             raise
+        if self._armed:
+            # _spawn()'s own write went through: the filesystem was not frozen since begun.
+            self._count_from, self._clear = begun, True
         self._inspection = self._probe_inspection()
         thread = threading.Thread(target=self._run, name="fsprobe", daemon=True)
         try:
@@ -451,6 +471,24 @@ class FsThawProbe:
             self._finish()  # the writer removes its file and exits
             raise
         self._thread = thread
+
+    def arm(self) -> None:
+        """Count only a freeze that begins from now on: one already under way, or one that
+        began earlier and ends later, is not the one this probe waits for. Never blocks."""
+        with self._mu:
+            self._count_from = time.monotonic()
+            self._clear = False
+            self._nudge()
+
+    def _nudge(self) -> None:
+        # Wakes the probe's thread (for a prompt probe call, or to stop). Under self._mu:
+        # _finish() closes this descriptor under it too, so the number cannot have been
+        # reused by then. Non-blocking, and one byte is enough.
+        if self._wake_w is not None:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
 
     def stop(self, wait: float = 0.2) -> bool:
         """Stop probing; on_thaw will not be called any more.
@@ -466,14 +504,7 @@ class FsThawProbe:
                 return True
             self._stopping = True
             op = self._op
-            if self._wake_w is not None:
-                # Under the lock: _finish() closes this descriptor under it too, so
-                # the number cannot have been reused by then.  Non-blocking, and
-                # one byte is enough to wake the thread.
-                try:
-                    os.write(self._wake_w, b"x")
-                except OSError:
-                    pass
+            self._nudge()
         if self._thread is None:
             return True
         if op is not None and time.monotonic() - op.started.monotonic >= self._stall_after:
@@ -534,7 +565,7 @@ class FsThawProbe:
             for mine in (fd, cmd_r, rep_w):
                 os.close(mine)
             fd = cmd_r = rep_w = None
-            ready, _, _ = select.select([rep_r], [], [], 10.0)
+            ready, _, _ = select.select([rep_r], [], [], WRITER_START_LIMIT)
             hello = os.read(rep_r, 64) if ready else b""
             if hello != b"0\n":
                 os.close(cmd_w)
@@ -609,6 +640,11 @@ class FsThawProbe:
                         self._error = "%s: [Errno %d] %s" % (phase, reply, os.strerror(reply))
                     else:
                         self._writes += 1
+                        if (not frozen and self._count_from is not None
+                                and op.started.monotonic >= self._count_from):
+                            # Entered the filesystem after arming without waiting for a
+                            # freeze: a freeze seen from now on began after arming.
+                            self._clear = True
                         if frozen and not self._stopping and not self._fired:
                             self._thawed_at = returned
                             self._fired = fire = True
@@ -624,9 +660,13 @@ class FsThawProbe:
                 return
 
     def _pause(self, seconds: float) -> bool:
-        """Sleep; True if stop() woke us."""
+        """Sleep; True if stop() woke us (arm() only cuts the pause short)."""
         ready, _, _ = select.select([self._wake_r], [], [], seconds)
-        return bool(ready)
+        if ready:
+            # stop() sets _stopping before it writes: read first, then look.
+            os.read(self._wake_r, 64)
+        with self._mu:
+            return self._stopping
 
     def _await_reply(self, op: _Op) -> Optional[int]:
         """The writer's answer to op: errno (0 for success), None if it died."""
@@ -646,6 +686,11 @@ class FsThawProbe:
                 except ValueError:
                     return None
             if self._wake_r in ready:
+                os.read(self._wake_r, 64)
+                with self._mu:
+                    stopping = self._stopping
+                if not stopping:
+                    continue  # arm(): it applies from the next probe call on
                 # stop(): no more inspecting; still wait for the answer so the writer
                 # is never left with an unread reply and gets reaped.
                 waiting = [self._rep_r]
@@ -660,6 +705,12 @@ class FsThawProbe:
             with self._mu:
                 if verdict.wait:
                     self._last_wait = verdict.wait
+                if verdict.frozen and not self._clear:
+                    # Perhaps under way before arming: not the freeze waited for. Its
+                    # thaw lets this call return, and probing goes on.
+                    self._ignored += 1
+                    check_at = None
+                    continue
                 if verdict.frozen:
                     self._frozen_seq = op.seq
                     self._frozen_at = op.started

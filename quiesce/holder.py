@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import config, durable, history, log as logsetup, outcome, protocol, sharing, state
+from . import budget, config, history, log as logsetup, outcome, protocol, sharing, state
 from .config import Settings
 from .control import ControlSocket, reply
 from .errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
@@ -31,10 +31,7 @@ SPAWN_MARGIN = 15.0
 
 
 def spawn_timeout(settings: Settings) -> float:
-    # acquire-timeout twice: the lock attempt, then syncing the server's files under the lock.
-    per_target = (2 * settings.connect_timeout + settings.long_query_wait + 2 * settings.acquire_timeout
-                  + durable.DRAIN_LIMIT + 30)
-    return per_target * len(settings.targets) + SPAWN_MARGIN
+    return budget.freeze_budget(settings) + SPAWN_MARGIN
 
 
 def spawn(settings: Settings, caller: str = "unknown", test: bool = False) -> Dict[str, Any]:
@@ -110,7 +107,7 @@ class Holder:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.started_wall = time.time()
         self.deadline = 0.0
-        self.thaw_watch = ThawWatch(settings.release_on_fs_thaw, self._probe_fired, self.log)
+        self.thaw_watch = ThawWatch(settings.release_on_fs_thaw, self._probe_fired, self.log, caller)
         # The callers sharing this lock, in the order they froze; the last one's thaw releases.
         self.callers: List[str] = [caller]
         self.everyone: List[str] = [caller]   # every caller that held it, for the record
@@ -148,6 +145,8 @@ class Holder:
             written_ms = round((time.monotonic() - started) * 1000.0, 1)
             for item in self.locked:
                 item.timings_ms["records"] = written_ms
+            # Just before freeze returns: only a freeze that begins after this is the snapshot's.
+            self.thaw_watch.arm()
         except BaseException:
             for item in prepared:
                 locking.abandon(item, self.settings, self.log)
@@ -190,7 +189,7 @@ class Holder:
             state.owner_record(),
             since=state.utc_at(self.started_wall),
             deadline=state.utc_at(time.time() + (self.deadline - time.monotonic())),
-            release_on_fs_thaw=self.settings.release_on_fs_thaw,
+            release_on_fs_thaw=self.thaw_watch.enabled,
             callers=list(self.callers),
             test=self.test,
             instances=[{"name": i.target.name, "lock": i.strategy.name, "server": i.server.label,

@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import db, durable, serverinfo, state
+from . import budget, changedglobals, db, durable, serverinfo, state
 from .config import Settings, Target
-from .errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning
+from .errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning, StateError
 from .serverinfo import BACKUP_STAGE, FTWRL, Server
 
 
@@ -429,7 +429,7 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
             raise ConnectError("%s: %s failed: %s" % (target.name, statement, failure.message))
 
         # The lock is held from here; the statements below prove the session still stands.
-        conn.set_timeout(settings.connect_timeout + 30)
+        conn.set_timeout(settings.connect_timeout + budget.AFTER_LOCK_GRACE)
         coordinates = _coordinates(conn, server)
         identity = prepared.identity
         if identity["galera"]:
@@ -441,7 +441,7 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
             replica = None
         info, warnings, drained = prepared.info, prepared.warnings, prepared.drained
         coordinated = time.monotonic()
-        _flush_innodb_log(conn, server, info, warnings, log)
+        _flush_innodb_log(conn, server, info, warnings, log, target.name, settings.runtime_dir)
         flushed = time.monotonic()
         synced = durable.sync(drained, settings.acquire_timeout) if drained is not None else None
         if synced is not None and (not synced.complete or synced.problems):
@@ -519,23 +519,32 @@ def _check_desynced(conn: db.Connection, target: Target, strategy: Strategy) -> 
 
 
 def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any], warnings: List[str],
-                      log: logging.Logger) -> None:
+                      log: logging.Logger, instance: str, runtime_dir: str) -> None:
     """Make every commit durable in InnoDB's redo log.
 
     MariaDB's FLUSH ENGINE LOGS follows innodb_flush_log_at_trx_commit: at 0 it writes
     nothing and at 2 it does not sync. Nothing can commit while we hold the lock, so
-    raising the setting to 1 for the flush alone changes nothing else. An account that
-    may not (no SUPER): at 2 every commit is in the log file already and the sync under
-    the lock makes it durable; at 0 the last commits are only in the server's memory, so
-    the freeze fails rather than promise a snapshot that may miss them.
+    raising the setting to 1 for the flush alone changes nothing else. The old value is
+    on disk (runtime-dir) before the change, so that recovery puts it back if this
+    process dies before it does. An account that may not raise it (no SUPER): at 2
+    every commit is in the log file already and the sync under the lock makes it
+    durable; at 0 the last commits are only in the server's memory, so the freeze fails
+    rather than promise a snapshot that may miss them.
     """
-    mode = _int(info.get("innodb_flush_log_at_trx_commit"))
+    name = changedglobals.FLUSH_LOG
+    mode = _int(info.get(name))
     if server.flavour != serverinfo.MARIADB or mode in (None, 1):
         conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
         return
     try:
-        conn.execute("SET GLOBAL innodb_flush_log_at_trx_commit = 1")
+        changedglobals.record(runtime_dir, instance, name, mode)
+    except OSError as exc:
+        raise StateError("cannot write %s: %s; %s was not changed; fix: check runtime-dir"
+                         % (exc.filename, exc.strerror, name))
+    try:
+        conn.execute("SET GLOBAL %s = 1" % name)
     except db.DbError as exc:
+        _forget_flush_log(runtime_dir, instance, log)
         if mode == 0:
             raise PrivilegeError(trx_commit_0_problem(exc.message)) from None
         conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
@@ -543,7 +552,30 @@ def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any],
     try:
         conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
     finally:
-        conn.execute("SET GLOBAL innodb_flush_log_at_trx_commit = %d" % mode)
+        # Also after a failed flush, whose error (not this one) is what the freeze reports.
+        _restore_flush_log(conn, mode, warnings, log, instance, runtime_dir)
+
+
+def _restore_flush_log(conn: db.Connection, mode: int, warnings: List[str], log: logging.Logger,
+                       instance: str, runtime_dir: str) -> None:
+    name = changedglobals.FLUSH_LOG
+    statement = "SET GLOBAL %s = %d" % (name, mode)
+    try:
+        conn.execute(statement)
+    except db.DbError as exc:
+        warning = ("%s is left at 1 on the server (it was %d): putting it back failed (%s); the next quiesce "
+                   "command retries; fix: %s" % (name, mode, exc.message, statement))
+        warnings.append(warning)
+        log.warning("%s: %s", instance, warning)
+        return
+    _forget_flush_log(runtime_dir, instance, log)
+
+
+def _forget_flush_log(runtime_dir: str, instance: str, log: logging.Logger) -> None:
+    try:
+        changedglobals.forget(runtime_dir, instance, changedglobals.FLUSH_LOG)
+    except (OSError, StateError) as exc:  # harmless: recovery would set the value it has anyway
+        log.warning("%s: cannot update the record of changed settings: %s", instance, exc)
 
 
 def trx_commit_0_problem(why: str) -> str:

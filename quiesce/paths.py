@@ -32,6 +32,8 @@ STATE_NAME = "state.json"
 RESULT_NAME = "result.json"
 # Replica SQL threads a holder stopped, written before it stops them.
 REPLICAS_NAME = "replicas.json"
+# Server-wide settings a holder changed for its flush, written before it changes them.
+GLOBALS_NAME = "globals.json"
 # Left by a thaw that found a freeze still running: that freeze must not lock any more.
 CANCEL_NAME = "cancel"
 

@@ -1,15 +1,51 @@
 """Clean up after a holder that died or was killed (SIGKILL, OOM killer, crash, timeout).
 
 Its sessions, and so its locks, died with it; what it could not do is say so and
-restart the replica SQL threads it had stopped. It recorded those in replicas.json
-before stopping them, so every path that ends a holder the hard way -- freeze giving up
-on it, thaw killing it, or the next command finding it dead -- restarts them from there.
+restart the replica SQL threads it had stopped, and put back the global it had raised
+for its flush. It recorded those in replicas.json and globals.json before changing them,
+so every path that ends a holder the hard way -- freeze giving up on it, thaw killing it,
+or the next command finding it dead -- puts them right from there.
 """
 
 from __future__ import annotations
 
-from . import sharing, state
+import logging
+
+from . import changedglobals, sharing, state
 from .config import Settings
+from .errors import QuiesceError
+
+
+def restore_orphaned_globals(settings: Settings, files: state.RuntimeFiles,
+                             logger: logging.Logger | None = None) -> None:
+    """Put back the globals a dead holder changed (bounded: connect-timeout per server).
+
+    Only the setting named here is ever written back, whatever the file says.
+    """
+    record = changedglobals.read(files.dir)
+    if record is None or state.holder_alive(record):
+        return  # nothing changed, or its owner puts it back itself
+    from . import db, locking, log as logsetup  # the driver: only on this rare path
+    logger = logger or logsetup.get()
+    pending = dict(record.get("instances") or {})
+    for target in settings.targets:
+        value = dict(pending.get(target.name) or {}).get(changedglobals.FLUSH_LOG)
+        if not isinstance(value, int) or isinstance(value, bool) or value not in (0, 1, 2):
+            continue
+        statement = "SET GLOBAL %s = %d" % (changedglobals.FLUSH_LOG, value)
+        try:
+            conn = locking.connect(target, settings)
+            try:
+                conn.execute(statement)
+            finally:
+                conn.close()
+        except (db.DbError, QuiesceError) as exc:  # keep the record: the next command tries again
+            logger.error("%s: %s is still 1, as a holder that died left it; cannot put it back to %d: %s; "
+                         "fix: %s", target.name, changedglobals.FLUSH_LOG, value, exc, statement)
+            continue
+        logger.warning("%s: put %s back to %d (a holder that died had raised it to 1 for its flush)",
+                       target.name, changedglobals.FLUSH_LOG, value)
+        changedglobals.forget(files.dir, target.name, changedglobals.FLUSH_LOG)
 
 
 def orphaned_channels(files: state.RuntimeFiles) -> dict[str, list[str]]:
@@ -23,11 +59,13 @@ def orphaned_channels(files: state.RuntimeFiles) -> dict[str, list[str]]:
 
 def restart_orphaned_replicas(settings: Settings, files: state.RuntimeFiles,
                               extra: dict[str, list[str]] | None = None) -> list[str]:
-    """Restart the SQL threads a dead holder had stopped (bounded: connect-timeout per server).
+    """Restart the SQL threads a dead holder had stopped (bounded: connect-timeout per server),
+    and put back the globals it changed.
 
     Returns the problems. replicas.json then names only those still stopped, for the next
     command to retry; it goes once every one runs.
     """
+    restore_orphaned_globals(settings, files)
     record = files.read_replicas()
     if record is not None and state.holder_alive(record):
         return []  # its owner restarts them itself

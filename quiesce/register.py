@@ -20,23 +20,13 @@ import math
 import os
 import stat
 
-from . import agents, paths, safefile
+from . import agents, budget, paths, safefile
 from .config import Settings
 from .errors import ConfigError
 
 # root: prepended to every path (tests use a scratch tree). libdir: where our entry points
 # live, as the created files name them (without root: the agent runs them in the real tree).
 Layout = collections.namedtuple("Layout", "root libdir")
-
-
-def freeze_budget(settings: Settings) -> float:
-    """Seconds a freeze may take before it fails by its own timeouts.
-
-    Two connections per server (each bounded by connect-timeout), the wait for long
-    statements, the lock attempt, and about two seconds of start-up and bookkeeping.
-    """
-    per_target = 2 * settings.connect_timeout + settings.long_query_wait + settings.acquire_timeout + 2
-    return per_target * len(settings.targets)
 
 
 # ---------------------------------------------------------------- what we write
@@ -51,7 +41,7 @@ def script_text(agent: agents.Agent, target: str, libdir: str) -> bytes:
 
 def azure_config_text(settings: Settings) -> bytes:
     pre, post = [f.path for f in agents.AZURE.files if f.kind == "script"]
-    timeout = max(agents.AZURE_MIN_TIMEOUT, int(math.ceil(freeze_budget(settings))) + 5)
+    timeout = max(agents.AZURE_MIN_TIMEOUT, int(math.ceil(budget.freeze_budget(settings))) + 5)
     config = {
         "pluginName": "ScriptRunner",
         "preScriptLocation": pre,

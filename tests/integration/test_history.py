@@ -148,22 +148,22 @@ def test_nothing_written_while_the_filesystem_is_really_frozen(db_on_loop):
     os.makedirs(state, mode=0o700)
     env = make(position_file=os.path.join(state, "position.json"), metrics_file=os.path.join(state, "q.prom"))
     env.history_file, env.metrics_file = os.path.join(state, "history.jsonl"), os.path.join(state, "q.prom")
-    assert env.run("freeze").rc == 0
+    assert env.run("freeze", "--caller", "vmware-tools").rc == 0
     fs.freeze()
     time.sleep(0.5)
     assert _files(env) == (None, None)
     fs.thaw()
     (entry,) = _wait_history(env, 1)
     assert entry["outcome"] == "released-at-fs-thaw" and _metrics(env)["quiesce_last_success"] == 1
-    assert env.run("thaw").rc == 0
+    assert env.run("thaw", "--caller", "vmware-tools").rc == 0
 
     env.write_config(lock_timeout=2, acquire_timeout=1)
-    assert env.run("freeze").rc == 0
+    assert env.run("freeze", "--caller", "vmware-tools").rc == 0
     holder = env.state()["holder_pid"]
     before = _files(env)
     fs.freeze()
     wait_for(lambda: _process_gone(holder), 8, what="the holder to expire and exit while frozen")
     fs.thaw()
     assert _files(env) == before, "the holder recorded an outcome while the filesystem could be frozen"
-    assert env.run("thaw").rc == 6
+    assert env.run("thaw", "--caller", "vmware-tools").rc == 6
     assert [e["outcome"] for e in _history(env)] == ["released-at-fs-thaw", "expired"]

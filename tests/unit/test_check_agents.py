@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from quiesce import agentcheck, agents, check, config, register
+from quiesce import agentcheck, agents, budget, check, config, register
 
 
 def _settings(conf, *options):
@@ -87,12 +87,15 @@ def test_legacy_vmware_script_that_locks_mysql_is_flagged(conf, root, capsys):
 
 
 def test_budget_warns_when_the_waits_cannot_fit_the_agents_timeout(conf, root):
-    # Defaults: 2 x 5 + 10 + 5 + 2 = 27 s, far beyond AWS's default 10 s.
+    # The default waits (drain and probe start included) take far beyond AWS's 10 s and GCE's 60 s.
     warnings = agentcheck.budget_warnings(_settings(conf), [agents.AWS, agents.GCE], root)
-    assert len(warnings) == 1 and "gives freeze 10 s" in warnings[0] and "27 s" in warnings[0], warnings
+    assert len(warnings) == 2 and "gives freeze 10 s" in warnings[0] and "gives freeze 60 s" in warnings[1]
+    budget_s = budget.freeze_budget(_settings(conf))
+    assert all("%.0f s" % budget_s in w for w in warnings), warnings
+    # Shorter settings shorten it, but the drain and a stalled statement under the lock stay.
     tuned = _settings(conf, "--connect-timeout", "1", "--long-query-wait", "2", "--acquire-timeout", "2")
-    assert register.freeze_budget(tuned) < 10
-    assert agentcheck.budget_warnings(tuned, [agents.AWS], root) == []
+    assert budget.freeze_budget(tuned) < budget_s
+    assert agentcheck.budget_warnings(tuned, [agents.AWS], root)
     # Azure: the timeout is the one its config file names (10 s when missing).
     assert agentcheck.budget_warnings(_settings(conf), [agents.AZURE], root)
     register.register(agents.AZURE, register.Layout(root, "/usr/lib/quiesce"), _settings(conf))

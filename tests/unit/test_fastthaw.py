@@ -99,3 +99,23 @@ def test_the_fast_path_finds_the_runtime_dir_the_full_parse_uses(tmp_path, text)
     except QuiesceError:
         return
     assert fastthaw.runtime_dir(["--config", conf, "thaw"], {}) == expected
+
+
+def test_a_fifo_as_config_neither_blocks_nor_counts(tmp_path):
+    # Opening a FIFO for reading waits for a writer; the fast path must not. In a child
+    # process, so that a regression fails after a bound instead of hanging the suite.
+    import subprocess
+    import sys
+    fifo = str(tmp_path / "quiesce.conf")
+    os.mkfifo(fifo, 0o600)
+    code = ("import sys; from quiesce import fastthaw; "
+            "print(fastthaw.runtime_dir(['--config', sys.argv[1], 'thaw'], {}))")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        done = subprocess.run([sys.executable, "-c", code, fifo], cwd=repo, capture_output=True, text=True,
+                              timeout=10, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    except subprocess.TimeoutExpired:
+        pytest.fail("fastthaw.runtime_dir blocked opening a FIFO given as --config")
+    assert done.returncode == 0, done.stderr
+    # Not a regular file: the full parse refuses it, so nothing here acts on it.
+    assert done.stdout.strip() == "None"

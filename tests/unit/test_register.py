@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from quiesce import agents, cli, config, paths, register
+from quiesce import agents, budget, cli, config, paths, register
 from quiesce.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -108,7 +108,7 @@ def test_azure_files_pass_azures_own_permission_checks(layout, settings, root):
         data = json.load(handle)
     assert data["ScriptsExecutionPollTimeSeconds"] == 1
     assert data["fsFreezeEnabled"] is True
-    assert data["timeoutInSeconds"] >= register.freeze_budget(settings)
+    assert data["timeoutInSeconds"] >= budget.freeze_budget(settings)
     for key in ("preScriptLocation", "postScriptLocation"):
         assert not os.path.islink(root + data[key])
         subprocess.run(["sh", "-n", root + data[key]], check=True)

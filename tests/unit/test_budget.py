@@ -1,0 +1,71 @@
+"""The freeze time budget covers every wait a freeze really makes, each at the limit the
+code uses for it, and everything that relies on it (check, register azure, the freeze
+command's bound on its holder) uses the same number."""
+
+import inspect
+import json
+
+import pytest
+
+from quiesce import agentcheck, agents, budget, config, durable, fsprobe, holder, locking, register
+
+
+def _settings(conf, *options):
+    return config.parse(["--config", conf, *options, "check"])
+
+
+def _drain_limit():
+    # The limit locking.prepare's drain really runs with: durable.prepare's default.
+    assert "durable.prepare(info)" in inspect.getsource(locking.prepare)
+    return inspect.signature(durable.prepare).parameters["limit"].default
+
+
+def _after_lock_timeout(settings):
+    # The per-statement timeout locking.lock sets once the lock is held.
+    source = inspect.getsource(locking.lock)
+    assert "conn.set_timeout(settings.connect_timeout + budget.AFTER_LOCK_GRACE)" in source
+    return settings.connect_timeout + budget.AFTER_LOCK_GRACE
+
+
+def _worst_case(settings):
+    """Every wait of one freeze at its limit, summed (listed here, not taken from budget.py)."""
+    per_server = (2 * settings.connect_timeout          # two sessions, each bounded by connect-timeout
+                  + settings.long_query_wait            # long statements
+                  + _drain_limit()                      # the drain before the lock
+                  + fsprobe.WRITER_START_LIMIT          # the probe writer's start
+                  + settings.acquire_timeout            # the lock attempt (watchdog)
+                  + _after_lock_timeout(settings)       # a stalled statement under the lock
+                  + settings.acquire_timeout)           # syncing the server's files under the lock
+    records = settings.acquire_timeout                  # position and state files, under the locks
+    return per_server * len(settings.targets) + records
+
+
+@pytest.mark.parametrize("options", [
+    (), ("--connect-timeout", "1", "--long-query-wait", "2", "--acquire-timeout", "2"),
+    ("--connect-timeout", "30", "--long-query-wait", "300", "--acquire-timeout", "60"),
+])
+def test_the_budget_covers_the_real_worst_case(conf, options):
+    settings = _settings(conf, *options)
+    assert budget.freeze_budget(settings) >= _worst_case(settings)
+    # The freeze command waits for its holder longer than the holder can take.
+    assert holder.spawn_timeout(settings) > budget.freeze_budget(settings)
+
+
+def test_the_budget_grows_with_the_servers(tmp_path):
+    path = tmp_path / "quiesce.conf"
+    path.write_text("[instance:a]\nsocket = /run/a.sock\n[instance:b]\nsocket = /run/b.sock\n")
+    path.chmod(0o600)
+    settings = config.parse(["--config", str(path), "--all", "check"])
+    assert len(settings.targets) == 2
+    assert budget.freeze_budget(settings) >= _worst_case(settings)
+
+
+def test_azure_timeout_and_check_use_that_budget(conf, root):
+    settings = _settings(conf)
+    register.register(agents.AZURE, register.Layout(root, "/usr/lib/quiesce"), settings)
+    with open(root + agents.AZURE_CONFIG) as handle:
+        assert json.load(handle)["timeoutInSeconds"] >= _worst_case(settings)
+    # GCE's 60 s cannot hold the default waits (the drain alone may take 30 s).
+    (warning,) = agentcheck.budget_warnings(settings, [agents.GCE], root)
+    assert "gives freeze 60 s" in warning and "%.0f s" % budget.freeze_budget(settings) in warning
+    assert agentcheck.budget_warnings(settings, [agents.AZURE], root) == []
