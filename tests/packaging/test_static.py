@@ -550,3 +550,14 @@ def test_code_parses_as_python_3_9():
                 path = os.path.join(top, name)
                 with open(path) as handle:
                     ast.parse(handle.read(), path, feature_version=(3, 9))
+
+
+def test_both_packages_ship_the_bash_completion():
+    assert "completion/quiesce usr/share/bash-completion/completions\n" in read("debian/quiesce.install")
+    spec = read("rpm/quiesce.spec")
+    assert "install -D -p -m 0644 completion/quiesce %{buildroot}%{bash_completions_dir}/quiesce\n" in spec
+    assert re.search(r"(?m)^%\{bash_completions_dir\}/quiesce$", spec)
+    # Where neither rpm nor the distribution defines the macro: the standard directory.
+    assert "%{!?bash_completions_dir:%global bash_completions_dir %{_datadir}/bash-completion/completions}" in spec
+    # What the package tests check of the installed file, here on the source.
+    helpers.assert_completion_works(os.path.join(REPO, "completion", "quiesce"))
