@@ -8,6 +8,7 @@ removal), run against a scratch directory tree. As root, the purge script runs i
 busybox chroot, at its real paths.
 """
 
+import argparse
 import ast
 import os
 import re
@@ -561,3 +562,21 @@ def test_both_packages_ship_the_bash_completion():
     assert "%{!?bash_completions_dir:%global bash_completions_dir %{_datadir}/bash-completion/completions}" in spec
     # What the package tests check of the installed file, here on the source.
     helpers.assert_completion_works(os.path.join(REPO, "completion", "quiesce"))
+
+
+def test_quiesce_8_names_every_option_and_environment_variable_of_the_parsers():
+    config = pytest.importorskip("quiesce.config")
+    page8 = read("man/quiesce.8")
+    environment = page8[page8.index(".SH ENVIRONMENT"):page8.index(".SH FILES")]
+    for option in config.OPTIONS:
+        if option.kwargs.get("help") == argparse.SUPPRESS:
+            continue  # --root, --instance: for the tests
+        assert "\\-\\-" + option.key.replace("-", "\\-") in page8, option.key
+        name = config.env_var(option)
+        if name and option.sources == config._ENV_ONLY:
+            # Read from the environment but not a config-file key: each has its own entry.
+            assert re.search(r"(?m)^\.B %s$" % name, environment), name
+        if option.sources == config._COMMAND_LINE:
+            assert "QUIESCE_" + option.key.upper().replace("-", "_") not in page8, option.key
+    named = set(re.findall(r"(?m)^\.B (QUIESCE_[A-Z_]+)$", environment))
+    assert named == {config.env_var(o) for o in config.OPTIONS if o.sources == config._ENV_ONLY}
