@@ -361,7 +361,9 @@ _EVERY = COMMANDS
 _FILE_AND_ENV, _ENV_ONLY, _COMMAND_LINE = "file+env", "env", "command line"
 
 
-class _Option(collections.namedtuple("_Option", "flags kwargs commands sources")):
+class _Option(collections.namedtuple("_Option", "flags kwargs commands sources values")):
+    """values: the words the option's value may be (all of them, unless it has its own type)."""
+
     __slots__ = ()
 
     @property
@@ -373,8 +375,12 @@ def _options() -> list[_Option]:
     """Every option, in --help order."""
     options: list[_Option] = []
 
-    def add(*flags: str, commands: Sequence[str] = _EVERY, sources: str = _FILE_AND_ENV, **kwargs) -> None:
-        options.append(_Option(flags, kwargs, tuple(commands), sources))
+    def add(*flags: str, commands: Sequence[str] = _EVERY, sources: str = _FILE_AND_ENV,
+            values: Sequence[str] = (), **kwargs) -> None:
+        if values:
+            kwargs.setdefault("type", _choice(*values))
+            kwargs.setdefault("metavar", "{%s}" % ",".join(values))
+        options.append(_Option(flags, kwargs, tuple(commands), sources, tuple(values)))
 
     add("-c", "--config", metavar="FILE", sources=_ENV_ONLY,
         help="config file (default %s)" % paths.CONFIG_FILE)
@@ -399,9 +405,9 @@ def _options() -> list[_Option]:
     add("--instance", action="append", commands=(), sources=_COMMAND_LINE, help=argparse.SUPPRESS)
     add("--position-file", metavar="FILE", type=_absolute_path, commands=_CONNECTING,
         help="where coordinates go (default %s)" % paths.POSITION_FILE)
-    add("--driver", type=_choice("auto", "mysql-connector", "pymysql"), default="auto", commands=_CONNECTING,
-        choices_=("auto", "mysql-connector", "pymysql"), help="MySQL driver (default %(default)s)")
-    add("--ssl-mode", type=_choice(*SSL_MODES), default="preferred", commands=_CONNECTING, choices_=SSL_MODES,
+    add("--driver", values=("auto", "mysql-connector", "pymysql"), default="auto", commands=_CONNECTING,
+        help="MySQL driver (default %(default)s)")
+    add("--ssl-mode", values=SSL_MODES, default="preferred", commands=_CONNECTING,
         help="TLS over TCP, as the MySQL clients' --ssl-mode (default preferred: when the server offers it, "
              "unverified)")
     add("--ssl-ca", metavar="FILE", type=_absolute_path, commands=_CONNECTING,
@@ -413,28 +419,29 @@ def _options() -> list[_Option]:
         help="send the password in clear text over a non-TLS connection if the server asks (default false)")
     add("--connect-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS", commands=_CONNECTING,
         help="wait this long for a connection (default 5, at most %g)" % MAX_WAIT)
-    add("--lock-method", type=_choice("auto", "ftwrl", "backup-stage"), default="auto", commands=_LOCKING,
-        choices_=("auto", "ftwrl", "backup-stage"), help="lock statement (default %(default)s)")
+    add("--lock-method", values=("auto", "ftwrl", "backup-stage"), default="auto", commands=_LOCKING,
+        help="lock statement (default %(default)s)")
     add("--lock-timeout", type=_seconds(True, MAX_LOCK_TIMEOUT), default=300.0, metavar="SECONDS",
         commands=_LOCKING, help="release by itself after this long (default 300, at most %g)" % MAX_LOCK_TIMEOUT)
     add("--acquire-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS", commands=_LOCKING,
         help="give up taking the lock after this long (default 5, at most %g)" % MAX_WAIT)
-    add("--on-failure", type=_choice("fail", "continue"), default="fail", commands=_LOCKING,
-        choices_=("fail", "continue"), help="freeze: continue = exit 0 without a lock (default %(default)s)")
+    add("--on-failure", values=("fail", "continue"), default="fail", commands=_LOCKING,
+        help="continue: a failed freeze logs it loudly and exits 0; the snapshot is then only "
+             "crash-consistent (default %(default)s)")
     add("--long-query-time", type=_seconds(False, MAX_AGE), default=10.0, metavar="SECONDS", commands=_LOCKING,
         help="statements running longer than this count as long (default 10, at most %g)" % MAX_AGE)
     add("--long-query-wait", type=_seconds(False, MAX_WAIT), default=10.0, metavar="SECONDS", commands=_LOCKING,
         help="wait this long for long statements before locking (default 10, at most %g)" % MAX_WAIT)
-    add("--long-query-type", type=_choice("auto", "all", "select", "update"), default="auto", commands=_LOCKING,
-        choices_=("auto", "all", "select", "update"), help="which long statements count (default %(default)s)")
+    add("--long-query-type", values=("auto", "all", "select", "update"), default="auto", commands=_LOCKING,
+        help="which long statements count (default %(default)s)")
     add("--kill-long-selects", type=_seconds(False, MAX_AGE), default=0.0, metavar="SECONDS", commands=_LOCKING,
         help="kill long SELECTs older than this while waiting (default 0: never, at most %g)" % MAX_AGE)
-    add("--stop-replica", type=_choice("auto", "always", "never"), default="auto", commands=_LOCKING,
-        choices_=("auto", "always", "never"), help="stop the replica's applier for the freeze (default %(default)s)")
+    add("--stop-replica", values=("auto", "always", "never"), default="auto", commands=_LOCKING,
+        help="stop the replica's applier for the freeze (default %(default)s)")
     add("--release-on-fs-thaw", type=_boolean, default=True, metavar="BOOL", commands=_LOCKING + ("status",),
         help="release as soon as the filesystems thaw (default true)")
     add("--metrics-file", default="auto", metavar="FILE", type=_auto_none_or_path, commands=_LOCKING,
-        choices_=("auto", "none"),
+        values=("auto", "none"),
         help="node_exporter textfile (default auto: quiesce.prom in its textfile directory if that exists; "
              "none: off)")
     add("--metrics-dir-shared", type=_boolean, default=False, metavar="BOOL", commands=_LOCKING,
@@ -454,8 +461,8 @@ def _options() -> list[_Option]:
         help="run the replica plan on this server")
     add("--yes", action="store_true", commands=("restore-plan",), sources=_COMMAND_LINE,
         help="--apply without asking")
-    add("--replication", type=_choice("auto", "gtid", "position"), default="auto", commands=("restore-plan",),
-        choices_=("auto", "gtid", "position"), sources=_COMMAND_LINE,
+    add("--replication", values=("auto", "gtid", "position"), default="auto", commands=("restore-plan",),
+        sources=_COMMAND_LINE,
         help="GTID or binlog file/position (default auto: GTID when recorded)")
     add("--server-id", type=int, metavar="N", commands=("restore-plan",), sources=_COMMAND_LINE,
         help="the new server_id of a clone")
@@ -502,7 +509,7 @@ def option_choices(option: _Option) -> tuple[str, ...]:
     """The words an option's value may be (for completion), or () for free text."""
     if option.kwargs.get("metavar") == "BOOL":
         return ("true", "false")
-    return tuple(option.kwargs.get("choices_", ()))
+    return option.values
 
 
 def _help_text(option: _Option, command: str | None) -> str:
@@ -546,10 +553,7 @@ def build_parser(command: str | None = None) -> _Parser:
     parser.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version="quiesce " + __version__)
     for option in OPTIONS:
-        kwargs = {k: v for k, v in option.kwargs.items() if k != "choices_"}
-        if "choices_" in option.kwargs and "metavar" not in kwargs:
-            kwargs["metavar"] = "{%s}" % ",".join(option.kwargs["choices_"])
-        kwargs["help"] = _help_text(option, command)
+        kwargs = dict(option.kwargs, help=_help_text(option, command))
         parser.add_argument(*option.flags, env_var=env_var(option), **kwargs)
     return parser
 
