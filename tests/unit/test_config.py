@@ -537,11 +537,20 @@ def test_every_advertised_environment_variable_and_config_key_is_accepted(tmp_pa
             assert names["env"] == "QUIESCE_" + flag[2:].upper().replace("-", "_")
             env = {"QUIESCE_" + k.upper().replace("-", "_"): v for k, v in values.items()}
             config.parse(command_argv(command) or ["status"], env=env)
+            # ... and the parser really takes the value from there.
+            ns = parser.parse_known_args(command_argv(command) or ["status"], env_vars=env)[0]
+            value = values[flag[2:]]
+            assert getattr(ns, action.dest) == (action.type(value) if action.type else value), flag
             checked += 1
         if "config" in names:
             assert names["config"] == flag[2:]
             conf = write(tmp_path, "".join("%s = %s\n" % item for item in values.items()), name="sample.conf")
-            config.parse(["--config", conf] + (command_argv(command) or ["status"]), env={})
+            settings = config.parse(["--config", conf] + (command_argv(command) or ["status"]), env={})
+            value = action.type(values[flag[2:]])
+            if action.dest in config.Settings._fields:
+                assert getattr(settings, action.dest) == value, flag
+            elif action.dest in config.Target._fields:
+                assert getattr(settings.targets[0], action.dest) == value, flag
             checked += 1
     assert checked
 
