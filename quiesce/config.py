@@ -484,7 +484,8 @@ _ENVIRONMENT_REFUSED = ("help", "version") + tuple(o.key for o in OPTIONS
                                                    if o.sources == _COMMAND_LINE and o.key != "instance")
 # The words that may follow each command (for --help and completion).
 COMMAND_WORDS = {"hook": ("freeze", "thaw", "freezeFail")}
-_SYNOPSIS = {"hook": "hook ACTION [EXTRA...]", "register": "register AGENT...", "unregister": "unregister AGENT...|--all"}
+_SYNOPSIS = {"hook": "hook ACTION [EXTRA...]", "register": "register AGENT...",
+             "unregister": "unregister AGENT...|--all"}
 _SUMMARY = {
     "freeze": "lock the server(s) for a snapshot; a holder keeps the lock until thaw",
     "thaw": "release the lock",
