@@ -58,7 +58,7 @@ def script() -> str:
 
     command_branches = []
     for command in config.COMMANDS:
-        words = {"hook": config.COMMAND_WORDS["hook"], "register": agents.REGISTERABLE,
+        words = {"hook": tuple(config.HOOK_ACTIONS.values()), "register": agents.REGISTERABLE,
                  "unregister": agents.REGISTERABLE}.get(command, ())
         # hook takes one action; register and unregister any number of agents.
         more = "1" if command == "hook" else ""

@@ -482,8 +482,6 @@ _COMMAND_LINE_ONLY = ("help", "version") + tuple(o.key for o in OPTIONS if o.sou
 # QUIESCE_INSTANCE is read by parse() itself, with the same checks as --instance.
 _ENVIRONMENT_REFUSED = ("help", "version") + tuple(o.key for o in OPTIONS
                                                    if o.sources == _COMMAND_LINE and o.key != "instance")
-# The words that may follow each command (for --help and completion).
-COMMAND_WORDS = {"hook": ("freeze", "thaw", "freezeFail")}
 _SYNOPSIS = {"hook": "hook ACTION [EXTRA...]", "register": "register AGENT...",
              "unregister": "unregister AGENT...|--all"}
 _SUMMARY = {
@@ -566,7 +564,7 @@ def all_parsers() -> dict[str | None, _Parser]:
 
 def _value_options() -> set[str]:
     return {flag for o in OPTIONS for flag in o.flags
-            if o.kwargs.get("action") not in ("store_true",)}
+            if o.kwargs.get("action") != "store_true"}
 
 
 def command_word(argv: Sequence[str]) -> str | None:
