@@ -616,3 +616,9 @@ def test_options_of_other_commands_still_parse_but_warn(capsys):
     # The environment and the config file are shared by every command: no warning there.
     config.parse(["status"], env={"QUIESCE_LOCK_TIMEOUT": "60"})
     assert "no effect" not in capsys.readouterr().err
+
+
+def test_every_config_key_is_advertised_by_a_command_that_uses_it():
+    advertised_keys = {advertised(action).get("config") for parser in config.all_parsers().values()
+                       for action in visible_options(parser).values()}
+    assert set(config._file_keys(config.build_parser())) <= advertised_keys
