@@ -5,6 +5,7 @@
 #   make test    deps, then the whole suite: tests/unit, tests/integration, tests/packaging
 #   make check   deps, then the quick layers only (everything but tests/packaging)
 #   make demo    deps, then bench/demo.py
+#   make completion  regenerate completion/quiesce from the parsers
 
 SHELL := /bin/bash
 PYTHON := /usr/bin/python3
@@ -45,7 +46,7 @@ DEB_PACKAGES += build-essential debhelper dh-python dpkg-dev lintian \
 
 TEST_ENV := env PATH=$(SYSTEM_PATH) PYTHONPATH=$(CURDIR):$(DEPS_DIR) PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: deps deps-apt deps-python print-deb-packages test check demo clean
+.PHONY: deps deps-apt deps-python print-deb-packages test check demo completion clean
 
 deps: deps-apt deps-python
 
@@ -101,6 +102,12 @@ check: deps
 
 demo: deps
 	$(TEST_ENV) $(PYTHON) bench/demo.py
+
+# The bash completion script, generated from the parsers and committed (tests/unit/test_completion.py
+# fails when it is out of date); the package builds install it as it is.
+completion:
+	$(TEST_ENV) $(PYTHON) -m quiesce.completion > completion/quiesce.new
+	mv completion/quiesce.new completion/quiesce
 
 clean:
 	rm -rf "$(DEPS_DIR)" "$(DEPS_DIR).new" .pytest_cache

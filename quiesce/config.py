@@ -31,11 +31,6 @@ COMMANDS = ("freeze", "thaw", "hook", "status", "check", "register", "unregister
 _WORD_COMMANDS = ("hook", "register", "unregister")
 HOOK_ACTIONS = {"freeze": "freeze", "thaw": "thaw", "freezefail": "freezeFail"}
 CONNECTION_KEYS = ("socket", "host", "port", "user", "password", "defaults-file", "position-file")
-# Per-invocation switches and the sources of other settings: not settable in the config file.
-_COMMAND_LINE_ONLY = ("help", "version", "config", "json", "cycle", "instance", "all", "root", "caller",
-                      # verify and restore-plan: what to check or do this once, never a standing setting.
-                      "skip-table-check", "check-timeout", "as-replica-of", "pitr-until", "galera", "apply",
-                      "yes", "replication", "server-id", "source-credentials", "binlog-dir")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NUMBER_RE = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 
@@ -315,6 +310,10 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, width=int(os.environ.get("COLUMNS", "0") or 0) or 100)
 
 
+class _CommandsFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the top level's list of commands one a line."""
+
+
 _REQUIRED_COMMAND = "the following arguments are required: command"
 _ARGUMENT_RE = re.compile(r"^argument ([^:]+): (.*)$", re.S)
 _ENV_FLAG_RE = re.compile(r"^Unexpected value for (\w+):")
@@ -352,101 +351,259 @@ class _ConfigOption(argparse.ArgumentParser):
         raise _usage_error(message)
 
 
-def build_parser() -> _Parser:
-    parser = _Parser(
-        prog="quiesce",
-        description="Make a running MySQL or MariaDB server consistent for a virtual-machine snapshot. "
-                    "Every --option can also be set as QUIESCE_OPTION in the environment or as "
-                    "option = value in the config file; see quiesce.conf(5).",
-        auto_env_var_prefix="QUIESCE_",
-        formatter_class=_Formatter,
-        add_help=True,
-        allow_abbrev=False,
-        add_config_file_help=False,
-    )
-    add = parser.add_argument
-    add("command", metavar="command",
-        help="freeze, thaw, hook ACTION, status, check, register AGENT, unregister AGENT, verify or restore-plan")
-    add("words", nargs="*", help=argparse.SUPPRESS)
-    add("--version", action="version", version="quiesce " + __version__)
-    add("-c", "--config", metavar="FILE", env_var="QUIESCE_CONFIG",
+# Which commands use an option. Every command's parser accepts every option (the config
+# file and the environment are shared by all commands, and spellings that worked before
+# must keep working), but its --help shows only the options it uses; the others warn.
+_CONNECTING = ("freeze", "thaw", "hook", "check", "register", "verify", "restore-plan")
+_LOCKING = ("freeze", "hook", "check", "register")
+_EVERY = COMMANDS
+# Where a setting may come from besides the command line.
+_FILE_AND_ENV, _ENV_ONLY, _COMMAND_LINE = "file+env", "env", "command line"
+
+
+class _Option(collections.namedtuple("_Option", "flags kwargs commands sources values")):
+    """values: the words the option's value may be (all of them, unless it has its own type)."""
+
+    __slots__ = ()
+
+    @property
+    def key(self) -> str:
+        return self.flags[-1][2:]
+
+
+def _options() -> list[_Option]:
+    """Every option, in --help order."""
+    options: list[_Option] = []
+
+    def add(*flags: str, commands: Sequence[str] = _EVERY, sources: str = _FILE_AND_ENV,
+            values: Sequence[str] = (), **kwargs) -> None:
+        if values:
+            kwargs.setdefault("type", _choice(*values))
+            kwargs.setdefault("metavar", "{%s}" % ",".join(values))
+        options.append(_Option(flags, kwargs, tuple(commands), sources, tuple(values)))
+
+    add("-c", "--config", metavar="FILE", sources=_ENV_ONLY,
         help="config file (default %s)" % paths.CONFIG_FILE)
-    add("--json", action="store_true", help="status: print JSON")
-    add("--cycle", action="store_true", help="check: do one real short freeze and thaw")
-    add("--all", dest="all_agents", action="store_true",
+    add("--runtime-dir", type=_absolute_path, default=paths.RUNTIME_DIR, metavar="DIR",
+        help="runtime state: lock file, holder socket (default %(default)s)")
+    add("--json", action="store_true", commands=("status",), sources=_COMMAND_LINE, help="print JSON")
+    add("--cycle", action="store_true", commands=("check",), sources=_COMMAND_LINE,
+        help="do one real short freeze and thaw")
+    add("--all", dest="all_agents", action="store_true", commands=("thaw", "unregister"), sources=_COMMAND_LINE,
         help="unregister: every agent; thaw: release now, for every caller that shares the lock")
-    add("--caller", metavar="NAME", type=_caller_name, env_var="QUIESCE_CALLER",
-        help="freeze, thaw: who asks (default: the snapshot agent found among the parent processes); callers "
+    add("--caller", metavar="NAME", type=_caller_name, commands=("freeze", "thaw", "hook"), sources=_ENV_ONLY,
+        help="who asks (default: the snapshot agent found among the parent processes); callers "
              "with different names share a lock and the last one's thaw releases it")
-    add("--root", default="/", type=_absolute_path, help=argparse.SUPPRESS)
-    add("--defaults-file", metavar="FILE", type=_absolute_path, help="MySQL option file with [client] credentials")
-    add("--socket", metavar="PATH", type=_absolute_path, help="server socket (default: the distribution's)")
-    add("--host", type=_text, help="server host for TCP (default: use the socket)")
-    add("--port", type=_port, help="server TCP port (default 3306)")
-    add("--user", type=_text, help="account name (default root)")
-    add("--instance", action="append", help=argparse.SUPPRESS)
-    add("--position-file", metavar="FILE", type=_absolute_path,
+    add("--root", default="/", type=_absolute_path, commands=(), sources=_COMMAND_LINE, help=argparse.SUPPRESS)
+    add("--defaults-file", metavar="FILE", type=_absolute_path, commands=_CONNECTING,
+        help="MySQL option file with [client] credentials")
+    add("--socket", metavar="PATH", type=_absolute_path, commands=_CONNECTING,
+        help="server socket (default: the distribution's)")
+    add("--host", type=_text, commands=_CONNECTING, help="server host for TCP (default: use the socket)")
+    add("--port", type=_port, commands=_CONNECTING, help="server TCP port (default 3306)")
+    add("--user", type=_text, commands=_CONNECTING, help="account name (default root)")
+    add("--instance", action="append", commands=(), sources=_COMMAND_LINE, help=argparse.SUPPRESS)
+    add("--position-file", metavar="FILE", type=_absolute_path, commands=_CONNECTING,
         help="where coordinates go (default %s)" % paths.POSITION_FILE)
-    add("--driver", type=_choice("auto", "mysql-connector", "pymysql"), default="auto",
-        metavar="{auto,mysql-connector,pymysql}")
-    add("--lock-method", type=_choice("auto", "ftwrl", "backup-stage"), default="auto",
-        metavar="{auto,ftwrl,backup-stage}")
-    add("--lock-timeout", type=_seconds(True, MAX_LOCK_TIMEOUT), default=300.0, metavar="SECONDS",
-        help="release by itself after this long (default 300, at most %g)" % MAX_LOCK_TIMEOUT)
-    add("--acquire-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS",
-        help="give up taking the lock after this long (default 5, at most %g)" % MAX_WAIT)
-    add("--connect-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS")
-    add("--on-failure", type=_choice("fail", "continue"), default="fail", metavar="{fail,continue}")
-    add("--runtime-dir", type=_absolute_path, default=paths.RUNTIME_DIR, metavar="DIR")
-    add("--long-query-time", type=_seconds(False, MAX_AGE), default=10.0, metavar="SECONDS")
-    add("--long-query-wait", type=_seconds(False, MAX_WAIT), default=10.0, metavar="SECONDS")
-    add("--long-query-type", type=_choice("auto", "all", "select", "update"), default="auto",
-        metavar="{auto,all,select,update}")
-    add("--kill-long-selects", type=_seconds(False, MAX_AGE), default=0.0, metavar="SECONDS")
-    add("--stop-replica", type=_choice("auto", "always", "never"), default="auto", metavar="{auto,always,never}")
-    add("--release-on-fs-thaw", type=_boolean, default=True, metavar="BOOL")
-    add("--allow-cleartext-auth", type=_boolean, default=False, metavar="BOOL",
-        help="send the password in clear text over a non-TLS connection if the server asks (default false)")
-    add("--ssl-mode", type=_choice(*SSL_MODES), default="preferred", metavar="{%s}" % ",".join(SSL_MODES),
+    add("--driver", values=("auto", "mysql-connector", "pymysql"), default="auto", commands=_CONNECTING,
+        help="MySQL driver (default %(default)s)")
+    add("--ssl-mode", values=SSL_MODES, default="preferred", commands=_CONNECTING,
         help="TLS over TCP, as the MySQL clients' --ssl-mode (default preferred: when the server offers it, "
              "unverified)")
-    add("--ssl-ca", metavar="FILE", type=_absolute_path,
+    add("--ssl-ca", metavar="FILE", type=_absolute_path, commands=_CONNECTING,
         help="CA certificate (PEM) the server's certificate must be signed by; for ssl-mode verify-ca and "
              "verify-identity")
-    add("--allow-unverified-host", type=_boolean, default=False, metavar="BOOL",
+    add("--allow-unverified-host", type=_boolean, default=False, metavar="BOOL", commands=_CONNECTING,
         help="send credentials to a server on another host without a verified certificate (default false)")
-    add("--metrics-file", default="auto", metavar="FILE", type=_auto_none_or_path,
+    add("--allow-cleartext-auth", type=_boolean, default=False, metavar="BOOL", commands=_CONNECTING,
+        help="send the password in clear text over a non-TLS connection if the server asks (default false)")
+    add("--connect-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS", commands=_CONNECTING,
+        help="wait this long for a connection (default 5, at most %g)" % MAX_WAIT)
+    add("--lock-method", values=("auto", "ftwrl", "backup-stage"), default="auto", commands=_LOCKING,
+        help="lock statement (default %(default)s)")
+    add("--lock-timeout", type=_seconds(True, MAX_LOCK_TIMEOUT), default=300.0, metavar="SECONDS",
+        commands=_LOCKING, help="release by itself after this long (default 300, at most %g)" % MAX_LOCK_TIMEOUT)
+    add("--acquire-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS", commands=_LOCKING,
+        help="give up taking the lock after this long (default 5, at most %g)" % MAX_WAIT)
+    add("--on-failure", values=("fail", "continue"), default="fail", commands=_LOCKING,
+        help="continue: a failed freeze logs it loudly and exits 0; the snapshot is then only "
+             "crash-consistent (default %(default)s)")
+    add("--long-query-time", type=_seconds(False, MAX_AGE), default=10.0, metavar="SECONDS", commands=_LOCKING,
+        help="statements running longer than this count as long (default 10, at most %g)" % MAX_AGE)
+    add("--long-query-wait", type=_seconds(False, MAX_WAIT), default=10.0, metavar="SECONDS", commands=_LOCKING,
+        help="wait this long for long statements before locking (default 10, at most %g)" % MAX_WAIT)
+    add("--long-query-type", values=("auto", "all", "select", "update"), default="auto", commands=_LOCKING,
+        help="which long statements count (default %(default)s)")
+    add("--kill-long-selects", type=_seconds(False, MAX_AGE), default=0.0, metavar="SECONDS", commands=_LOCKING,
+        help="kill long SELECTs older than this while waiting (default 0: never, at most %g)" % MAX_AGE)
+    add("--stop-replica", values=("auto", "always", "never"), default="auto", commands=_LOCKING,
+        help="stop the replica's applier for the freeze (default %(default)s)")
+    add("--release-on-fs-thaw", type=_boolean, default=True, metavar="BOOL", commands=_LOCKING + ("status",),
+        help="release as soon as the filesystems thaw (default true)")
+    add("--metrics-file", default="auto", metavar="FILE", type=_auto_none_or_path, commands=_LOCKING,
+        values=("auto", "none"),
         help="node_exporter textfile (default auto: quiesce.prom in its textfile directory if that exists; "
              "none: off)")
-    add("--metrics-dir-shared", type=_boolean, default=False, metavar="BOOL",
+    add("--metrics-dir-shared", type=_boolean, default=False, metavar="BOOL", commands=_LOCKING,
         help="write metrics-file even where another account can write its directory (default false)")
-    _add_restore_options(parser)
+    # verify and restore-plan: what to check or do this once, never a standing setting.
+    add("--skip-table-check", action="store_true", commands=("verify",), sources=_COMMAND_LINE,
+        help="no CHECK TABLE on MyISAM/Aria tables")
+    add("--check-timeout", type=_seconds(True, MAX_WAIT), default=300.0, metavar="SECONDS", commands=("verify",),
+        sources=_COMMAND_LINE, help="time allowed for all CHECK TABLEs (default 300)")
+    add("--as-replica-of", metavar="HOST[:PORT]", type=_text, commands=("restore-plan",), sources=_COMMAND_LINE,
+        help="make this server a replica of HOST")
+    add("--pitr-until", metavar="DATETIME|GTID|FILE:POS", type=_text, commands=("restore-plan",),
+        sources=_COMMAND_LINE, help="replay the binlogs up to here")
+    add("--galera", action="store_true", commands=("restore-plan",), sources=_COMMAND_LINE,
+        help="grastate.dat to rejoin a Galera cluster by IST")
+    add("--apply", action="store_true", commands=("restore-plan",), sources=_COMMAND_LINE,
+        help="run the replica plan on this server")
+    add("--yes", action="store_true", commands=("restore-plan",), sources=_COMMAND_LINE,
+        help="--apply without asking")
+    add("--replication", values=("auto", "gtid", "position"), default="auto", commands=("restore-plan",),
+        sources=_COMMAND_LINE,
+        help="GTID or binlog file/position (default auto: GTID when recorded)")
+    add("--server-id", type=int, metavar="N", commands=("restore-plan",), sources=_COMMAND_LINE,
+        help="the new server_id of a clone")
+    add("--source-credentials", metavar="FILE", type=_absolute_path, commands=("restore-plan",),
+        sources=_COMMAND_LINE, help="option file (mode 0600) with [client] user and password for the source")
+    add("--binlog-dir", metavar="DIR", type=_absolute_path, commands=("restore-plan",), sources=_COMMAND_LINE,
+        help="where the original's binary logs are (PITR)")
+    return options
+
+
+OPTIONS = _options()
+RESTORE_KEYS = ("skip_table_check", "check_timeout", "as_replica_of", "pitr_until", "galera", "apply", "yes",
+                "replication", "server_id", "source_credentials", "binlog_dir")
+# Not config-file keys.
+_COMMAND_LINE_ONLY = ("help", "version") + tuple(o.key for o in OPTIONS if o.sources != _FILE_AND_ENV)
+# Set in the environment, these are refused rather than ignored (QUIESCE_APPLY must not apply).
+# QUIESCE_INSTANCE is read by parse() itself, with the same checks as --instance.
+_ENVIRONMENT_REFUSED = ("help", "version") + tuple(o.key for o in OPTIONS
+                                                   if o.sources == _COMMAND_LINE and o.key != "instance")
+_SYNOPSIS = {"hook": "hook ACTION [EXTRA...]", "register": "register AGENT...",
+             "unregister": "unregister AGENT...|--all"}
+_SUMMARY = {
+    "freeze": "lock the server(s) for a snapshot; a holder keeps the lock until thaw",
+    "thaw": "release the lock",
+    "hook": "what snapshot agents run: ACTION is freeze, thaw or freezeFail; extra words are ignored",
+    "status": "whether a lock is held, and the last outcome",
+    "check": "whether the configuration, the server and the snapshot agents are ready",
+    "register": "install quiesce's hooks into snapshot agents (AGENT: see quiesce(8), SNAPSHOT AGENTS)",
+    "unregister": "remove the hooks register installed",
+    "verify": "check a restored copy of the data",
+    "restore-plan": "print (or --apply) the steps to bring a restored copy back into service",
+}
+
+
+def env_var(option: _Option) -> str | None:
+    """The environment variable an option is read from, if any."""
+    if option.sources == _COMMAND_LINE:
+        return None
+    return "QUIESCE_" + option.key.upper().replace("-", "_")
+
+
+def option_choices(option: _Option) -> tuple[str, ...]:
+    """The words an option's value may be (for completion), or () for free text."""
+    if option.kwargs.get("metavar") == "BOOL":
+        return ("true", "false")
+    return option.values
+
+
+def _help_text(option: _Option, command: str | None) -> str:
+    kwargs = option.kwargs
+    visible = command in option.commands or option.commands == _EVERY
+    if kwargs.get("help") == argparse.SUPPRESS or not visible:
+        return argparse.SUPPRESS
+    text = kwargs.get("help", "")
+    if "%(default)" not in text and "default" not in text and kwargs.get("default") not in (None, False):
+        text += " (default %(default)s)"
+    where = []
+    if option.sources == _FILE_AND_ENV:
+        where.append("config: %s" % option.key)
+    if env_var(option):
+        where.append("env: %s" % env_var(option))
+    return text + (" [%s]" % "; ".join(where) if where else "")
+
+
+def build_parser(command: str | None = None) -> _Parser:
+    """The parser of one command (None: the top level, for --help and bad command words).
+
+    Each accepts every option, so that a spelling that worked before still parses, but
+    lists in --help only those the command uses, and the sources each may come from.
+    """
+    if command is None:
+        usage = "quiesce [-c FILE] COMMAND [OPTIONS]"
+        description = ("Make a running MySQL or MariaDB server consistent for a virtual-machine snapshot.\n\n"
+                       "commands:\n" + "".join("  %-13s %s\n" % (c, _SUMMARY[c]) for c in COMMANDS) +
+                       "\n'quiesce COMMAND --help' lists a command's options. See quiesce(8) and quiesce.conf(5).")
+    else:
+        usage = "quiesce %s [OPTIONS]" % _SYNOPSIS.get(command, command)
+        description = _SUMMARY[command] + (
+            ". Options marked config: are also config-file settings (quiesce.conf(5)); env: the environment "
+            "variable that sets it. The command line wins over the environment, the environment over the file.")
+    parser = _Parser(
+        prog="quiesce", usage=usage, description=description,
+        formatter_class=_CommandsFormatter if command is None else _Formatter, add_help=True, allow_abbrev=False,
+        add_config_file_help=False, add_env_var_help=False,
+    )
+    parser.add_argument("command", metavar="command", help=argparse.SUPPRESS)
+    parser.add_argument("words", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version="quiesce " + __version__)
+    for option in OPTIONS:
+        kwargs = dict(option.kwargs, help=_help_text(option, command))
+        parser.add_argument(*option.flags, env_var=env_var(option), **kwargs)
     return parser
 
 
-RESTORE_KEYS = ("skip_table_check", "check_timeout", "as_replica_of", "pitr_until", "galera", "apply", "yes",
-                "replication", "server_id", "source_credentials", "binlog_dir")
+def all_parsers() -> dict[str | None, _Parser]:
+    """Every command's parser, and the top level's (key None)."""
+    return {command: build_parser(command) for command in (None,) + COMMANDS}
 
 
-def _add_restore_options(parser: _Parser) -> None:
-    group = parser.add_argument_group("verify and restore-plan (command line only)")
-    add = group.add_argument
-    add("--skip-table-check", action="store_true", help="verify: no CHECK TABLE on MyISAM/Aria tables")
-    add("--check-timeout", type=_seconds(True, MAX_WAIT), default=300.0, metavar="SECONDS",
-        help="verify: time allowed for all CHECK TABLEs (default 300)")
-    add("--as-replica-of", metavar="HOST[:PORT]", type=_text, help="restore-plan: make this server a replica of HOST")
-    add("--pitr-until", metavar="DATETIME|GTID|FILE:POS", type=_text,
-        help="restore-plan: replay the binlogs up to here")
-    add("--galera", action="store_true", help="restore-plan: grastate.dat to rejoin a Galera cluster by IST")
-    add("--apply", action="store_true", help="restore-plan: run the replica plan on this server")
-    add("--yes", action="store_true", help="restore-plan: --apply without asking")
-    add("--replication", type=_choice("auto", "gtid", "position"), default="auto",
-        help="restore-plan: GTID or binlog file/position (default auto: GTID when recorded)")
-    add("--server-id", type=int, metavar="N", help="restore-plan: the new server_id of a clone")
-    add("--source-credentials", metavar="FILE", type=_absolute_path,
-        help="restore-plan: option file (mode 0600) with [client] user and password for the source")
-    add("--binlog-dir", metavar="DIR", type=_absolute_path,
-        help="restore-plan: where the original's binary logs are (PITR)")
+def _value_options() -> set[str]:
+    return {flag for o in OPTIONS for flag in o.flags
+            if o.kwargs.get("action") != "store_true"}
+
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The command named in argv: its first word that is neither an option nor an option's value."""
+    takes_value = _value_options()
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if word.startswith("-") and word != "-":
+            i += 2 if word in takes_value else 1
+            continue
+        return word
+    return None
+
+
+def _misplaced_options(argv: Sequence[str], command: str) -> list[str]:
+    """Options given on the command line that this command does not use."""
+    unused = {flag: o for o in OPTIONS for flag in o.flags if command not in o.commands and o.commands != _EVERY
+              and o.kwargs.get("help") != argparse.SUPPRESS}
+    found = []
+    for word in argv:
+        if word == "--":
+            break
+        name = word.split("=", 1)[0] if word.startswith("--") else word
+        if name in unused and unused[name].flags[-1] not in found:
+            found.append(unused[name].flags[-1])
+    return found
+
+
+def _warn_misplaced(argv: Sequence[str], command: str) -> None:
+    """Options of other commands still parse, as they always did, but say they do nothing here."""
+    misplaced = _misplaced_options(argv, command)
+    if misplaced:
+        from . import log
+        log.get().warning("warning: %s %s no effect on %s; fix: leave %s out (see 'quiesce %s --help')",
+                          ", ".join(misplaced), "has" if len(misplaced) == 1 else "have", command,
+                          "it" if len(misplaced) == 1 else "them", command)
 
 
 def _restore_options(ns: argparse.Namespace) -> dict[str, object]:
@@ -641,7 +798,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         env = {}
     _refuse_password_outside_files(argv, env)
     config_path, explicit = _config_path(argv, env)
-    parser = build_parser()
+    command = command_word(argv)
+    parser = build_parser(command if command in COMMANDS else None)
     keys = _file_keys(parser)
     if uninstalling:
         found, top, sections = False, {}, {}
@@ -650,11 +808,9 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     file_defaults = _file_defaults(top, keys, config_path)
     file_password = file_defaults.pop("password", None)
     parser.set_defaults(**file_defaults)
-    # QUIESCE_INSTANCE is read below, with the same checks as --instance.
-    # Command-line-only options have no environment variable either (QUIESCE_APPLY must not apply).
-    for key in _COMMAND_LINE_ONLY:
+    for key in _ENVIRONMENT_REFUSED:
         name = "QUIESCE_" + key.upper().replace("-", "_")
-        if key not in ("config", "instance", "caller") and name in env:
+        if name in env:
             raise ConfigError("%s is not read from the environment; fix: give --%s on the command line, or unset "
                               "it" % (name, key))
     env_vars = {k: v for k, v in env.items() if k != "QUIESCE_INSTANCE"}
@@ -669,6 +825,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
                           "(see 'quiesce --help')")
     if unknown:
         raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
+    _warn_misplaced(argv, ns.command)
 
     hook_action = None
     if ns.command == "hook":

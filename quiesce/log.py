@@ -63,6 +63,19 @@ def _syslog_handler() -> logging.Handler | None:
     return None
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes, not when the logger was set up
+    (a caller that redirects sys.stderr later, as test harnesses do, still gets the lines)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 class GatedHandler(logging.Handler):
     """Passes records on, except between hold() and resume(), when it keeps them.
 
@@ -115,7 +128,7 @@ def setup(to_stderr: bool, verbose: bool = False) -> GatedHandler:
         syslog.setLevel(logging.INFO)
         targets.append(syslog)
     if to_stderr:
-        stream = logging.StreamHandler(sys.stderr)
+        stream = _Stderr()
         stream.setLevel(logging.DEBUG if verbose else logging.INFO)
         stream.setFormatter(_OneLine("quiesce: %(message)s"))
         targets.append(stream)

@@ -57,6 +57,29 @@ class CommandFailed(AssertionError):
     pass
 
 
+COMPLETION = "/usr/share/bash-completion/completions/quiesce"
+
+
+def bash_completes(script, *words):
+    """What bash offers, with the completion script sourced, for the last of quiesce's words."""
+    program = ('source "$1"; shift; COMP_WORDS=(quiesce "$@"); COMP_CWORD=$#; _quiesce; '
+               'printf "%s\\n" "${COMPREPLY[@]}"')
+    out = run(["bash", "--norc", "--noprofile", "-c", program, "bash", script] + list(words),
+              env=clean_env()).stdout
+    return sorted(filter(None, out.split("\n")))
+
+
+def assert_completion_works(script):
+    """The shipped completion script completes commands, agents and option values."""
+    assert bash_completes(script, "reg") == ["register"]
+    assert "vmware" in bash_completes(script, "register", "")
+    assert bash_completes(script, "status", "--j") == ["--json"]
+    assert bash_completes(script, "freeze", "--on-failure", "c") == ["continue"]
+    complete = run(["bash", "--norc", "--noprofile", "-c", 'source "$1"; complete -p quiesce', "bash", script],
+                   env=clean_env()).stdout
+    assert complete.strip() == "complete -F _quiesce quiesce"
+
+
 def run(cmd, check=True, timeout=600, env=None, cwd=None, input=None):
     """Run cmd; return the CompletedProcess (text, stdout and stderr merged)."""
     proc = subprocess.run(cmd, cwd=cwd, env=env if env is not None else clean_env(),

@@ -130,7 +130,7 @@ def test_lintian_pedantic_clean(debs):
     assert proc.returncode == 0 and not tags, proc.stdout
 
 
-def test_package_contents(debs):
+def test_package_contents(debs, tmp_path):
     deb = debs["current"]["deb"]
     fields = {name: run(["dpkg-deb", "-f", deb, name]).stdout.strip()
               for name in ("Architecture", "Depends", "Recommends", "Suggests")}
@@ -165,6 +165,10 @@ def test_package_contents(debs):
     assert "/usr/lib/tmpfiles.d/quiesce.conf" in listing
     assert "/usr/share/man/man8/quiesce.8.gz" in listing
     assert "/usr/share/man/man5/quiesce.conf.5.gz" in listing
+    assert listing[helpers.COMPLETION] == ("-rw-r--r--", "root/root")
+    script = tmp_path / "quiesce.bash"
+    run(["sh", "-c", "dpkg-deb --fsys-tarfile '%s' | tar -xOf - '.%s' > '%s'" % (deb, helpers.COMPLETION, script)])
+    helpers.assert_completion_works(str(script))
     # Hook links are made by the maintainer scripts, never shipped; nothing in /run or
     # in the system's Python path.
     assert not [p for p in listing if p.startswith(("/etc/vmware-tools", "/etc/qemu", "/run",

@@ -100,6 +100,7 @@ def test_package_metadata(rpms, tmp_path):
     assert "/usr/lib/tmpfiles.d/quiesce.conf" in files
     assert "/usr/share/man/man8/quiesce.8.gz" in files
     assert "/usr/share/man/man5/quiesce.conf.5.gz" in files
+    assert files[helpers.COMPLETION][1:] == ("-rw-r--r--", "root:root")
     assert not [p for p in files if "/site-packages/" in p or p.startswith("/usr/lib/python")
                 or p.startswith("/etc/qemu") or (p.startswith("/etc/vmware-tools") and p != VMWARE_DIR)]
 
@@ -209,6 +210,7 @@ def test_scratch_root_install_triggers_upgrade_erase(rpms, stubs, tmp_path):
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0 and st.st_gid == 0
     assert stat.S_IMODE(os.stat(root(STATE_DIR)).st_mode) == 0o700
     assert root.rpm("-V", "--nodeps", "quiesce", check=False).stdout.strip() == ""
+    helpers.assert_completion_works(root(helpers.COMPLETION))
 
     # The agents installed after quiesce: %triggerin registers each with its own entry file.
     out = root.install(stubs["qemu-guest-agent"], stubs["open-vm-tools"])

@@ -8,6 +8,7 @@ removal), run against a scratch directory tree. As root, the purge script runs i
 busybox chroot, at its real paths.
 """
 
+import argparse
 import ast
 import os
 import re
@@ -108,13 +109,60 @@ def test_man_pages_document_every_option():
 
 def test_config_options_match_the_parser():
     config = pytest.importorskip("quiesce.config")
-    hidden = {"--help", "--version", "--config", "--json", "--cycle", "--instance", "--all", "--root",
-              "--caller"}
-    hidden |= {"--" + key.replace("_", "-") for key in config.RESTORE_KEYS}  # verify, restore-plan
-    options = {opt for action in config.build_parser()._actions for opt in action.option_strings
-               if opt.startswith("--") and opt not in hidden}
+    file_keys = {}
+    for command, parser in config.all_parsers().items():
+        keys = config._file_keys(parser)
+        # One config file serves every command: each accepts the same keys.
+        assert set(keys) == set(file_keys or keys), command
+        file_keys = keys
     # The password has no option: it comes only from a file.
-    assert options == {"--" + key for key in CONTRACT_KEYS if key != "password"}
+    assert set(file_keys) == {key for key in CONTRACT_KEYS if key != "password"}
+
+
+def parser_defaults():
+    """{config key: (type, default)} of every setting with a built-in default the parser applies."""
+    config = pytest.importorskip("quiesce.config")
+    keys = config._file_keys(config.build_parser("freeze"))
+    return {key: (action.type, action.default) for key, action in keys.items() if action.default is not None}
+
+
+def roff_items(page, opener):
+    """{key: text} of the items of a man page that open with .BI OPENERkey, formatting removed."""
+    items = {}
+    for block in re.split(r"(?m)^\.(?:TP|SH|SS|PP)\b.*$", read(page)):
+        lines = block.strip("\n").split("\n")
+        match = re.match(r"^\.BI? %s([a-z\\-]+)" % re.escape(opener), lines[0])
+        if match:
+            body = " ".join(re.sub(r"^\.(?:B|I|BR|IR|RB|BI)\s+", "", line) for line in lines[1:])
+            items.setdefault(match.group(1).replace("\\-", "-"),
+                             re.sub(r"\\f[BIPR]", "", body).replace("\\-", "-").replace('"', ""))
+    return items
+
+
+def documented_default(text):
+    """The default an item names: "(default X", "Default X:", "X (the default)"."""
+    for pattern in (r"\b[Dd]efault:?\s+([^\s):;,]+)", r"(\S+)\s+\((?:the )?default\)"):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1).rstrip(".")
+    return None
+
+
+def test_shipped_config_shows_the_parser_defaults():
+    shipped = dict(re.findall(r"(?m)^#?([a-z-]+) = (.*)$", read("etc/quiesce.conf")))
+    for key, (kind, default) in parser_defaults().items():
+        assert key in shipped, key
+        assert kind(shipped[key]) == default, "etc/quiesce.conf: %s = %s, the built-in default is %s" % (
+            key, shipped[key], default)
+
+
+@pytest.mark.parametrize("page,opener", [("man/quiesce.conf.5", ""), ("man/quiesce.8", "\\-\\-")])
+def test_man_pages_give_the_parser_defaults(page, opener):
+    items = roff_items(page, opener)
+    for key, (kind, default) in parser_defaults().items():
+        named = documented_default(items.get(key, ""))
+        assert named is not None, "%s: %s names no default" % (page, key)
+        assert kind(named) == default, "%s: %s default %s, the built-in default is %s" % (page, key, named, default)
 
 
 def test_shipped_config_parses(tmp_path):
@@ -503,3 +551,32 @@ def test_code_parses_as_python_3_9():
                 path = os.path.join(top, name)
                 with open(path) as handle:
                     ast.parse(handle.read(), path, feature_version=(3, 9))
+
+
+def test_both_packages_ship_the_bash_completion():
+    assert "completion/quiesce usr/share/bash-completion/completions\n" in read("debian/quiesce.install")
+    spec = read("rpm/quiesce.spec")
+    assert "install -D -p -m 0644 completion/quiesce %{buildroot}%{bash_completions_dir}/quiesce\n" in spec
+    assert re.search(r"(?m)^%\{bash_completions_dir\}/quiesce$", spec)
+    # Where neither rpm nor the distribution defines the macro: the standard directory.
+    assert "%{!?bash_completions_dir:%global bash_completions_dir %{_datadir}/bash-completion/completions}" in spec
+    # What the package tests check of the installed file, here on the source.
+    helpers.assert_completion_works(os.path.join(REPO, "completion", "quiesce"))
+
+
+def test_quiesce_8_names_every_option_and_environment_variable_of_the_parsers():
+    config = pytest.importorskip("quiesce.config")
+    page8 = read("man/quiesce.8")
+    environment = page8[page8.index(".SH ENVIRONMENT"):page8.index(".SH FILES")]
+    for option in config.OPTIONS:
+        if option.kwargs.get("help") == argparse.SUPPRESS:
+            continue  # --root, --instance: for the tests
+        assert "\\-\\-" + option.key.replace("-", "\\-") in page8, option.key
+        name = config.env_var(option)
+        if name and option.sources == config._ENV_ONLY:
+            # Read from the environment but not a config-file key: each has its own entry.
+            assert re.search(r"(?m)^\.B %s$" % name, environment), name
+        if option.sources == config._COMMAND_LINE:
+            assert "QUIESCE_" + option.key.upper().replace("-", "_") not in page8, option.key
+    named = set(re.findall(r"(?m)^\.B (QUIESCE_[A-Z_]+)$", environment))
+    assert named == {config.env_var(o) for o in config.OPTIONS if o.sources == config._ENV_ONLY}

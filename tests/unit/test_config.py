@@ -1,4 +1,6 @@
+import argparse
 import os
+import re
 
 import pytest
 
@@ -482,3 +484,141 @@ def test_tls_settings_reach_every_target_and_are_checked_together(tmp_path):
     os.chmod(ca, 0o666)
     assert "writable by group or others" in config_error(["--ssl-mode", "verify-ca", "--ssl-ca", ca, "freeze"])
     assert config.parse(["--allow-unverified-host", "true", "freeze"]).targets[0].allow_unverified_host is True
+
+
+# --- one parser per command: what --help advertises is what parse accepts ----------------
+
+_ADVERTISED_RE = re.compile(r"\[((?:config|env): [^]]*)\]$")
+
+
+def advertised(action):
+    """{"config": key, "env": NAME} as the option's --help line names them."""
+    match = _ADVERTISED_RE.search(action.help or "")
+    if not match:
+        return {}
+    return dict(part.split(": ", 1) for part in match.group(1).split("; "))
+
+
+def visible_options(parser):
+    return {action.option_strings[-1]: action for action in parser._actions
+            if action.option_strings and action.help != argparse.SUPPRESS}
+
+
+def command_argv(command):
+    return {None: [], "hook": ["hook", "freeze"], "register": ["register", "vmware"]}.get(command, [command])
+
+
+def sample_values(key, action, tmp_path):
+    """A valid value for option key, with any other setting it needs."""
+    if key in ("config", "defaults-file", "ssl-ca"):
+        path = write(tmp_path, "[client]\n" if key == "defaults-file" else "", name=key + ".sample")
+        return {key: path, "ssl-mode": "verify-ca"} if key == "ssl-ca" else {key: path}
+    if action.metavar == "BOOL":
+        return {key: "true"}
+    if action.metavar == "SECONDS":
+        return {key: "7"}  # longer than acquire-timeout's default, shorter than lock-timeout's
+    if action.metavar and action.metavar.startswith("{"):
+        return {key: action.metavar[1:-1].split(",")[0]}
+    if key == "port":
+        return {key: "3307"}
+    if action.metavar in ("FILE", "DIR", "PATH"):
+        return {key: "/srv/quiesce-sample"}
+    return {key: "sample1"}
+
+
+@pytest.mark.parametrize("command", (None,) + config.COMMANDS)
+def test_every_advertised_environment_variable_and_config_key_is_accepted(tmp_path, command):
+    parser = config.build_parser(command)
+    checked = 0
+    for flag, action in sorted(visible_options(parser).items()):
+        names = advertised(action)
+        values = sample_values(flag[2:], action, tmp_path)
+        if "env" in names:
+            assert names["env"] == "QUIESCE_" + flag[2:].upper().replace("-", "_")
+            env = {"QUIESCE_" + k.upper().replace("-", "_"): v for k, v in values.items()}
+            config.parse(command_argv(command) or ["status"], env=env)
+            # ... and the parser really takes the value from there.
+            ns = parser.parse_known_args(command_argv(command) or ["status"], env_vars=env)[0]
+            value = values[flag[2:]]
+            assert getattr(ns, action.dest) == (action.type(value) if action.type else value), flag
+            checked += 1
+        if "config" in names:
+            assert names["config"] == flag[2:]
+            conf = write(tmp_path, "".join("%s = %s\n" % item for item in values.items()), name="sample.conf")
+            settings = config.parse(["--config", conf] + (command_argv(command) or ["status"]), env={})
+            value = action.type(values[flag[2:]])
+            if action.dest in config.Settings._fields:
+                assert getattr(settings, action.dest) == value, flag
+            elif action.dest in config.Target._fields:
+                assert getattr(settings.targets[0], action.dest) == value, flag
+            checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("command", (None,) + config.COMMANDS)
+def test_options_that_advertise_no_environment_variable_are_refused_there(command):
+    for flag, action in visible_options(config.build_parser(command)).items():
+        if flag in ("--help", "--version") or "env" in advertised(action):
+            continue
+        name = "QUIESCE_" + flag[2:].upper().replace("-", "_")
+        assert "not read from the environment" in config_error(command_argv(command) or ["status"],
+                                                                env={name: "1"}), flag
+
+
+def help_options(command):
+    return set(visible_options(config.build_parser(command))) - {"--help", "--version"}
+
+
+def test_each_command_lists_only_its_own_options():
+    common = {"--config", "--runtime-dir"}
+    assert help_options(None) == common
+    assert help_options("status") == common | {"--json", "--release-on-fs-thaw"}
+    assert help_options("unregister") == common | {"--all"}
+    verify = help_options("verify")
+    assert {"--skip-table-check", "--check-timeout", "--socket", "--connect-timeout"} <= verify
+    assert not verify & {"--json", "--cycle", "--apply", "--lock-timeout", "--all", "--caller"}
+    assert {"--apply", "--yes", "--pitr-until"} <= help_options("restore-plan")
+    assert "--cycle" in help_options("check") and "--json" not in help_options("check")
+    assert {"--caller", "--lock-timeout", "--on-failure"} <= help_options("freeze") & help_options("hook")
+    # Every option is some command's, except the two test-only ones.
+    everyone = set().union(*(help_options(c) for c in config.COMMANDS))
+    assert {"--" + o.key for o in config.OPTIONS} - everyone == {"--root", "--instance"}
+
+
+def test_command_help_shows_defaults_and_config_keys(capsys):
+    with pytest.raises(SystemExit) as info:
+        config.parse(["freeze", "--help"], env={})
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "usage: quiesce freeze" in out
+    assert "(default 300, at most 86400) [config: lock-timeout; env: QUIESCE_LOCK_TIMEOUT]" in out
+    assert "--json" not in out and "QUIESCE_JSON" not in out and "--apply" not in out
+
+
+@pytest.mark.parametrize("argv,command", [
+    (["--config", "{conf}", "status"], "status"), (["status", "--config", "{conf}"], "status"),
+    (["-c{conf}", "hook", "thaw", "x"], "hook"), (["hook", "thaw", "--config={conf}"], "hook"),
+    (["--runtime-dir", "/srv/rt", "thaw", "--config", "{conf}"], "thaw"),
+    (["--socket", "/s", "-c", "{conf}", "freeze", "--user", "u"], "freeze"),
+    (["--config", "{conf}", "--user", "hook", "freeze"], "freeze"),
+])
+def test_options_go_before_or_after_the_command(tmp_path, argv, command):
+    conf = write(tmp_path, "lock-timeout = 42\n")
+    settings = config.parse([word.format(conf=conf) for word in argv], env={})
+    assert (settings.command, settings.lock_timeout, settings.config_file) == (command, 42, conf)
+
+
+def test_options_of_other_commands_still_parse_but_warn(capsys):
+    settings = config.parse(["status", "--cycle", "--lock-timeout", "60"], env={})
+    assert (settings.command, settings.cycle, settings.lock_timeout) == ("status", True, 60)
+    assert "--cycle, --lock-timeout have no effect on status" in capsys.readouterr().err
+    config.parse(["--lock-timeout", "60", "freeze", "--caller", "x"], env={})
+    # The environment and the config file are shared by every command: no warning there.
+    config.parse(["status"], env={"QUIESCE_LOCK_TIMEOUT": "60"})
+    assert "no effect" not in capsys.readouterr().err
+
+
+def test_every_config_key_is_advertised_by_a_command_that_uses_it():
+    advertised_keys = {advertised(action).get("config") for parser in config.all_parsers().values()
+                       for action in visible_options(parser).values()}
+    assert set(config._file_keys(config.build_parser())) <= advertised_keys
