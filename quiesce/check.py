@@ -203,7 +203,8 @@ def check_selinux(report: Report, registrations: List[Tuple[str, str]]) -> None:
 
 def run(settings: Settings) -> int:
     report = Report()
-    report.ok("config: %s" % (settings.config_file or "no config file, built-in defaults"))
+    report.ok("config: %s" % (", ".join(settings.config_files) or "no config file, built-in defaults"))
+
     try:
         present = state.ensure_runtime_dir(settings.runtime_dir, create=False)
         report.ok("runtime-dir %s %s" % (settings.runtime_dir, "is safe" if present else "will be created"))
@@ -223,7 +224,11 @@ def run(settings: Settings) -> int:
     for target in settings.targets:
         _check_target(report, target, settings)
     if settings.cycle and report.failure is None:
-        _cycle(report, settings)
+        _cycle(report, settings)        # also while disabled: the cycle is how to try it out
+    if not settings.enabled:
+        # Intended while rolling out, but the next snapshot through an agent is not quiesced.
+        report.fail(ConfigError("quiesce is disabled (enabled = false): the snapshot agents' hooks do nothing; "
+                                "fix: set enabled = true once the rest of this check passes"))
     sys.stdout.flush()
     if report.failure is not None:
         return int(report.failure.exit_code)

@@ -55,7 +55,8 @@ _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "d
                     "lock_timeout", "acquire_timeout", "connect_timeout", "on_failure", "runtime_dir",
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
                     "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets", "words", "all_agents",
-                    "root", "metrics_file", "metrics_dir_shared", "restore", "caller")
+                    "root", "metrics_file", "metrics_dir_shared", "restore", "caller", "enabled",
+                    "config_files")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -229,8 +230,12 @@ _KEY_LINE_RE = re.compile(r"^([A-Za-z0-9_.-]+)\s*(?:([=:])\s*(.*))?$")
 _SECTION_RE = re.compile(r"^\[\s*([^]:\s]+)\s*(?:[: ]\s*([^]]*?))?\s*\]$")
 
 
-class ConfigLine(collections.namedtuple("ConfigLine", "key value line")):
+class ConfigLine(collections.namedtuple("ConfigLine", "key value line path", defaults=(None,))):
+    """path: the file the line is in (the main file or a drop-in)."""
     __slots__ = ()
+
+    def where(self, path: str) -> str:
+        return "config file %s line %d" % (self.path or path, self.line)
 
 
 def _config_value(raw: str) -> str:
@@ -296,7 +301,7 @@ def parse_config_text(text: str, path: str, known: Iterable[str] = ()
         if key in current:
             raise ConfigError("%s: %s is set twice (first on line %d); fix: keep one"
                               % (where, key, current[key].line))
-        current[key] = ConfigLine(key, value, number)
+        current[key] = ConfigLine(key, value, number, path)
     return top, sections
 
 
@@ -425,6 +430,9 @@ def _options() -> list[_Option]:
         commands=_LOCKING, help="release by itself after this long (default 300, at most %g)" % MAX_LOCK_TIMEOUT)
     add("--acquire-timeout", type=_seconds(True, MAX_WAIT), default=5.0, metavar="SECONDS", commands=_LOCKING,
         help="give up taking the lock after this long (default 5, at most %g)" % MAX_WAIT)
+    add("--enabled", type=_boolean, default=True, metavar="BOOL", commands=("hook", "check"),
+        help="false: the snapshot agents' hooks do nothing (and say so) until set back to true, for installing "
+             "before configuring (default true)")
     add("--on-failure", values=("fail", "continue"), default="fail", commands=_LOCKING,
         help="continue: a failed freeze logs it loudly and exits 0; the snapshot is then only "
              "crash-consistent (default %(default)s)")
@@ -630,26 +638,71 @@ def _config_path(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, bool
     return paths.CONFIG_FILE, False
 
 
-def _load_config(path: str, explicit: bool, known: Iterable[str]
-                 ) -> tuple[bool, dict[str, ConfigLine], dict[str, dict[str, ConfigLine]]]:
-    """(found, top, sections) of the config file, owner, mode and syntax checked."""
+# Drop-in files beside the config file, read after it in name order; a later file's key
+# wins. Only names like these: editors' and package managers' leftovers (x.conf~,
+# x.conf.dpkg-old, .x.conf.swp) are never read.
+DROP_IN_DIR = "conf.d"
+_DROP_IN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.conf$")
+
+
+def drop_in_dir(config_path: str) -> str:
+    return os.path.join(os.path.dirname(config_path) or ".", DROP_IN_DIR)
+
+
+def _drop_ins(directory: str) -> list[str]:
+    """The drop-in files to read, in order; the directory is checked like a config file."""
     try:
-        file = safefile.read_trusted(path, "config file")
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
-        if explicit:
-            raise ConfigError("config file %s does not exist; fix the --config path or QUIESCE_CONFIG" % path)
-        return False, {}, {}
+        return []
+    except OSError as exc:
+        raise ConfigError("cannot read drop-in directory %s: %s" % (directory, exc.strerror))
+    try:
+        safefile.check_owner_and_mode(os.fstat(fd), directory, "drop-in directory")
+        names = os.listdir(fd)
+    finally:
+        os.close(fd)
+    return [os.path.join(directory, name) for name in sorted(names) if _DROP_IN_NAME.match(name)]
+
+
+def _read_one(path: str, known: Iterable[str]) -> tuple[dict[str, ConfigLine], dict[str, dict[str, ConfigLine]]]:
+    file = safefile.read_trusted(path, "config file")
     top, sections = parse_config_text(file.text, path, known)
     if "password" in top or any("password" in section for section in sections.values()):
         safefile.refuse_shared_secret(path, file.shared, "config file")
-    return True, top, sections
+    return top, sections
+
+
+def _load_config(path: str, explicit: bool, known: Iterable[str]
+                 ) -> tuple[list[str], dict[str, ConfigLine], dict[str, dict[str, ConfigLine]]]:
+    """(files read, top, sections) of the config file and its drop-ins, owner, mode and syntax checked."""
+    known = set(known)
+    read: list[str] = []
+    top: dict[str, ConfigLine] = {}
+    sections: dict[str, dict[str, ConfigLine]] = {}
+    try:
+        top, sections = _read_one(path, known)
+        read.append(path)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("config file %s does not exist; fix the --config path or QUIESCE_CONFIG" % path)
+    for drop_in in _drop_ins(drop_in_dir(path)):
+        try:
+            more_top, more_sections = _read_one(drop_in, known)
+        except FileNotFoundError:
+            continue  # removed while we listed the directory
+        top.update(more_top)
+        for name, section in more_sections.items():
+            sections.setdefault(name, {}).update(section)
+        read.append(drop_in)
+    return read, top, sections
 
 
 def _file_defaults(top: dict[str, ConfigLine], keys: dict[str, argparse.Action], path: str) -> dict[str, object]:
     """The file's top-level settings, checked, as parser defaults (dest -> value)."""
     defaults: dict[str, object] = {}
     for key, item in top.items():
-        where = "config file %s line %d" % (path, item.line)
+        where = item.where(path)
         if key == "password":
             defaults["password"] = item.value
             continue
@@ -673,7 +726,7 @@ def _section_specs(sections: dict[str, dict[str, ConfigLine]], path: str) -> lis
     for name, section in sections.items():
         spec: dict[str, object] = {"name": name}
         for key, item in section.items():
-            where = "config file %s line %d" % (path, item.line)
+            where = item.where(path)
             if key not in CONNECTION_CHECKS:
                 raise ConfigError("%s: unknown key %s in [instance:%s] (allowed: %s)"
                                   % (where, key, name, ", ".join(CONNECTION_KEYS)))
@@ -802,9 +855,9 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     parser = build_parser(command if command in COMMANDS else None)
     keys = _file_keys(parser)
     if uninstalling:
-        found, top, sections = False, {}, {}
+        files_read, top, sections = [], {}, {}
     else:
-        found, top, sections = _load_config(config_path, explicit, set(keys) | {"password"})
+        files_read, top, sections = _load_config(config_path, explicit, set(keys) | {"password"})
     file_defaults = _file_defaults(top, keys, config_path)
     file_password = file_defaults.pop("password", None)
     parser.set_defaults(**file_defaults)
@@ -869,7 +922,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
 
     return Settings(
         command=ns.command, hook_action=hook_action, json=ns.json, cycle=ns.cycle,
-        config_file=config_path if found else None, driver=ns.driver,
+        config_file=config_path if config_path in files_read else None, driver=ns.driver,
         lock_method=ns.lock_method, lock_timeout=ns.lock_timeout,
         acquire_timeout=ns.acquire_timeout, connect_timeout=ns.connect_timeout,
         on_failure=ns.on_failure, runtime_dir=ns.runtime_dir,
@@ -878,7 +931,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         stop_replica=ns.stop_replica, release_on_fs_thaw=ns.release_on_fs_thaw,
         allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets,
         words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root, metrics_file=ns.metrics_file,
-        metrics_dir_shared=ns.metrics_dir_shared, restore=_restore_options(ns), caller=ns.caller)
+        metrics_dir_shared=ns.metrics_dir_shared, restore=_restore_options(ns), caller=ns.caller,
+        enabled=ns.enabled, config_files=tuple(files_read))
 
 
 def settings_to_dict(settings: Settings) -> dict[str, object]:

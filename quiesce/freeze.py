@@ -60,6 +60,15 @@ def run(settings: Settings, test: bool = False) -> int:
     caller = callers.identify(settings.caller)
     files = state.RuntimeFiles(settings.runtime_dir)
     started = state.utc_now()
+    if settings.hook_action and not settings.enabled:
+        # A host being rolled out: the agent's snapshot goes ahead as if quiesce were absent,
+        # and never fails because quiesce is not configured yet.
+        message = ("quiesce is disabled (enabled = false): this snapshot is NOT quiesced, only crash-consistent; "
+                   "fix: set enabled = true once 'quiesce check' passes")
+        log.warning("%s", message)
+        from . import history
+        history.after_disabled(settings, message, caller, started)
+        return 0
     state.ensure_runtime_dir(settings.runtime_dir)
     with files.exclusive(holder.spawn_timeout(settings), "freeze"):
         # A thaw's cancel marker from before this freeze began is not meant for it.

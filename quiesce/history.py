@@ -57,9 +57,10 @@ def failure_entry(message: str, agent: str | None, at: str, since: str, test: bo
             "instances": [], "held_ms": None, "reason": None, "errors": [message], **_marks(None, test)}
 
 
-def not_running_entry(message: str, agent: str | None, at: str, since: str, test: bool = False) -> dict[str, object]:
-    return dict(failure_entry(message, agent, at, since, test), outcome=outcome.NOT_RUNNING, reason=message,
-                errors=[])
+def not_running_entry(message: str, agent: str | None, at: str, since: str, test: bool = False,
+                      what: str = outcome.NOT_RUNNING) -> dict[str, object]:
+    """what: NOT_RUNNING or DISABLED, the freezes that took nothing and failed nothing."""
+    return dict(failure_entry(message, agent, at, since, test), outcome=what, reason=message, errors=[])
 
 
 def _marks(callers: object, test: bool) -> dict[str, object]:
@@ -108,7 +109,7 @@ def appended(entries: Sequence[dict[str, object]], entry: dict[str, object],
     earlier = backups(entries)
     previous = earlier[-1] if earlier else {}
     streak = int(previous.get("consecutive_failures") or 0)
-    if not entry.get("test") and entry.get("outcome") != outcome.NOT_RUNNING:
+    if not entry.get("test") and entry.get("outcome") not in outcome.UNCOUNTED:
         streak = 0 if entry.get("ok") else streak + 1
     return (list(entries) + [dict(entry, consecutive_failures=streak)])[-keep:]
 
@@ -166,6 +167,11 @@ def after_release(settings, result: dict[str, object], agent: str | None, log) -
 
 def after_failed_freeze(settings, message: str, agent: str | None, since: str, log, test: bool = False) -> None:
     record(settings, failure_entry(message, agent, state.utc_now(), since, test), log)
+
+
+def after_disabled(settings, message: str, agent: str | None, since: str) -> None:
+    """The agent's freeze with enabled = false: recorded, so that monitoring sees it."""
+    record(settings, not_running_entry(message, agent, state.utc_now(), since, what=outcome.DISABLED))
 
 
 def after_not_running(settings, message: str, agent: str | None, since: str, test: bool = False) -> None:

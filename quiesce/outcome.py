@@ -13,6 +13,10 @@ KILLED = "killed"
 # freeze found no server running: nothing to lock, so freeze succeeds, but the snapshot
 # holds no running database's state; neither a success nor a failure in the history.
 NOT_RUNNING = "not-running"
+# enabled = false: the agent's freeze did nothing on purpose (a host being rolled out); like
+# not-running, neither a success nor a failure, and the snapshot is crash-consistent only.
+DISABLED = "disabled"
+UNCOUNTED = (NOT_RUNNING, DISABLED)
 
 GOOD = (RELEASED, RELEASED_AT_FS_THAW)
 

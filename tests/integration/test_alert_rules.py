@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import yaml
 
-from quiesce import history, metrics, state
+from quiesce import history, metrics, outcome, state
 
 RULES_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "prometheus")
 RULES = os.path.join(RULES_DIR, "quiesce.rules.yml")
@@ -58,6 +58,11 @@ def failed(at, took=31.0):
 
 def not_running(at):
     return history.not_running_entry("no MySQL/MariaDB server is running", "vmware-tools", _at(at), _at(at - 0.2))
+
+
+def disabled(at):
+    return history.not_running_entry("quiesce is disabled (enabled = false)", "vmware-tools", _at(at),
+                                     _at(at - 0.1), what=outcome.DISABLED)
 
 
 def _samples(text):
@@ -144,7 +149,7 @@ NOT_RUNNING = {"outcome": "not-running"}
 def test_promtool_check_rules():
     proc = subprocess.run([_promtool(), "check", "rules", RULES], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=PROMTOOL_TIMEOUT)
-    assert proc.returncode == 0 and "SUCCESS: 9 rules found" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "SUCCESS: 10 rules found" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_shipped_rule_tests_pass():
@@ -182,6 +187,10 @@ def test_alerts_from_what_quiesce_writes(tmp_path):
                  [(HOUR + STEP, {"QuiesceServerNotRunning": [NOT_RUNNING]}),
                   (26 * HOUR + 2 * STEP, {"QuiesceServerNotRunning": [NOT_RUNNING], "QuiesceNoConsistentSnapshot": [{}],
                                           "QuiesceInstanceNoConsistentSnapshot": [DEFAULT]})]),
+        # Installed disarmed: a warning while disabled, and no consistent snapshot ever.
+        scenario([(HOUR, disabled(HOUR)), (2 * HOUR, released(2 * HOUR))],
+                 [(HOUR + STEP, {"QuiesceDisabled": [{"outcome": "disabled"}], "QuiesceNoConsistentSnapshot": [{}]}),
+                  (2 * HOUR + STEP, {})]),
         # 400 s to take the lock: over half of qemu-ga's 600 s, under half of VMware's
         # 900 s; for a caller with no known timeout, over the fixed 300 s.
         scenario([(HOUR, released(HOUR, agent="qemu-guest-agent", took=400)),

@@ -241,9 +241,17 @@ def add_changelog_entry(tree, version, text):
 # Builds
 # ---------------------------------------------------------------------------
 
-def build_deb(workdir, version=None, config_append=None):
+def build_deb_of_commit(workdir, commit):
+    """The .deb of an earlier release, built from its commit (git archive) as it was."""
+    src = os.path.join(workdir, "src")
+    os.makedirs(src)
+    run(["sh", "-c", "git -C '%s' archive --format=tar '%s' | tar -x -C '%s'" % (REPO, commit, src)])
+    return build_deb(workdir, src=src)
+
+
+def build_deb(workdir, version=None, config_append=None, src=None):
     """dpkg-buildpackage (source and binary) from a copy of the tree; paths of the results."""
-    src = copy_tree(os.path.join(workdir, "src"))
+    src = src or copy_tree(os.path.join(workdir, "src"))
     if version:
         add_changelog_entry(src, version, "Rebuild for the upgrade test.")
     if config_append:

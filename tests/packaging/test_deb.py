@@ -271,6 +271,37 @@ def test_install_freeze_upgrade_remove_purge(debs, clean_machine, test_database)
     nothing_of_ours_left()
 
 
+# The last release before several callers were counted (0.1.0): its holder speaks the
+# older protocol and writes the older result.
+PREVIOUS_RELEASE = "8dfbcf1"
+
+
+def test_upgrade_while_frozen_the_new_thaw_releases_the_old_holder(debs, clean_machine, test_database, tmp_path):
+    """An unattended upgrade can land while a snapshot holds the lock: the old holder keeps
+    running from memory, and the new package's thaw must release it and say truthfully
+    how the lock ended."""
+    old = helpers.build_deb_of_commit(str(tmp_path / "previous"), PREVIOUS_RELEASE)
+    assert old["version"] != debs["current"]["version"]
+    helpers.apt_install(old["deb"])
+    freeze = run(["/usr/sbin/quiesce", "freeze"], check=False, env=clean_env())
+    assert freeze.returncode == 0, freeze.stdout
+    holder = status_json()["holder_pid"]
+    try:
+        assert insert_blocked(), "not frozen by the previous release"
+        out = apt_get(*CONFOLD, "install", debs["current"]["deb"]).stdout
+        assert run(["dpkg-query", "-W", "-f=${Version}", "quiesce"]).stdout == debs["current"]["version"], out
+        # The upgrade itself leaves the lock alone: the snapshot may still be being taken.
+        assert insert_blocked(), "the upgrade released the lock"
+    finally:
+        thaw = run(["/usr/sbin/quiesce", "thaw"], check=False, env=clean_env())
+    assert thaw.returncode == 0, thaw.stdout
+    assert not insert_blocked()
+    assert not os.path.exists("/proc/%d" % holder), "the old holder is still running"
+    status = status_json()
+    assert status["frozen"] is False and status["last_result"]["outcome"] == "released", status
+    apt_get("purge", "quiesce")
+
+
 def test_snapshot_agents_installed_after_and_before(debs, clean_machine, test_database):
     current = debs["current"]
     qemu_log = "/var/log/qga-fsfreeze-hook.log"

@@ -27,7 +27,7 @@ CONTRACT_KEYS = (
     "lock-timeout", "acquire-timeout", "connect-timeout", "on-failure", "runtime-dir",
     "position-file", "long-query-time", "long-query-wait", "long-query-type",
     "kill-long-selects", "stop-replica", "release-on-fs-thaw", "allow-cleartext-auth", "metrics-file",
-    "metrics-dir-shared", "ssl-mode", "ssl-ca", "allow-unverified-host",
+    "metrics-dir-shared", "ssl-mode", "ssl-ca", "allow-unverified-host", "enabled",
 )
 # Set (uncommented) in the shipped file: the defaults admins tune most.
 SET_IN_SHIPPED_CONFIG = {"lock-timeout": "300", "acquire-timeout": "5", "on-failure": "fail"}

@@ -622,3 +622,59 @@ def test_every_config_key_is_advertised_by_a_command_that_uses_it():
     advertised_keys = {advertised(action).get("config") for parser in config.all_parsers().values()
                        for action in visible_options(parser).values()}
     assert set(config._file_keys(config.build_parser())) <= advertised_keys
+
+
+def _write_private(path, text):
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def test_drop_ins_are_read_after_the_file_in_name_order_and_win(tmp_path):
+    conf = str(tmp_path / "quiesce.conf")
+    _write_private(conf, "lock-timeout = 100\nacquire-timeout = 4\n[instance:a]\nsocket = /run/a.sock\n")
+    drop = str(tmp_path / config.DROP_IN_DIR)
+    _write_private(drop + "/20-site.conf", "lock-timeout = 200\n[instance:a]\nuser = qa\n")
+    _write_private(drop + "/10-base.conf", "lock-timeout = 150\nconnect-timeout = 3\n")
+    for leftover in ("20-site.conf~", "20-site.conf.dpkg-old", ".hidden.conf", "notes.txt"):
+        _write_private(drop + "/" + leftover, "lock-timeout = banana\n")
+    settings = config.parse(["--config", conf, "status"])
+    assert (settings.lock_timeout, settings.acquire_timeout, settings.connect_timeout) == (200.0, 4.0, 3.0)
+    (target,) = settings.targets
+    assert (target.socket, target.user) == ("/run/a.sock", "qa")
+    assert settings.config_files == (conf, drop + "/10-base.conf", drop + "/20-site.conf")
+
+
+def test_drop_ins_alone_without_the_config_file(tmp_path, monkeypatch):
+    """Written before the package is installed: the default config file is not there yet."""
+    monkeypatch.setattr(paths, "CONFIG_FILE", str(tmp_path / "quiesce.conf"))     # never created
+    drop_in = str(tmp_path / config.DROP_IN_DIR / "00-disarmed.conf")
+    _write_private(drop_in, "enabled = false\n")
+    settings = config.parse(["hook", "freeze"], env={})
+    assert settings.enabled is False
+    assert settings.config_file is None and settings.config_files == (drop_in,)
+
+
+def test_a_drop_in_error_names_its_own_file_and_line(tmp_path):
+    conf = str(tmp_path / "quiesce.conf")
+    _write_private(conf, "lock-timeout = 100\n")
+    bad = str(tmp_path / config.DROP_IN_DIR / "50-x.conf")
+    _write_private(bad, "\nlock-timeuot = 5\n")
+    with pytest.raises(ConfigError, match=re.escape("config file %s line 2: unknown key lock-timeuot" % bad)):
+        config.parse(["--config", conf, "status"])
+    os.chmod(bad, 0o666)
+    with pytest.raises(ConfigError, match="writable by group or others"):
+        config.parse(["--config", conf, "status"])
+    os.chmod(bad, 0o600)
+    os.chmod(str(tmp_path / config.DROP_IN_DIR), 0o777)
+    with pytest.raises(ConfigError, match="drop-in directory .* writable by group or others"):
+        config.parse(["--config", conf, "status"])
+
+
+def test_enabled_false_is_read_from_a_drop_in(tmp_path):
+    conf = str(tmp_path / "quiesce.conf")
+    _write_private(conf, "")
+    assert config.parse(["--config", conf, "hook", "freeze"]).enabled is True
+    _write_private(str(tmp_path / config.DROP_IN_DIR / "00-disarmed.conf"), "enabled = false\n")
+    assert config.parse(["--config", conf, "hook", "freeze"]).enabled is False
