@@ -36,6 +36,15 @@ def python_path() -> str:
     return os.pathsep.join(parts)
 
 
+SABOTAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sabotage")
+
+
+def sabotaged(*names: str) -> Dict[str, str]:
+    """Environment for QuiesceEnv.run(env=...) that disables safety mechanisms in the command
+    and its holder (see sabotage/sitecustomize.py): for control tests only."""
+    return {"PYTHONPATH": os.pathsep.join([SABOTAGE_DIR, python_path()]), "QTEST_SABOTAGE": ",".join(names)}
+
+
 def base_env(tag: Optional[str] = None) -> Dict[str, str]:
     env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "PYTHONPATH": python_path()}
     if tag:
