@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .checks import assert_clean, assert_frozen, assert_no_holder, assert_one_line, wait_writable
+from .checks import assert_clean, assert_frozen, assert_no_holder, assert_one_line, parse_iso_z, wait_writable
 from .load import Writers
 from .prodhelpers import Background, instance_section, no_lock_held, sql_thread_running, wait_sql_thread
 from .runner import QuiesceEnv, wait_for
@@ -65,19 +65,50 @@ def test_long_statement_on_second_instance_never_blocks_the_first(first_and_seco
     assert_no_holder(env)
 
 
+def _pending_lock(server):
+    """quiesce's lock statement waiting on this server, or None."""
+    rows = server.query("SELECT ID FROM information_schema.PROCESSLIST WHERE STATE LIKE 'Waiting%%' AND "
+                        "(INFO LIKE 'BACKUP STAGE%%' OR INFO LIKE 'FLUSH%%')")
+    return rows[0][0] if rows else None
+
+
 def test_deadline_counts_from_the_first_lock(first_and_second, request):
-    """lock-timeout bounds how long the first server stays locked, however slow the rest."""
+    """lock-timeout counts from the first server's lock, however long the second lock waits.
+
+    The second server's lock waits SLOW seconds behind a LOCK TABLES ... WRITE that the test
+    ends once that lock is seen waiting, so the first server is locked SLOW seconds before
+    the second. Counted from the first lock, the first server's writers stall about
+    lock-timeout; counted from the last lock (or the end of locking), lock-timeout + SLOW.
+    The bound sits halfway: either way it is SLOW / 2 from what is expected, far more than
+    scheduling on a busy machine shifts a writer's commit.
+    """
     first, second, env, configure = first_and_second
-    configure(long_query_type="all", long_query_time=0.5, long_query_wait=6, lock_timeout=2, acquire_timeout=1)
+    lock_timeout, slow = 5.0, 2.5
+    configure(long_query_time=60, lock_timeout=lock_timeout, acquire_timeout=4)
+    second.sql("CREATE TABLE quiesce_probe.held (id INT) ENGINE=MyISAM")
+    blocker = Background(second, ["LOCK TABLES held WRITE"], database="quiesce_probe")
+    request.addfinalizer(blocker.close)
+    assert blocker.wait(10) and blocker.error is None, blocker.error
     load = _load(request, first)
-    _long_statement(request, second, 2.5)
     began = time.monotonic()
-    result = env.run("freeze")
+    freeze = env.start("freeze")
+    wait_for(lambda: _pending_lock(second), 30, interval=0.01, what="the second server's lock to wait")
+    time.sleep(slow)
+    with blocker.conn.cursor() as cur:
+        cur.execute("UNLOCK TABLES")
+    result = freeze.wait(60)
     assert result.rc == 0, result
-    wait_for(lambda: not env.holder_pids(), 15, what="the holder to release at its deadline")
-    ended = time.monotonic()
-    longest = load.longest_wait(began, ended)
-    assert longest < 2.0 + 1.0, "the first instance was locked %.2f s with lock-timeout=2" % longest
+    locked_at = {}
+    for name in ("First", "Second"):
+        with open(os.path.join(env.state_dir, "position-%s.json" % name), encoding="utf-8") as handle:
+            locked_at[name] = parse_iso_z(json.load(handle)["locked_at"])
+    apart = (locked_at["Second"] - locked_at["First"]).total_seconds()
+    assert apart > slow - 0.5, "the second lock did not wait (%.2f s after the first)" % apart
+    wait_for(lambda: not env.holder_pids(), 30, what="the holder to release at its deadline")
+    stall = load.longest_wait(began, time.monotonic())
+    assert stall > lock_timeout - 0.5, "the first instance was released early, after %.2f s" % stall
+    assert stall < lock_timeout + slow / 2, ("the first instance was locked %.2f s with lock-timeout=%g: "
+                                             "the deadline counted from a later lock" % (stall, lock_timeout))
     thaw = env.run("thaw")
     assert thaw.rc == 6 and "expired" in thaw.stderr, thaw
 
