@@ -17,6 +17,10 @@ unmounted. The image is then mounted again (journal replay) and a server boots f
 
 A control run with a plain lock (no log flush, no sync) loses acknowledged commits in the
 same harness: the check can fail. Both run on every server kind.
+
+Driver: PyMySQL only (the config names none, as shipped, and PyMySQL is the one
+installed: see runner.QuiesceEnv). What makes commits durable is what the server does
+(flushing its logs) and the syncing of files; the driver only sends the statements.
 """
 
 import datetime

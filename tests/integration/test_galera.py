@@ -6,6 +6,10 @@ keep committing while it is frozen; a plain LOCK TABLES ... READ does not desync
 the control shows it stalling the whole cluster through flow control. quiesce refuses a
 node that is not Synced and records the cluster position (state UUID and seqno).
 One cluster serves the whole module (it takes ~10 s to form); each test leaves it Synced.
+
+Driver: PyMySQL only. Desyncing and pausing the node are the server's doing, the
+statements are those every freeze sends (with both drivers elsewhere), and the cluster
+is slow to form.
 """
 
 import os

@@ -2,6 +2,9 @@
 
 One server goes through success, failure, a lost lock, an expired lock and success again;
 while frozen, neither the history nor the metrics file changes.
+
+Driver: PyMySQL only. quiesce writes the history and metrics itself whatever the
+driver; the lost and expired locks staged here run with both drivers in test_faults.py.
 """
 
 import json

@@ -1,6 +1,11 @@
 """The holder off the happy path: several instances, a session that dies as thaw comes,
 a holder killed or stopped while replica appliers are stopped, a server frozen solid at
-the deadline, a client that dribbles its request. Real servers, faults staged for real."""
+the deadline, a client that dribbles its request. Real servers, faults staged for real.
+
+Drivers: the tests where the driver's connection is what dies or is abandoned (a session
+lost as thaw comes, a stalled server, the kill paths that restart appliers on a fresh
+connection) run with both; the others test the holder's own scheduling and control
+socket, where the driver only sends statements, and run with PyMySQL."""
 
 import json
 import os
@@ -154,9 +159,9 @@ def test_thaw_reports_lost_when_the_session_died_as_thaw_arrived(mariadb, quiesc
 # ------------------------------------------------------------------ kills leave no applier stopped
 
 @pytest.fixture
-def stopped_replica(mariadb, replica_of, request):
+def stopped_replica(mariadb, replica_of, request, driver):
     replica = replica_of(mariadb, parallel_threads=0)
-    env = QuiesceEnv(replica, driver=None, stop_replica="always", connect_timeout=1)
+    env = QuiesceEnv(replica, driver=driver, stop_replica="always", connect_timeout=1)
 
     def finish():
         report = env.cleanup()
@@ -165,7 +170,7 @@ def stopped_replica(mariadb, replica_of, request):
     return replica, env
 
 
-def test_thaw_that_kills_an_unanswering_holder_restarts_the_applier(stopped_replica):
+def test_thaw_that_kills_an_unanswering_holder_restarts_the_applier(stopped_replica, driver):
     replica, env = stopped_replica
     assert env.run("freeze").rc == 0
     assert sql_thread_running(replica) == "No"
@@ -178,12 +183,13 @@ def test_thaw_that_kills_an_unanswering_holder_restarts_the_applier(stopped_repl
     assert_no_holder(env)
 
 
-def test_holder_killed_before_reporting_leaves_no_applier_stopped(mariadb, replica_of, mariadb_factory, request):
+def test_holder_killed_before_reporting_leaves_no_applier_stopped(mariadb, replica_of, mariadb_factory, request,
+                                                                  driver):
     """First instance a replica whose applier the holder stopped; the holder dies while it
     waits for a long statement on the second instance; freeze restarts the applier."""
     replica = replica_of(mariadb, parallel_threads=0)
     other = mariadb_factory(name="other", server_id=3)
-    env = QuiesceEnv(None, driver=None, stop_replica="always", long_query_type="all", long_query_time=0.5,
+    env = QuiesceEnv(None, driver=driver, stop_replica="always", long_query_type="all", long_query_time=0.5,
                      long_query_wait=30, connect_timeout=1)
     request.addfinalizer(env.cleanup)
     env.write_config(extra_text=instance_section("Replica", replica, os.path.join(env.state_dir, "r.json"))

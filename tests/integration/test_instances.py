@@ -3,6 +3,10 @@
 freeze locks all or none: when the second instance fails, the first is released before
 freeze exits and its writers go on at once; thaw releases all and reports each instance;
 each instance has its own position file; status --json lists each.
+
+Driver: the two-instance freeze and thaw runs with both drivers; the failure cases,
+on all three server kinds, with PyMySQL only: a failing second instance reaches the
+holder as quiesce's own error, mapped per driver in tests/unit/test_db_errors.py.
 """
 
 import json
