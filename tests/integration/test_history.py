@@ -68,9 +68,11 @@ def test_history_and_metrics_after_success_failure_lost_and_expired(mariadb, qui
     runner = str(tmp_path / "vmtoolsd")
     shutil.copy("/bin/bash", runner)
     before = _files(env)
-    assert env.run("freeze", prefix=[runner, "-c", '"$@"; true', "hook"]).rc == 0
+    hook_runner = [runner, "-c", '"$@"; true', "hook"]
+    assert env.run("freeze", prefix=hook_runner).rc == 0
     assert _files(env) == before, "written while frozen"
-    assert env.run("thaw").rc == 0
+    # Thawed by the same runner: a thaw from another caller leaves VMware Tools' lock held.
+    assert env.run("thaw", prefix=hook_runner).rc == 0
     (entry,) = _wait_history(env, 1)
     assert entry["outcome"] == "released" and entry["ok"] is True and entry["agent"] == "vmware-tools"
     assert entry["lock"] == ["backup-stage"] and entry["held_ms"] > 0 and entry["consecutive_failures"] == 0
