@@ -3,7 +3,7 @@
 Every test gets a fresh server (a copy of a template datadir; start-up takes about 0.1 s),
 its own config file, runtime-dir and position file. At the end of each test the fixtures
 check, and then enforce, that nothing is left behind: no quiesce process of the test's
-(holder or command) is alive, and the server accepts a write within 1 s. A test that left
+(holder or command) is alive, and the server accepts a write within 10 s. A test that left
 something behind errors at teardown even if its own assertions passed.
 
 quiesce runs with PyMySQL (what Debian, Ubuntu and EL9 package) unless a test says
@@ -182,8 +182,9 @@ def quiesce_env(request, mariadb, driver) -> QuiesceEnv:
         problems.append("quiesce process(es) still alive after the test: %s (thaw: %r)"
                         % (sorted(report["holders"]), report["thaw"]))
     if mariadb.running:
-        if mariadb.try_write(1.0) is None:
-            problems.append("the server was still locked after the test: a write did not commit within 1 s")
+        # Generous: a lock never lets the write through, a busy machine only delays it.
+        if mariadb.try_write(10.0) is None:
+            problems.append("the server was still locked after the test: a write did not commit within 10 s")
             for conn_id, row in mariadb.connection_ids().items():
                 if row.get("USER") not in ("system user", "event_scheduler", "repl"):
                     try:

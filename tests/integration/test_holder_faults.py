@@ -64,9 +64,10 @@ def test_long_statement_on_second_instance_never_blocks_the_first(first_and_seco
     ended = time.monotonic()
     assert result.rc == 5, result
     assert_one_line(result)
-    # The freeze spent ~2.5 s waiting; the first server's writers must never have waited.
+    # The freeze spent ~2.5 s waiting; had the first server been locked meanwhile, its
+    # writers would have waited as long. Half of that is far above a busy machine's delays.
     longest = load.longest_wait(began, ended)
-    assert longest < 0.5, "a writer on the first instance waited %.2f s during the second's wait" % longest
+    assert longest < 2.5 / 2, "a writer on the first instance waited %.2f s during the second's wait" % longest
     assert_no_holder(env)
 
 
