@@ -16,8 +16,11 @@ from .load import table_rows
 from .runner import base_env, wait_for
 
 # A commit acknowledged this soon after freeze returned may have been committed before the
-# lock and only recorded late by its thread; any real leak shows up as many commits.
-GRACE = 0.1
+# lock and only recorded late by its thread (a writer thread descheduled on a busy machine);
+# any real leak shows up as many commits. Nothing is lost by the allowance: the binary log
+# must not move from the position recorded under the lock until thaw (check_position and
+# the binlog_status comparison below), which covers those first moments without a clock.
+GRACE = 0.5
 FROZEN_WINDOW = 1.5
 
 
