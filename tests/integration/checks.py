@@ -5,6 +5,7 @@ import re
 import time
 from typing import Optional
 
+from .prodhelpers import Background, lock_waiters, processlist_row
 from .runner import POSITION_KEYS, QuiesceEnv, Result
 
 LOCK_METHODS = ("ftwrl", "backup-stage")
@@ -21,9 +22,25 @@ def assert_one_line(result: Result, where: str = "output") -> str:
     return said[0]
 
 
-def assert_frozen(server, timeout: float = 0.5) -> None:
-    """A write does not commit within `timeout` (it is killed afterwards)."""
-    assert server.try_write(timeout) is None, "a write committed although the server should be locked"
+def assert_frozen(server, timeout: float = 10.0) -> None:
+    """The server is locked: a new write waits for the backup or global read lock.
+
+    Seen in the process list, not inferred from a slow commit (a busy server is slow too);
+    `timeout` bounds how long the write may take to get there. It is killed afterwards.
+    """
+    writer = Background(server, ["INSERT INTO probe_innodb (at) VALUES (NOW(6))"], database="quiesce_probe")
+    try:
+        deadline = time.monotonic() + timeout
+        while not any(row["ID"] == writer.conn_id for row in lock_waiters(server)):
+            if writer.done.is_set():
+                raise AssertionError("a write %s although the server should be locked"
+                                     % ("committed" if writer.error is None else "failed (%r)" % writer.error))
+            if time.monotonic() >= deadline:
+                raise AssertionError("a write neither committed nor waited for the lock within %.0f s: %r"
+                                     % (timeout, processlist_row(server, writer.conn_id)))
+            time.sleep(0.02)
+    finally:
+        writer.close()
 
 
 def assert_writable(server, timeout: float = 1.0) -> float:

@@ -28,7 +28,7 @@ def sh(*cmd: str, check: bool = True, timeout: float = 60.0) -> subprocess.Compl
 
 
 # Set to 1 where the tests must run in full (CI): then no reason below is a reason to skip.
-STRICT_VAR = "QUIESCE_TESTS_STRICT"
+STRICT_VAR = "QUIESCE_STRICT_SKIPS"
 
 
 def unavailable_reason() -> Optional[str]:

@@ -29,15 +29,25 @@ POSITION_KEYS = ("instance", "binlog_file", "binlog_position", "gtid", "server_v
                  "lock", "locked_at", "replica", "replica_stopped", "durability", "datadir")
 
 
-def python_path() -> str:
+def python_path(connector: bool = True) -> str:
+    """PYTHONPATH for quiesce: the work tree, and .deps/ (mysql-connector-python) if `connector`."""
     parts = [REPO]
-    if os.path.isdir(DEPS):
+    if connector and os.path.isdir(DEPS):
         parts.append(DEPS)
     return os.pathsep.join(parts)
 
 
-def base_env(tag: Optional[str] = None) -> Dict[str, str]:
-    env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "PYTHONPATH": python_path()}
+SABOTAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sabotage")
+
+
+def sabotaged(*names: str) -> Dict[str, str]:
+    """Environment for QuiesceEnv.run(env=...) that disables safety mechanisms in the command
+    and its holder (see sabotage/sitecustomize.py): for control tests only."""
+    return {"QTEST_SABOTAGE": ",".join(names)}
+
+
+def base_env(tag: Optional[str] = None, connector: bool = True) -> Dict[str, str]:
+    env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "PYTHONPATH": python_path(connector)}
     if tag:
         env[TAG_VAR] = tag
     return env
@@ -171,7 +181,13 @@ def _is_zombie(pid: int) -> bool:
 
 
 class QuiesceEnv:
-    """Config, runtime-dir and position file for one test, and the way to run quiesce."""
+    """Config, runtime-dir and position file for one test, and the way to run quiesce.
+
+    driver: the config's driver line. None writes none and runs the commands without .deps/
+    on PYTHONPATH, as on Debian and Ubuntu, where only PyMySQL is packaged: "auto" then
+    means PyMySQL, as it does for most installs. With "pymysql" Connector/Python is left out
+    too; "auto" and "mysql-connector" run with both drivers importable.
+    """
 
     def __init__(self, server, driver: Optional[str] = "pymysql", root: Optional[str] = None,
                  **settings):
@@ -196,6 +212,7 @@ class QuiesceEnv:
                               "position-file": self.position_file, "metrics-file": self.metrics_file})
         if driver:
             self.settings["driver"] = driver
+        self.connector = driver not in (None, "pymysql")
         self.settings.update({k.replace("_", "-"): v for k, v in settings.items()})
         self.position_file = str(self.settings["position-file"])
         self.extra_text = ""
@@ -226,8 +243,10 @@ class QuiesceEnv:
         return [sys.executable, "-m", "quiesce", "--config", self.conf, *args]
 
     def env(self, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-        env = base_env(self.tag)
+        env = base_env(self.tag, self.connector)
         env.update(extra or {})
+        if env.get("QTEST_SABOTAGE"):
+            env["PYTHONPATH"] = os.pathsep.join([SABOTAGE_DIR, env["PYTHONPATH"]])
         return env
 
     def start(self, *args: str, env: Optional[Dict[str, str]] = None, prefix: Sequence[str] = ()) -> Running:

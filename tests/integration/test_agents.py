@@ -3,6 +3,10 @@
 The files under test are those `quiesce register AGENT` creates (in a scratch root) and
 the shipped examples; each agent runs them as it really does (agentcallers.py). The
 database must be locked while the emulated snapshot is taken and writable after.
+
+Driver: PyMySQL only. What is under test is how each agent runs the hook files (exec
+or sh, pipes, timeouts); the freeze and thaw behind them are those test_freeze_thaw.py
+runs with both drivers.
 """
 
 import os

@@ -3,6 +3,9 @@
 Writers wait for thaw whenever no filesystem thaw released the lock first, so `hook thaw`
 tells the holder to release before it imports the command line machinery, then parses
 and validates the configuration as always and reports the holder's answer.
+
+Driver: PyMySQL only. `hook thaw` talks to the holder over its control socket; the
+release it asks for is the holder's, run with both drivers in test_freeze_thaw.py.
 """
 
 import os

@@ -11,13 +11,16 @@ import pytest
 
 from . import servers
 from .checks import (assert_clean, assert_frozen, assert_no_holder, assert_one_line,
-                     assert_writable, check_position)
+                     assert_writable, check_position, parse_iso_z)
 from .load import table_rows
 from .runner import base_env, wait_for
 
 # A commit acknowledged this soon after freeze returned may have been committed before the
-# lock and only recorded late by its thread; any real leak shows up as many commits.
-GRACE = 0.1
+# lock and only recorded late by its thread (a writer thread descheduled on a busy machine);
+# any real leak shows up as many commits. Nothing is lost by the allowance: the binary log
+# must not move from the position recorded under the lock until thaw (check_position and
+# the binlog_status comparison below), which covers those first moments without a clock.
+GRACE = 0.5
 FROZEN_WINDOW = 1.5
 
 
@@ -34,7 +37,7 @@ def test_no_commit_between_freeze_and_thaw(mariadb, quiesce_env, writers, driver
     assert rc == 0, (rc, out, err)
 
     # Exit 0 means locked now: a new write must not get through.
-    assert_frozen(mariadb, 0.3)
+    assert_frozen(mariadb)
     live = mariadb.binlog_status()
     rows_at_freeze = table_rows(mariadb, load.database, load.tables)
     status = env.status()
@@ -88,7 +91,11 @@ def test_freeze_exit_0_leaves_holder_and_default_lock_is_backup_stage(mariadb, q
     status = env.status()
     assert status["frozen"] is True
     assert status["holder_pid"] == holders.pop()
-    assert status["since"] and status["deadline"]
+    # The default lock-timeout (300 s), counted from the lock: both stamps come from the
+    # holder's clock within the same second, so only a wrong deadline moves this.
+    locked_at = parse_iso_z(position["locked_at"])
+    assert abs((parse_iso_z(status["deadline"]) - locked_at).total_seconds() - 300) < 1, (status, position)
+    assert parse_iso_z(status["since"]) <= locked_at, (status, position)
     assert status["instances"][0]["position_file"] == env.position_file
     assert env.run("thaw").rc == 0
     assert_clean(env, mariadb)

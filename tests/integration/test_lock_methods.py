@@ -6,6 +6,9 @@ clean) is proven by test_snapshot_consistency.py, which runs over both lock meth
 Here: under BACKUP STAGE (what lock-method=auto picks on MariaDB >= 10.4) reads and
 uncommitted InnoDB DML go on while frozen and only commits wait; under FTWRL reads go on
 and every write waits.
+
+Driver: PyMySQL only. What goes on under each lock is the server's behaviour; the
+lock statements are sent with both drivers in test_freeze_thaw.py and test_faults.py.
 """
 
 import threading

@@ -17,6 +17,10 @@ What blocks each lock on MariaDB 10.11 and 11.8 (measured; see test_what_blocks_
     session. It waits for neither SELECTs nor InnoDB/Aria DML. While BLOCK_DDL waits,
     new MyISAM writes wait (the FLUSH stage already blocks them); InnoDB writes go on.
     While START waits, nothing else waits.
+
+Driver: the watchdog test of FTWRL behind a MyISAM UPDATE runs with both drivers, the
+rest with PyMySQL only: the pre-check reads the process list and the waits are the
+server's.
 """
 
 import time

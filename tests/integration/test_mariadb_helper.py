@@ -11,6 +11,7 @@ import time
 import pytest
 
 from . import chroot, servers
+from .checks import assert_frozen
 from .load import Writers, table_rows
 from .mariadb import MARIADBD, _read_cmdline
 from .runner import REPO, python_path, wait_for
@@ -140,6 +141,25 @@ def test_try_write_detects_a_held_lock(mariadb):
     finally:
         conn.close()
     assert mariadb.try_write(1.0) is not None
+
+
+def test_assert_frozen_needs_a_write_waiting_for_the_lock(mariadb):
+    """assert_frozen passes under the lock, and fails on a server that is unlocked or where
+    the write is only held up by something else (here a table lock): slow is not frozen."""
+    with pytest.raises(AssertionError, match="committed"):
+        assert_frozen(mariadb)
+    conn = mariadb.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLES quiesce_probe.probe_innodb WRITE")
+            with pytest.raises(AssertionError, match="neither committed nor waited for the lock"):
+                assert_frozen(mariadb, timeout=1.0)
+            cur.execute("UNLOCK TABLES")
+            cur.execute("FLUSH TABLES WITH READ LOCK")
+            assert_frozen(mariadb)
+            cur.execute("UNLOCK TABLES")
+    finally:
+        conn.close()
 
 
 def _run_printing(code: str):
