@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import budget, config, history, log as logsetup, outcome, protocol, sharing, state
+from . import budget, caller as callers, config, history, log as logsetup, outcome, protocol, sharing, state
 from .config import Settings
 from .control import ControlSocket, reply
 from .errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
@@ -289,7 +289,12 @@ class Holder:
     def thaw(self, client: socket.socket, request: Dict[str, Any]) -> bool:
         """One caller's thaw: release if it is the last (or asks for everyone); True if released."""
         # A request without a caller comes from a thaw older than counting: it releases, as it did.
-        thawing = str(request.get("caller") or "unknown") if "caller" in request else None
+        thawing = str(request.get("caller") or callers.UNKNOWN) if "caller" in request else None
+        if thawing == callers.UNKNOWN and len(self.callers) == 1:
+            # No ancestor could be named (the caller's parent exited, so it was reparented):
+            # with one caller only, leaving its lock to the deadline would stall every writer.
+            self.log.info("a thaw from an unidentified caller counts as %s's, the only caller", self.callers[0])
+            thawing = self.callers[0]
         # A lost lock holds nothing for anyone: end it now, and every caller hears the loss.
         everyone = bool(request.get("all")) or thawing is None or self._any_lost()
         if not everyone and (thawing not in self.callers or len(self.callers) > 1):

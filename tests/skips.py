@@ -32,10 +32,6 @@ ALLOWED: Tuple[Allowed, ...] = (
             reason=r"Connector/Python is not packaged where this build runs \(EL9\)",
             why="EPEL 9 has no mysql-connector-python package, and the RPM's %check sets "
                 "QUIESCE_TESTS_WITHOUT_CONNECTOR=1 to say so; `make test` never sets it"),
-    Allowed(where=r"tests/integration/test_fsprobe_loop\.py::test_slow_io_never_fires",
-            reason=r"no cgroup-v1 blkio controller to throttle a loop device with",
-            why="a kernel booted with the unified cgroup-v2 hierarchy only (Debian 12's default) "
-                "has no blkio.throttle files; the test throttles with them"),
 )
 
 

@@ -108,6 +108,7 @@ class Lab:
         self.filesystems = []
         self.probes = []
         self.throttled = []
+        self.mounts = []
 
     def loopfs(self, name, image_dir=None, size_mb=64):
         image = os.path.join(image_dir or self.base, name + ".img")
@@ -130,12 +131,28 @@ class Lab:
         probe.start()
         return probe
 
+    def _blkio_file(self):
+        """cgroup v1's write throttle: where it is mounted, else a private mount of the blkio
+        hierarchy (a chroot whose /sys was bind-mounted without its submounts has none)."""
+        if os.path.exists(BLKIO_WRITE_IOPS):
+            return BLKIO_WRITE_IOPS
+        if not _blkio_on_v1():
+            return None
+        point = os.path.join(self.base, "blkio")
+        os.makedirs(point, exist_ok=True)
+        if subprocess.run(["mount", "-t", "cgroup", "-o", "blkio", "quiesce-test", point],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=30).returncode != 0:
+            return None
+        self.mounts.append(point)
+        return os.path.join(point, os.path.basename(BLKIO_WRITE_IOPS))
+
     def throttle_writes(self, fs, iops, pid):
         """At most iops writes/s to fs's device: for everyone (cgroup v1), or for pid (v2)."""
-        if os.path.exists(BLKIO_WRITE_IOPS):
-            with open(BLKIO_WRITE_IOPS, "w") as f:
+        blkio = self._blkio_file()
+        if blkio:
+            with open(blkio, "w") as f:
                 f.write("%s %d\n" % (fs.majmin, iops))
-            self.throttled.append((BLKIO_WRITE_IOPS, "%s 0\n" % fs.majmin, None))
+            self.throttled.append((blkio, "%s 0\n" % fs.majmin, None))
             return
         root = _cgroup2_with_io()
         assert root, ("no way to throttle a loop device here: neither cgroup v1's blkio controller "
@@ -170,7 +187,8 @@ class Lab:
                      + [fs.thaw for fs in self.filesystems if fs.frozen]
                      + [p.stop for p in self.probes]
                      + [lambda p=p: p.join(10) for p in self.probes]
-                     + [fs.close for fs in reversed(self.filesystems)]):
+                     + [fs.close for fs in reversed(self.filesystems)]
+                     + [lambda m=m: subprocess.run(["umount", m], check=True, timeout=30) for m in self.mounts]):
             try:
                 step()
             except Exception as e:  # keep undoing the rest
@@ -301,6 +319,16 @@ def test_stuck_io_below_the_filesystem_never_fires(lab):
     wait_for(lambda: probe.writes > stuck_writes + 4, 2, interval=0.005, what="probe writes to resume")
     stay_unfired(probe, 0.2)
     assert probe.frozen_at is None and probe.error is None and probe.state == "probing"
+
+
+def _blkio_on_v1():
+    """Whether the kernel has the blkio controller on a cgroup v1 hierarchy (/proc/cgroups)."""
+    with open("/proc/cgroups") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] == "blkio":
+                return fields[1] != "0" and fields[3] == "1"
+    return False
 
 
 def _cgroup2_with_io():

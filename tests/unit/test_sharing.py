@@ -188,3 +188,16 @@ def test_a_members_thaw_of_a_lost_lock_ends_it_for_everyone(make_holder):
     held.locked[0].conn.drop()
     released, answer = _thaw(held, caller="nutanix")
     assert released and answer["outcome"] == outcome.LOST and answer["pending"] == ["gce"]
+
+
+def test_an_unidentified_thaw_releases_the_only_callers_lock_but_not_a_shared_one(make_holder):
+    held, fake = make_holder("sshd")
+    assert held.join("vmware-tools")["joined"] is True
+    released, answer = _thaw(held, caller=caller.UNKNOWN)
+    assert not released and answer["held"] and not answer["member"]
+    released, answer = _thaw(held, caller="vmware-tools")
+    assert not released and answer["callers"] == ["sshd"]
+    # Its parent gone, the freezer's own thaw names nobody: with one caller left, it is that one's.
+    released, answer = _thaw(held, caller=caller.UNKNOWN)
+    assert released and answer["outcome"] == outcome.RELEASED and answer["pending"] == []
+    assert "BACKUP STAGE END" in fake.statements()
