@@ -54,6 +54,13 @@ def test_versions_agree():
         assert '"quiesce %s"' % version in read(page).splitlines()[0], page
 
 
+def test_the_three_changelogs_list_the_same_releases():
+    debian = re.findall(r"(?m)^quiesce \(([^)]+)\) ", read("debian/changelog"))
+    rpm = re.findall(r"(?m)^\* .* - ([^-\s]+)-\d+$", read("rpm/quiesce.spec").split("%changelog", 1)[1])
+    markdown = re.findall(r"(?m)^## ([0-9][^ ]*) \(", read("CHANGELOG.md"))
+    assert debian == rpm == markdown and debian[0] == helpers.module_version(), (debian, rpm, markdown)
+
+
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_launcher_hands_over_to_contract_entry_point(launcher):
     module, function = LAUNCHERS[launcher]
