@@ -43,7 +43,7 @@ LOST_ERRORS = {CR_SERVER_GONE, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, ER_CONNE
                ER_SERVER_SHUTDOWN, ER_CLIENT_INTERACTION_TIMEOUT}
 
 # The longest wait handed to a driver: PyMySQL refuses more, sockets overflow far beyond.
-MAX_WAIT = 365 * 24 * 3600.0
+MAX_SOCKET_TIMEOUT = 365 * 24 * 3600.0
 
 CLIENT_SSL = 0x800   # capability flag: the server can switch the connection to TLS
 
@@ -149,7 +149,7 @@ class Connection:
         write, so the bound has to be given to the driver, not to the socket.
         """
         if seconds is not None:
-            seconds = min(seconds, MAX_WAIT)
+            seconds = min(seconds, MAX_SOCKET_TIMEOUT)
         if self.driver == "pymysql":
             self._raw._read_timeout = seconds
             self._raw._write_timeout = seconds
@@ -401,7 +401,7 @@ def connect(target: Target, driver: str, timeout: float, allow_cleartext: bool =
     allow_cleartext.
     """
     name, module = _driver_module(driver)
-    timeout = min(timeout, MAX_WAIT)
+    timeout = min(timeout, MAX_SOCKET_TIMEOUT)
     kwargs: Dict[str, Any] = {"user": target.user, "password": target.password or "",
                               "autocommit": True, "charset": "utf8mb4"}
     if target.host:

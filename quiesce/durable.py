@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import serverproc
+from . import paths, serverproc
 
 # The drain costs no writer anything, but it delays freeze: past this, lock anyway (and
 # the sync under the lock then waits behind what the drain has not written yet). About
@@ -126,7 +126,7 @@ def open_files(pid: int, skip: Sequence[str] = ()) -> List[str]:
         # Sockets, pipes and anonymous files read "socket:[...]" and the like.
         if not target.startswith("/") or target.endswith(" (deleted)") or target in found:
             continue
-        if any(_inside(target, top) for top in skip):
+        if any(paths.inside(target, top) for top in skip):
             continue
         try:
             if not stat.S_ISREG(os.stat(target).st_mode):
@@ -135,10 +135,6 @@ def open_files(pid: int, skip: Sequence[str] = ()) -> List[str]:
             continue
         found.append(target)
     return found
-
-
-def _inside(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def server_files(info: Dict[str, Any], server_pid: Optional[int] = None) -> ServerFiles:

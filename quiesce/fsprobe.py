@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Callable, List, NamedTuple, Optional, Sequence
 
-from . import fsprobe_writer
+from . import fsprobe_writer, paths
 
 __all__ = [
     "PROBE_PREFIX",
@@ -180,10 +180,6 @@ def classify_wait(stack: Optional[str], wchan: Optional[str],
 
 # --- where to put the probe ----------------------------------------------------------
 
-def _inside(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
 def _usable_dir(path: str, dev: int) -> bool:
     try:
         st = os.stat(path)
@@ -221,7 +217,7 @@ def choose_probe_dir(datadir: str,
     dev = st.st_dev
     for cand in preferred:
         path = os.path.realpath(cand)
-        if not _inside(path, real) and _usable_dir(path, dev):
+        if not paths.inside(path, real) and _usable_dir(path, dev):
             return path
     parent = os.path.dirname(real)
     if parent != real and _usable_dir(parent, dev):

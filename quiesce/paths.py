@@ -66,3 +66,8 @@ SERVER_PROCESS_NAMES = ("mariadbd", "mysqld")
 
 DEFAULT_USER = "root"
 DEFAULT_PORT = 3306
+
+
+def inside(path: str, top: str) -> bool:
+    """Whether path is top or below it (both normalised, absolute)."""
+    return path == top or path.startswith(top.rstrip("/") + "/")

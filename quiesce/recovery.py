@@ -99,10 +99,10 @@ def adopt_dead_holder(settings: Settings, files: state.RuntimeFiles, current: di
     state.json names the callers as of the lock: one that joined later may be unknown, so
     one more thaw, whoever's, hears it too (sharing.ANY).
     """
-    # state.json of a holder from before replicas.json existed names its stopped channels too.
-    older = {str(i.get("name")): list(i.get("replica_stopped") or []) for i in current.get("instances", [])
+    # state.json names the stopped channels too (and is the only record a 0.1.x holder wrote).
+    in_state = {str(i.get("name")): list(i.get("replica_stopped") or []) for i in current.get("instances", [])
              if i.get("replica_stopped")}
-    problems = restart_orphaned_replicas(settings, files, older)
+    problems = restart_orphaned_replicas(settings, files, in_state)
     pending = [str(c) for c in current.get("callers") or []] + [sharing.ANY]
     if thawing is not None:
         pending = sharing.take(pending, thawing)[1]
