@@ -36,7 +36,10 @@ def script_text(agent: agents.Agent, target: str, libdir: str) -> bytes:
     return ("#!/bin/sh\n"
             "# Created by 'quiesce register %s'; 'quiesce unregister %s' removes it.\n"
             "# The agent's arguments (disk lists, empty strings) are not ours: not passed on.\n"
-            "exec %s/%s\n" % (agent.name, agent.name, libdir, target)).encode("ascii")
+            "# The caller's name, whatever the agent's process tree looks like (quiesce(8), SEVERAL CALLERS).\n"
+            "QUIESCE_CALLER=%s\n"
+            "export QUIESCE_CALLER\n"
+            "exec %s/%s\n" % (agent.name, agent.name, agent.name, libdir, target)).encode("ascii")
 
 
 def azure_config_text(settings: Settings) -> bytes:

@@ -208,3 +208,17 @@ def test_unregister_all_works_whatever_state_the_config_is_in(conf, root, tmp_pa
     assert not os.path.lexists(root + "/etc/google")
     # Anything more than 'unregister --all' still reads the config, and says what is wrong.
     assert cli.main(argv + ["--json"]) == 2
+
+
+def test_the_scripts_name_their_caller_for_the_shared_lock(tmp_path):
+    """Run as the agents run them (Azure: sh FILE; GCE, Nutanix: exec), they hand our entry
+    point their agent's name, whatever the agent's process tree looks like."""
+    (tmp_path / "freeze").write_text('#!/bin/sh\necho "caller=$QUIESCE_CALLER"\n')
+    os.chmod(str(tmp_path / "freeze"), 0o755)
+    for agent in (agents.AZURE, agents.GCE, agents.NUTANIX):
+        script = tmp_path / ("pre-" + agent.name)
+        script.write_bytes(register.script_text(agent, "freeze", str(tmp_path)))
+        os.chmod(str(script), 0o700)
+        for argv in (["sh", str(script), "", ""], [str(script), "1/2"]):
+            done = subprocess.run(argv, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=10)
+            assert done.stdout == "caller=%s\n" % agent.name, (argv, done)
