@@ -4,7 +4,7 @@ The private servers, the writer threads and the quiesce runner come from
 tests/integration (imported, never copied), so the demo and the benchmark exercise the
 product the way the integration tests do, in a separate process with the minimal
 environment a hook runner gives; quiesce itself is started as the installed command
-starts it (`python3 -sB`, then quiesce.cli.main).
+starts it (`python3 -sB`, then quiesce.hooks.command_main).
 """
 
 import bisect
@@ -115,10 +115,10 @@ def wait_exit(proc: subprocess.Popen, timeout: float, what: str) -> float:
             os.close(pidfd)
 
 
-# What the installed /usr/sbin/quiesce does (python3 -sB, then quiesce.cli.main), minus
+# What the installed /usr/sbin/quiesce does (python3 -sB, then quiesce.hooks.command_main), minus
 # its sys.path entry for /usr/lib/quiesce: the repository's code is measured, started
 # the way production starts it rather than through `python3 -m`.
-LAUNCHER = "import sys; from quiesce.cli import main; sys.exit(main())"
+LAUNCHER = "import sys; from quiesce.hooks import command_main; sys.exit(command_main())"
 
 
 def byte_compile_product() -> None:
