@@ -36,6 +36,10 @@ def _visible_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 def script() -> str:
     """The completion script's text."""
+    return _wrap(_script())
+
+
+def _script() -> str:
     parsers = config.all_parsers()
     value_flags, choice_branches = [], []
     for option in config.OPTIONS:
@@ -133,6 +137,27 @@ complete -F _quiesce quiesce
         "commands": _words(config.COMMANDS),
         "commands_case": _case(command_branches, " " * 8),
     }
+
+
+WIDTH = 100
+
+
+def _wrap(text: str, width: int = WIDTH) -> str:
+    """Long lines continued with backslash-newline (lintian flags lines over 512 characters).
+
+    Breaks fall after a "|" of a case pattern or before a blank of a word list, where the
+    continuation's indentation only adds blanks that bash ignores there."""
+    out = []
+    for line in text.split("\n"):
+        indent = " " * (len(line) - len(line.lstrip()) + 4)
+        while len(line) > width:
+            cut = max(line.rfind("|", 0, width) + 1, line.rfind(" ", len(indent), width))
+            if cut <= len(indent):
+                break
+            out.append(line[:cut] + "\\")
+            line = indent + line[cut:].lstrip(" ")
+        out.append(line)
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
