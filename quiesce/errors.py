@@ -1,7 +1,7 @@
 """Typed errors and the one table of exit codes.
 
 Every failure the user can meet is one of these exceptions; cli.py turns them into a
-one-line message and the exit code below. The man page and README copy this table.
+one-line message and the exit code below. quiesce(8) EXIT STATUS and docs/troubleshooting.md follow this table (tests/unit/test_docs.py checks the latter).
 """
 
 import enum

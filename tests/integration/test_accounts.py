@@ -1,4 +1,4 @@
-"""Dedicated accounts: the grants the README lists, run as written, are enough for a
+"""Dedicated accounts: the grants docs/accounts.md lists, run as written, are enough for a
 freeze on a primary and on a replica (whose applier quiesce stops), on every server kind;
 and MySQL's default authentication (caching_sha2_password) works with both drivers over
 the socket and over TCP."""
@@ -17,9 +17,9 @@ PASSWORD = "Grant-Tested-9"
 
 
 def readme_grants(flavour: str, replica: bool):
-    """The README's account statements for this flavour, as written: for a primary, or
+    """docs/accounts.md's account statements for this flavour, as written: for a primary, or
     what replicas need on top (the primary's statements reach a replica by replication)."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
+    with open(os.path.join(REPO, "docs", "accounts.md"), encoding="utf-8") as handle:
         text = handle.read()
     block = re.search(r"```sql\n(-- MariaDB 10\.5.*?)```", text, flags=re.S).group(1)
     sections, current = {}, None

@@ -137,7 +137,7 @@ def test_power_cut_after_freeze_loses_no_acknowledged_commit(method, trx_commit,
 
 
 def _readme_account(server):
-    """The dedicated account README.md creates, as written (see test_accounts.py)."""
+    """The dedicated account docs/accounts.md creates, as written (see test_accounts.py)."""
     from .test_accounts import PASSWORD, readme_grants
     for statement in readme_grants(server.flavour, replica=False):
         server.sql(statement)

@@ -338,7 +338,7 @@ def _counts_as_long(flavour: str, query_type: str, kind: str) -> bool:
     """Does a running statement of this kind count with this long-query-type?
 
     auto means: only writes where the lock does not wait for reads -- BACKUP STAGE, and
-    FTWRL on MariaDB >= 10.4 (README; on 10.11 and 11.8 FTWRL does not wait for a running
+    FTWRL on MariaDB >= 10.4 (docs/performance.md; on 10.11 and 11.8 FTWRL does not wait for a running
     SELECT); every statement on MySQL, where FTWRL waits for running SELECTs too.
     """
     if query_type == "all" or flavour == "mysql":
