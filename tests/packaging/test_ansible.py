@@ -155,7 +155,7 @@ def test_fleet_playbook_installs_checks_and_fails_on_a_failing_check(deb, fleet_
                           quiesce_db_password=PASSWORD)
     assert rc == 0, second[-6000:]
     assert recap(second) == (0, 0, 0), second[-3000:]
-    assert "TASK [quiesce check --cycle]" in second
+    assert "TASK [quiesce : Run quiesce check --cycle]" in second
     assert granted(root) == readme_privileges()
 
     # Third run: the credentials no longer match the account; the play fails saying why
