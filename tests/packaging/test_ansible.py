@@ -39,6 +39,8 @@ RECAP = re.compile(r"^localhost\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)
 START_SERVER = r"""
 set -e
 mkdir -p /etc/vmware-tools      # VMware Tools as its installer leaves it: the package links the hook
+# What the drop-ins say whenever dpkg starts (the package's install among them).
+echo "pre-invoke=cat /etc/quiesce/conf.d/*.conf >>$OUT/at-install 2>&1 || true" >/etc/dpkg/dpkg.cfg.d/quiesce-test
 install -d -o mysql -g mysql /run/mysqld
 /usr/sbin/mariadbd --user=mysql --skip-networking </dev/null >"$OUT/mariadbd.log" 2>&1 &
 i=0; until [ -S /run/mysqld/mysqld.sock ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done
@@ -136,6 +138,8 @@ def test_fleet_playbook_installs_checks_and_fails_on_a_failing_check(deb, fleet_
     assert rc == 0, first[-6000:]
     assert recap(first)[1:] == (0, 0), first[-3000:]
     assert "privileges suffice" in first and " as quiesce " in first, first[-3000:]
+    # The hook was disarmed when the package went in.
+    assert "enabled = false" in (out / "at-install").read_text(), first[-3000:]
     assert PASSWORD not in first and json.dumps(PASSWORD)[1:-1] not in first
     assert granted(root) == readme_privileges()
     cnf = os.stat(root.path + CLIENT_CNF)
