@@ -146,7 +146,9 @@ def test_fleet_playbook_installs_checks_and_fails_on_a_failing_check(deb, fleet_
     assert (cnf.st_uid, cnf.st_gid, stat.S_IMODE(cnf.st_mode)) == (0, 0, 0o600)
     # Armed: no disarming drop-in left, the hook linked for VMware Tools.
     assert not os.path.lexists(root.path + DISARM_FILE)
-    assert "enabled = true" in open(root.path + SITE_FILE).read()
+    # The site's drop-in sorts after the disarming one: an enabled line there would arm a
+    # host whose check failed.
+    assert not re.search(r"(?m)^\s*enabled\s*=", open(root.path + SITE_FILE).read())
     assert os.readlink(root.path + VMWARE_LINK) == "/usr/lib/quiesce/vmware-hook"
     rc, said = in_root(root, FREEZE_AND_THAW, OUT=str(out), HOOK=VMWARE_LINK)
     assert rc == 0, said
