@@ -804,7 +804,7 @@ def section_f(server: MariaDB, plan: Plan) -> Dict[str, Any]:
                 samples.append({"wall_ms": run.ms, "rc": run.rc})
             rows.append({"what": label, "samples": samples, "bare": True})
         imports = run_command(["/usr/bin/python3", "-sB", "-X", "importtime", "-c",
-                               "import sys; sys.path.insert(0, %r); import quiesce.fastthaw" % REPO],
+                               "import sys; sys.path.insert(0, %r); import quiesce.commands.fastthaw" % REPO],
                               {"PATH": "/usr/bin:/bin"}, env.outdir)
         fast_imports = [line for line in imports.stderr.splitlines() if "quiesce" in line]
     finally:

@@ -10,38 +10,38 @@ from collections.abc import Sequence
 import os
 import sys
 
-from . import config
-from .errors import ConfigError, Exit, QuiesceError
+from quiesce.base import config
+from quiesce.base.errors import ConfigError, Exit, QuiesceError
 
 def _log():
     # Imported on first use: thaw reaches the holder before paying for the logging module,
     # and writers wait for nothing else.
-    from . import log
+    from quiesce.base import log
     return log.get()
 
 
 def _dispatch(action: str, settings: config.Settings, early_thaw=None) -> int:
     # Imports stay inside the branches: thaw must not load the database driver.
     if action == "freeze":
-        from . import freeze
+        from quiesce.commands import freeze
         return freeze.run(settings)
     if action in ("thaw", "freezeFail"):
-        from . import thaw
+        from quiesce.commands import thaw
         return thaw.run(settings, early_thaw)
     if action == "status":
-        from . import status
+        from quiesce.commands import status
         return status.run(settings)
     if action == "check":
-        from . import check
+        from quiesce.commands import check
         return check.run(settings)
     if action == "verify":
-        from . import verify
+        from quiesce.commands import verify
         return verify.run(settings)
     if action == "restore-plan":
-        from . import restoreplan
-        return restoreplan.run(settings)
+        from quiesce.commands import restore_plan
+        return restore_plan.run(settings)
     if action in ("register", "unregister"):
-        from . import register
+        from quiesce.commands import register
         return register.run(settings)
     raise ConfigError("unknown command %r" % action)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import agents, config
+from quiesce.agents import catalog
+from quiesce.base import config
 
 _HEADER = """\
 # bash completion for quiesce(8)                                -*- shell-script -*-
@@ -62,8 +63,8 @@ def _script() -> str:
 
     command_branches = []
     for command in config.COMMANDS:
-        words = {"hook": tuple(config.HOOK_ACTIONS.values()), "register": agents.REGISTERABLE,
-                 "unregister": agents.REGISTERABLE}.get(command, ())
+        words = {"hook": tuple(config.HOOK_ACTIONS.values()), "register": catalog.REGISTERABLE,
+                 "unregister": catalog.REGISTERABLE}.get(command, ())
         # hook takes one action; register and unregister any number of agents.
         more = "1" if command == "hook" else ""
         command_branches.append((command, 'opts="%s"; words="%s"; once=%s' % (

@@ -20,9 +20,9 @@ _FAST_FLAGS = ("--all",)
 def _run(argv):
     answer = None
     if len(argv) > 1 and argv[1].lower() in _RELEASING_ACTIONS:
-        from . import fastthaw
+        from quiesce.commands import fastthaw
         answer = fastthaw.release(argv)
-    from . import cli
+    from quiesce import cli
     return cli.main(argv, early_thaw=answer)
 
 
@@ -50,9 +50,9 @@ def command_main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     answer = None
     if is_plain_thaw(args):
-        from . import fastthaw
+        from quiesce.commands import fastthaw
         answer = fastthaw.release(args)
-    from . import cli
+    from quiesce import cli
     return cli.main(args, early_thaw=answer)
 
 

@@ -19,7 +19,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from quiesce import agents, config, register
+from quiesce.agents import catalog, register
+from quiesce.base import config
 
 from .runner import REPO, SYSTEM_PATH, TAG_VAR, QuiesceEnv, python_path
 
@@ -56,7 +57,7 @@ class Installation:
         os.chmod(path, 0o755)
         return path
 
-    def register(self, agent: agents.Agent) -> None:
+    def register(self, agent: catalog.Agent) -> None:
         settings = config.parse(["--config", self.env.conf, "register", agent.name])
         register.register(agent, register.Layout(self.root, self.libdir), settings)
 
@@ -129,8 +130,8 @@ class AzurePlugin:
     directory, pipes never read, polled every poll period; the timeout only stops the
     waiting (the script is not killed); post runs once pre ran, whatever pre did."""
 
-    def __init__(self, install: Installation, poll: float = agents.AZURE_POLL_SECONDS):
-        with open(install.path(agents.AZURE_CONFIG)) as handle:
+    def __init__(self, install: Installation, poll: float = catalog.AZURE_POLL_SECONDS):
+        with open(install.path(catalog.AZURE_CONFIG)) as handle:
             self.config = json.load(handle)
         self.install = install
         self.poll = poll

@@ -16,8 +16,8 @@ import pwd
 import subprocess
 import sys
 
-from quiesce import db
-from quiesce.config import Target
+from quiesce.base.config import Target
+from quiesce.server import db
 
 import fakeserver
 

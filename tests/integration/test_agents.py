@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from quiesce import agents
+from quiesce.agents import catalog
 
 from . import agentcallers as callers
 from .checks import assert_clean, assert_frozen, assert_writable
@@ -57,7 +57,7 @@ def _long_statement(mariadb, env, seconds):
 # ------------------------------------------------------------------ Google Compute Engine
 
 def test_gce_guest_flush(mariadb, quiesce_env, install):
-    install.register(agents.GCE)
+    install.register(catalog.GCE)
     # gce() reads stderr to EOF: it must come when freeze returns, though the holder lives on.
     _backup(mariadb, quiesce_env,
             lambda: callers.gce(install.path("/etc/google/snapshots/pre.sh"), "1/2,3/4"),
@@ -70,7 +70,7 @@ def test_caller_timeout_kills_freeze_and_nothing_is_locked_after(mariadb, quiesc
     # `sh -c` process group at ExecutionTimeout. Either way the holder was waiting for a long
     # statement: once that ends, the holder must see that nobody waits for it, and not lock.
     env = quiesce_env
-    install.register(agents.GCE)
+    install.register(catalog.GCE)
     statement = _long_statement(mariadb, env, 4)
     if caller == "gce":
         pre = callers.gce(install.path("/etc/google/snapshots/pre.sh"), "1/2", timeout=1.5)
@@ -89,7 +89,7 @@ def test_caller_timeout_kills_freeze_and_nothing_is_locked_after(mariadb, quiesc
 # ------------------------------------------------------------------ Azure
 
 def test_azure_backup(mariadb, quiesce_env, install):
-    install.register(agents.AZURE)
+    install.register(catalog.AZURE)
     plugin = callers.AzurePlugin(install)
     try:
         _backup(mariadb, quiesce_env, lambda: plugin.run("pre"), lambda: plugin.run("post"))
@@ -99,7 +99,7 @@ def test_azure_backup(mariadb, quiesce_env, install):
 
 def test_azure_post_after_failed_pre_succeeds_and_nothing_is_locked(mariadb, quiesce_env, install):
     env = quiesce_env
-    install.register(agents.AZURE)
+    install.register(catalog.AZURE)
     env.write_config(user="nobody_here")
     plugin = callers.AzurePlugin(install)
     try:
@@ -116,7 +116,7 @@ def test_azure_post_beside_a_timed_out_pre_stops_it_locking(mariadb, quiesce_env
     # The pre is still waiting for a long statement when Azure's timeout passes: Azure takes
     # the snapshot without it and runs post beside it. The pre must not lock afterwards.
     env = quiesce_env
-    install.register(agents.AZURE)
+    install.register(catalog.AZURE)
     statement = _long_statement(mariadb, env, 4)
     plugin = callers.AzurePlugin(install)
     try:
@@ -153,7 +153,7 @@ def test_aws_dlm_failed_pre_leaves_nothing_locked_without_post(mariadb, quiesce_
 # ------------------------------------------------------------------ Nutanix
 
 def test_nutanix_guest_tools(mariadb, quiesce_env, install):
-    install.register(agents.NUTANIX)
+    install.register(catalog.NUTANIX)
     _backup(mariadb, quiesce_env, lambda: callers.exec_direct(install.path("/usr/local/sbin/pre_freeze")),
             lambda: callers.exec_direct(install.path("/usr/local/sbin/post_thaw")))
 
@@ -166,7 +166,7 @@ def test_veeam_job_script_and_vmware_tools_in_one_backup(mariadb, quiesce_env, i
     # which runs backupScripts.d; thaws come in reverse. Both orders of freeze are tried:
     # the lock lasts until the last thaw, whichever that is.
     env = quiesce_env
-    install.register(agents.VMWARE)
+    install.register(catalog.VMWARE)
     link = install.path("/etc/vmware-tools/backupScripts.d/zz-quiesce")
     pre_script = install.example("veeam-pre-freeze.sh", env.root)
     post_script = install.example("veeam-post-thaw.sh", env.root)
@@ -191,7 +191,7 @@ def test_veeam_job_script_and_vmware_tools_in_one_backup(mariadb, quiesce_env, i
 
 def test_a_freeze_does_not_join_a_lost_lock_and_both_thaws_say_so(mariadb, quiesce_env, install):
     env = quiesce_env
-    install.register(agents.VMWARE)
+    install.register(catalog.VMWARE)
     link = install.path("/etc/vmware-tools/backupScripts.d/zz-quiesce")
     before = set(mariadb.connection_ids())
     assert callers.vmware(link, "freeze").rc == 0
@@ -208,8 +208,8 @@ def test_a_later_thaw_reports_the_loss_of_a_joined_lock(mariadb, quiesce_env, in
     # GCE's post.sh and a Nutanix post_thaw both come after one lock that was lost meanwhile:
     # each must say so, whichever comes second.
     env = quiesce_env
-    install.register(agents.GCE)
-    install.register(agents.NUTANIX)
+    install.register(catalog.GCE)
+    install.register(catalog.NUTANIX)
     before = set(mariadb.connection_ids())
     assert callers.gce(install.path("/etc/google/snapshots/pre.sh"), "1/2").rc == 0
     assert callers.exec_direct(install.path("/usr/local/sbin/pre_freeze"), caller="nutanix-guest-tools").rc == 0

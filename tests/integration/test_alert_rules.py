@@ -16,7 +16,8 @@ import subprocess
 import pytest
 import yaml
 
-from quiesce import history, metrics, outcome, state
+from quiesce.base import outcome
+from quiesce.records import history, metrics, state
 
 RULES_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "prometheus")
 RULES = os.path.join(RULES_DIR, "quiesce.rules.yml")

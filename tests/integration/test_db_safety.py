@@ -1,4 +1,4 @@
-"""The driver seam (quiesce/db.py) against servers that misbehave, on both drivers.
+"""The driver seam (quiesce/server/db.py) against servers that misbehave, on both drivers.
 
 Every wait is bounded: connect + greeting + authentication within the connect timeout
 (a socket that accepts and never greets, one that greets a byte a second, a SIGSTOPped
@@ -22,9 +22,9 @@ import time
 
 import pytest
 
-from quiesce import db
-from quiesce.config import Target
-from quiesce.errors import ConnectError
+from quiesce.base.config import Target
+from quiesce.base.errors import ConnectError
+from quiesce.server import db
 
 from . import fakeserver
 from .mariadb import free_port

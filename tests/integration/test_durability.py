@@ -32,7 +32,7 @@ import time
 import pymysql
 import pytest
 
-from quiesce import durable, serverinfo
+from quiesce.server import durable, serverinfo
 
 from . import servers
 from .mariadb import MariaDB

@@ -1,4 +1,4 @@
-"""quiesce.fsprobe against real freezes of loop-mounted ext4 filesystems.
+"""quiesce.holder.fsprobe against real freezes of loop-mounted ext4 filesystems.
 
 Root only.  Every loop device, mount and I/O throttle made here is undone at teardown,
 frozen filesystems are thawed first, and only the test's own loop mounts are ever
@@ -32,8 +32,8 @@ import time
 
 import pytest
 
-from quiesce import fsprobe
-from quiesce.fsprobe import PROBE_PREFIX, FsThawProbe
+from quiesce.holder import fsprobe
+from quiesce.holder.fsprobe import PROBE_PREFIX, FsThawProbe
 
 from . import loopfs
 from .prodhelpers import lock_waiters
@@ -419,7 +419,7 @@ def test_no_freeze_never_fires_and_cost(lab):
 HOLDER = r"""
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
-from quiesce.fsprobe import FsThawProbe
+from quiesce.holder.fsprobe import FsThawProbe
 conn = int(sys.argv[3])            # stands in for the database connection
 probe = FsThawProbe(sys.argv[2], lambda: None)
 probe.start()

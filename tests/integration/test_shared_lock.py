@@ -1,5 +1,5 @@
 """Several callers in one lock's window: counted, capped, and never a thaw that exits 0 for a
-snapshot the lock may not have covered (quiesce/sharing.py), against a real MariaDB.
+snapshot the lock may not have covered (quiesce/holder/sharing.py), against a real MariaDB.
 
 The driver does not matter here (the holder's bookkeeping is the subject), so PyMySQL,
 what Debian and RHEL install, runs it.

@@ -1,4 +1,4 @@
-"""Who answers on a TCP connection before quiesce sends it credentials (quiesce/trust.py).
+"""Who answers on a TCP connection before quiesce sends it credentials (quiesce/server/trust.py).
 
 The listener check before connecting can be raced: a user who listens on the server's port
 only now and then may be absent when it runs and present a moment later. The connected
@@ -13,9 +13,9 @@ import struct
 
 import pytest
 
-from quiesce import db, trust
-from quiesce.config import Target
-from quiesce.errors import ConnectError
+from quiesce.base.config import Target
+from quiesce.base.errors import ConnectError
+from quiesce.server import db, trust
 
 from . import fakeserver
 

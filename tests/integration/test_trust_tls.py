@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from quiesce import db
-from quiesce.config import Target
-from quiesce.errors import ConnectError
+from quiesce.base.config import Target
+from quiesce.base.errors import ConnectError
+from quiesce.server import db
 
 SECRET = "Tls-Secret"
 ADDRESS = "127.0.0.1"

@@ -115,7 +115,7 @@ def test_man_pages_document_every_option():
 
 
 def test_config_options_match_the_parser():
-    config = pytest.importorskip("quiesce.config")
+    config = pytest.importorskip("quiesce.base.config")
     file_keys = {}
     for command, parser in config.all_parsers().items():
         keys = config._file_keys(parser)
@@ -128,7 +128,7 @@ def test_config_options_match_the_parser():
 
 def parser_defaults():
     """{config key: (type, default)} of every setting with a built-in default the parser applies."""
-    config = pytest.importorskip("quiesce.config")
+    config = pytest.importorskip("quiesce.base.config")
     keys = config._file_keys(config.build_parser("freeze"))
     return {key: (action.type, action.default) for key, action in keys.items() if action.default is not None}
 
@@ -173,7 +173,7 @@ def test_man_pages_give_the_parser_defaults(page, opener):
 
 
 def test_shipped_config_parses(tmp_path):
-    config = pytest.importorskip("quiesce.config")
+    config = pytest.importorskip("quiesce.base.config")
     shipped = tmp_path / "quiesce.conf"
     shutil.copy(os.path.join(REPO, "etc", "quiesce.conf"), str(shipped))
     shipped.chmod(0o600)
@@ -194,7 +194,7 @@ def test_shipped_config_parses(tmp_path):
 
 
 def test_exit_status_table_matches_the_code():
-    errors = pytest.importorskip("quiesce.errors")
+    errors = pytest.importorskip("quiesce.base.errors")
     page = read("man/quiesce.8")
     section = page.split(".SH EXIT STATUS", 1)[1].split("\n.SH ", 1)[0]
     codes = [int(c) for c in re.findall(r"(?m)^\.TP\n\.B (\d+)$", section)]
@@ -503,7 +503,7 @@ def test_purge_removes_unchanged_registered_files_even_if_unregister_failed(tmp_
 def _plant_metrics_and_state(box):
     """What freezes leave in the state directory and node_exporter's textfile directories,
     beside files that are not quiesce's; returns the paths that must stay."""
-    debian_dir, fedora_dir = pytest.importorskip("quiesce.paths").METRICS_DIRS
+    debian_dir, fedora_dir = pytest.importorskip("quiesce.base.paths").METRICS_DIRS
     box.write(debian_dir + "/quiesce.prom", "quiesce_last_success 1\n")
     box.write(debian_dir + "/.quiesce.prom.4242.tmp", "quiesce_last")
     box.write(debian_dir + "/other.prom", "theirs 1\n")
@@ -546,7 +546,7 @@ def test_rpm_erase_removes_the_state_and_our_metrics_textfile_only(tmp_path):
 def test_every_auto_textfile_directory_is_cleaned_by_both_packages():
     for script in ("debian/postrm", "rpm/quiesce.spec"):
         text = read(script).replace("%{_localstatedir}", "/var")
-        for directory in pytest.importorskip("quiesce.paths").METRICS_DIRS:
+        for directory in pytest.importorskip("quiesce.base.paths").METRICS_DIRS:
             assert directory in text, (script, directory)
 
 
@@ -572,7 +572,7 @@ def test_both_packages_ship_the_bash_completion():
 
 
 def test_quiesce_8_names_every_option_and_environment_variable_of_the_parsers():
-    config = pytest.importorskip("quiesce.config")
+    config = pytest.importorskip("quiesce.base.config")
     page8 = read("man/quiesce.8")
     environment = page8[page8.index(".SH ENVIRONMENT"):page8.index(".SH FILES")]
     for option in config.OPTIONS:

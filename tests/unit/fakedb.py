@@ -17,7 +17,7 @@ import socket
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from quiesce import db
+from quiesce.server import db
 
 Answer = Union[List[Dict[str, Any]], BaseException, Callable[[str], Any], None]
 

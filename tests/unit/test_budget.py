@@ -7,7 +7,10 @@ import json
 
 import pytest
 
-from quiesce import agentcheck, agents, budget, config, durable, fsprobe, holder, locking, register
+from quiesce.agents import survey, catalog, register
+from quiesce.base import budget, config
+from quiesce.holder import fsprobe, spawn
+from quiesce.server import durable, locking
 
 
 def _settings(conf, *options):
@@ -48,7 +51,7 @@ def test_the_budget_covers_the_real_worst_case(conf, options):
     settings = _settings(conf, *options)
     assert budget.freeze_budget(settings) >= _worst_case(settings)
     # The freeze command waits for its holder longer than the holder can take.
-    assert holder.spawn_timeout(settings) > budget.freeze_budget(settings)
+    assert spawn.spawn_timeout(settings) > budget.freeze_budget(settings)
 
 
 def test_the_budget_grows_with_the_servers(tmp_path):
@@ -62,10 +65,10 @@ def test_the_budget_grows_with_the_servers(tmp_path):
 
 def test_azure_timeout_and_check_use_that_budget(conf, root):
     settings = _settings(conf)
-    register.register(agents.AZURE, register.Layout(root, "/usr/lib/quiesce"), settings)
-    with open(root + agents.AZURE_CONFIG) as handle:
+    register.register(catalog.AZURE, register.Layout(root, "/usr/lib/quiesce"), settings)
+    with open(root + catalog.AZURE_CONFIG) as handle:
         assert json.load(handle)["timeoutInSeconds"] >= _worst_case(settings)
     # GCE's 60 s cannot hold the default waits (the drain alone may take 30 s).
-    (warning,) = agentcheck.budget_warnings(settings, [agents.GCE], root)
+    (warning,) = survey.budget_warnings(settings, [catalog.GCE], root)
     assert "gives freeze 60 s" in warning and "%.0f s" % budget.freeze_budget(settings) in warning
-    assert agentcheck.budget_warnings(settings, [agents.AZURE], root) == []
+    assert survey.budget_warnings(settings, [catalog.AZURE], root) == []

@@ -1,4 +1,5 @@
-from quiesce import check, db
+from quiesce.commands import check
+from quiesce.server import db
 
 
 def layout(tmp_path):

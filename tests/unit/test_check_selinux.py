@@ -6,7 +6,8 @@ import stat
 
 import pytest
 
-from quiesce import check, paths
+from quiesce.base import paths
+from quiesce.commands import check
 
 
 class Report:

@@ -10,7 +10,8 @@ import tempfile
 
 import pytest
 
-from quiesce import cli, log
+from quiesce import cli
+from quiesce.base import log
 
 from .test_config import clean_env  # noqa: F401 (autouse: no QUIESCE_* variables, no /etc config)
 

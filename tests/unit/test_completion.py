@@ -5,7 +5,9 @@ import subprocess
 
 import pytest
 
-from quiesce import agents, completion, config
+from quiesce import completion
+from quiesce.agents import catalog
+from quiesce.base import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "completion", "quiesce")
@@ -55,9 +57,9 @@ def test_options_before_the_command_are_the_common_ones():
 
 
 def test_agents_hook_actions_and_choices():
-    assert complete("register", "") == sorted(agents.REGISTERABLE)
+    assert complete("register", "") == sorted(catalog.REGISTERABLE)
     assert complete("register", "vmware", "q") == ["qemu-ga"]
-    assert complete("unregister", "") == sorted(agents.REGISTERABLE)
+    assert complete("unregister", "") == sorted(catalog.REGISTERABLE)
     assert complete("hook", "") == ["freeze", "freezeFail", "thaw"]
     assert complete("hook", "thaw", "") == []
     assert complete("freeze", "--driver", "") == ["auto", "mysql-connector", "pymysql"]

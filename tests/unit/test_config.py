@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from quiesce import config, paths
-from quiesce.errors import ConfigError
+from quiesce.base import config, paths
+from quiesce.base.errors import ConfigError
 
 
 def write(tmp_path, text, mode=0o600, name="quiesce.conf"):

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from quiesce import db
+from quiesce.server import db
 
 
 def test_server_error_keeps_its_number():
@@ -58,8 +58,8 @@ def test_messages_are_one_line():
 
 def test_password_pymysql_cannot_send_is_named_without_any_of_it(tmp_path):
     import pymysql  # noqa: F401 (the test is about this driver)
-    from quiesce.config import Target
-    from quiesce.errors import ConfigError
+    from quiesce.base.config import Target
+    from quiesce.base.errors import ConfigError
     directory = tmp_path / "run"
     directory.mkdir(mode=0o755)
     path = str(directory / "mysqld.sock")

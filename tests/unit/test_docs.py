@@ -4,7 +4,7 @@ import glob
 import os
 import re
 
-from quiesce.errors import Exit
+from quiesce.base.errors import Exit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README_MAX_LINES = 250

@@ -4,7 +4,7 @@ import os
 import re
 import time
 
-from quiesce import durable, serverinfo
+from quiesce.server import durable, serverinfo
 
 # System variables that MySQL 5.7, 8.0 and 8.4 and MariaDB 10.4 and later all have (their
 # manuals' variable lists). MariaDB's aria_log_dir_path or MySQL-only names must not go

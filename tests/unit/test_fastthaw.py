@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from quiesce import fastthaw, hooks, paths
+from quiesce import hooks
+from quiesce.base import paths
+from quiesce.commands import fastthaw
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -91,8 +93,8 @@ def test_only_a_certain_thaw_command_takes_the_fast_path(args, plain):
 def test_the_fast_path_finds_the_runtime_dir_the_full_parse_uses(tmp_path, text):
     """fastthaw reads runtime-dir by hand: it must agree with config.parse wherever that
     accepts the file (where it refuses it, the normal path reports the error anyway)."""
-    from quiesce import config
-    from quiesce.errors import QuiesceError
+    from quiesce.base import config
+    from quiesce.base.errors import QuiesceError
     conf = _config(tmp_path, text)
     try:
         expected = config.parse(["--config", conf, "status"]).runtime_dir
@@ -108,7 +110,7 @@ def test_a_fifo_as_config_neither_blocks_nor_counts(tmp_path):
     import sys
     fifo = str(tmp_path / "quiesce.conf")
     os.mkfifo(fifo, 0o600)
-    code = ("import sys; from quiesce import fastthaw; "
+    code = ("import sys; from quiesce.commands import fastthaw; "
             "print(fastthaw.runtime_dir(['--config', sys.argv[1], 'thaw'], {}))")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:

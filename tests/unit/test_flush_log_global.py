@@ -8,7 +8,10 @@ import os
 
 import pytest
 
-from quiesce import locking, paths, recovery, serverinfo, state
+from quiesce.base import paths
+from quiesce.holder import recovery
+from quiesce.records import state
+from quiesce.server import locking, serverinfo
 from tests.unit.fakedb import FakeServer, error
 
 MARIADB = serverinfo.identify("10.11.6-MariaDB")

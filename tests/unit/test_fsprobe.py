@@ -1,4 +1,4 @@
-"""quiesce.fsprobe without a real freeze: wait classification on captured /proc text,
+"""quiesce.holder.fsprobe without a real freeze: wait classification on captured /proc text,
 choice of the probe directory, safe creation of the probe file, and the probe's
 firing rules driven through a scripted writer process that blocks on a full FIFO."""
 
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from quiesce import fsprobe
-from quiesce.fsprobe import FsThawProbe, choose_probe_dir, classify_wait, parse_stack
+from quiesce.holder import fsprobe
+from quiesce.holder.fsprobe import FsThawProbe, choose_probe_dir, classify_wait, parse_stack
 
 
 # --- captured samples ---------------------------------------------------------------
@@ -452,7 +452,7 @@ def test_writer_holds_only_the_probe_file(tmp_path):
 
 def test_writer_exits_and_cleans_up_when_the_holder_dies(tmp_path):
     code = ("import sys, time; sys.path.insert(0, %r);"
-            "from quiesce.fsprobe import FsThawProbe;"
+            "from quiesce.holder.fsprobe import FsThawProbe;"
             "p = FsThawProbe(%r, lambda: None); p.start();"
             "print(p.pid, p.path, flush=True); time.sleep(60)"
             % (os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),

@@ -4,7 +4,8 @@ import os
 import shutil
 import subprocess
 
-from quiesce import history, metrics
+from quiesce.base import caller
+from quiesce.records import history, metrics
 
 
 def _entry(outcome, at="2026-11-30T12:00:00.000Z", held_ms=250.0):
@@ -63,11 +64,11 @@ def test_calling_agent_skips_wrappers_and_names_known_agents(tmp_path):
     shutil.copy("/bin/sleep", fake)
     proc = subprocess.Popen([fake, "30"])
     try:
-        assert history.calling_agent(proc.pid) == "vmware-tools"
+        assert caller.calling_agent(proc.pid) == "vmware-tools"
     finally:
         proc.kill()
         proc.wait()
-    assert history.calling_agent(2 ** 22 + 7) == "unknown"   # no such process
+    assert caller.calling_agent(2 ** 22 + 7) == "unknown"   # no such process
 
 
 def test_metrics_file_setting(tmp_path):

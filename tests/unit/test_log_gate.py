@@ -3,7 +3,7 @@
 
 import logging
 
-from quiesce import log
+from quiesce.base import log
 
 
 class _Collect(logging.Handler):

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from quiesce import optionfile
-from quiesce.errors import ConfigError
+from quiesce.base import optionfile
+from quiesce.base.errors import ConfigError
 
 MY_PRINT_DEFAULTS = "my_print_defaults"  # mariadb-client (Makefile DEB_PACKAGES)
 

@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
-from quiesce import agents, budget, cli, config, paths, register
-from quiesce.errors import ConfigError
+from quiesce import cli
+from quiesce.agents import catalog, register
+from quiesce.base import budget, config, paths
+from quiesce.base.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGISTER_HOOKS = os.path.join(REPO, "libexec", "register-hooks")
@@ -31,7 +33,7 @@ def _mode(path):
 def _azure_accepts(root):
     """Azure's own checks (VMSnapshotLinux ScriptRunner): JSON root-owned and exactly 0600/0400;
     each script, after following symlinks, root-owned with no group/other bits."""
-    conf = root + agents.AZURE_CONFIG
+    conf = root + catalog.AZURE_CONFIG
     st = os.stat(conf)
     if st.st_uid != 0 or stat.S_IMODE(st.st_mode) not in (0o600, 0o400):
         return False
@@ -45,7 +47,7 @@ def _azure_accepts(root):
 
 
 def test_gce_scripts_are_private_root_files_that_exec_our_entry_points(layout, settings, root):
-    done = register.register(agents.GCE, layout, settings)
+    done = register.register(catalog.GCE, layout, settings)
     assert len(done) == 2, done
     directory = root + "/etc/google/snapshots"
     assert _mode(directory) == 0o700
@@ -63,9 +65,9 @@ def test_gce_scripts_are_private_root_files_that_exec_our_entry_points(layout, s
 
 
 def test_register_twice_changes_nothing(layout, settings, root):
-    register.register(agents.NUTANIX, layout, settings)
+    register.register(catalog.NUTANIX, layout, settings)
     before = os.stat(root + "/usr/local/sbin/pre_freeze")
-    again = register.register(agents.NUTANIX, layout, settings)
+    again = register.register(catalog.NUTANIX, layout, settings)
     assert again[0].startswith("already registered"), again
     after = os.stat(root + "/usr/local/sbin/pre_freeze")
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
@@ -76,35 +78,35 @@ def test_a_foreign_file_is_never_overwritten_and_nothing_is_half_done(layout, se
     with open(root + "/usr/local/sbin/post_thaw", "w") as handle:
         handle.write("#!/bin/sh\necho theirs\n")
     with pytest.raises(ConfigError) as info:
-        register.register(agents.NUTANIX, layout, settings)
+        register.register(catalog.NUTANIX, layout, settings)
     message = str(info.value)
     assert "/usr/local/sbin/post_thaw is already there" in message and "bytes" in message, message
     assert not os.path.exists(root + "/usr/local/sbin/pre_freeze"), "half registered"
     assert open(root + "/usr/local/sbin/post_thaw").read() == "#!/bin/sh\necho theirs\n"
     # unregister leaves it alone too, and says so.
-    done = register.unregister(agents.NUTANIX, layout)
+    done = register.unregister(catalog.NUTANIX, layout)
     assert open(root + "/usr/local/sbin/post_thaw").read() == "#!/bin/sh\necho theirs\n"
     assert any(line.startswith("left /usr/local/sbin/post_thaw alone") for line in done), done
 
 
 def test_a_file_changed_after_register_is_left_alone(layout, settings, root):
-    register.register(agents.GCE, layout, settings)
+    register.register(catalog.GCE, layout, settings)
     with open(root + "/etc/google/snapshots/post.sh", "a") as handle:
         handle.write("echo edited\n")
-    done = register.unregister(agents.GCE, layout)
+    done = register.unregister(catalog.GCE, layout)
     assert not os.path.exists(root + "/etc/google/snapshots/pre.sh")
     assert os.path.exists(root + "/etc/google/snapshots/post.sh")
     assert any("left /etc/google/snapshots/post.sh alone" in line for line in done), done
     # Its directory is not empty, so it stays.
     assert os.path.isdir(root + "/etc/google/snapshots")
     with pytest.raises(ConfigError, match="post.sh is already there"):
-        register.register(agents.GCE, layout, settings)
+        register.register(catalog.GCE, layout, settings)
 
 
 def test_azure_files_pass_azures_own_permission_checks(layout, settings, root):
-    register.register(agents.AZURE, layout, settings)
+    register.register(catalog.AZURE, layout, settings)
     assert _azure_accepts(root)
-    with open(root + agents.AZURE_CONFIG) as handle:
+    with open(root + catalog.AZURE_CONFIG) as handle:
         data = json.load(handle)
     assert data["ScriptsExecutionPollTimeSeconds"] == 1
     assert data["fsFreezeEnabled"] is True
@@ -115,11 +117,11 @@ def test_azure_files_pass_azures_own_permission_checks(layout, settings, root):
 
 
 def test_azure_settings_change_rewrites_our_config(layout, conf, root):
-    register.register(agents.AZURE, layout, config.parse(["--config", conf, "register", "azure"]))
+    register.register(catalog.AZURE, layout, config.parse(["--config", conf, "register", "azure"]))
     slow = config.parse(["--config", conf, "--long-query-wait", "100", "register", "azure"])
-    done = register.register(agents.AZURE, layout, slow)
+    done = register.register(catalog.AZURE, layout, slow)
     assert any("updated" in line for line in done), done
-    with open(root + agents.AZURE_CONFIG) as handle:
+    with open(root + catalog.AZURE_CONFIG) as handle:
         assert json.load(handle)["timeoutInSeconds"] >= 100
     assert _azure_accepts(root)
 
@@ -127,21 +129,21 @@ def test_azure_settings_change_rewrites_our_config(layout, conf, root):
 @pytest.mark.parametrize("workload", ["mysql", "mariadb", "postgres"])
 def test_azure_refused_when_its_workload_framework_would_bypass_the_plugin(layout, settings, root, workload):
     os.makedirs(root + "/etc/azure")
-    with open(root + agents.AZURE_WORKLOAD_CONF, "w") as handle:
+    with open(root + catalog.AZURE_WORKLOAD_CONF, "w") as handle:
         handle.write("[workload]\nworkload_name = %s\ncommand_path = /usr/bin/\n" % workload)
     with pytest.raises(ConfigError, match="workload_name = %s" % workload):
-        register.register(agents.AZURE, layout, settings)
-    assert not os.path.exists(root + agents.AZURE_CONFIG)
+        register.register(catalog.AZURE, layout, settings)
+    assert not os.path.exists(root + catalog.AZURE_CONFIG)
 
 
 def test_azure_refused_when_someone_elses_plugin_config_is_there(layout, settings, root):
     os.makedirs(root + "/etc/azure")
     theirs = '{"preScriptLocation": "/opt/theirs/pre.sh"}\n'
-    with open(root + agents.AZURE_CONFIG, "w") as handle:
+    with open(root + catalog.AZURE_CONFIG, "w") as handle:
         handle.write(theirs)
     with pytest.raises(ConfigError, match="VMSnapshotScriptPluginConfig.json is already there"):
-        register.register(agents.AZURE, layout, settings)
-    assert open(root + agents.AZURE_CONFIG).read() == theirs
+        register.register(catalog.AZURE, layout, settings)
+    assert open(root + catalog.AZURE_CONFIG).read() == theirs
     assert not os.path.exists(root + "/etc/azure/quiesce-pre.sh")
 
 
@@ -152,14 +154,14 @@ def _register_hooks(root, action):
 
 def test_vmware_link_shares_the_packages_record(layout, settings, root):
     link = root + "/etc/vmware-tools/backupScripts.d/zz-quiesce"
-    register.register(agents.VMWARE, layout, settings)
+    register.register(catalog.VMWARE, layout, settings)
     assert os.readlink(link) == "/usr/lib/quiesce/vmware-hook"
-    register.unregister(agents.VMWARE, layout)
+    register.unregister(catalog.VMWARE, layout)
     assert not os.path.lexists(link)
     # The package's trigger must not bring back what the administrator unregistered.
     _register_hooks(root, "register")
     assert not os.path.lexists(link)
-    register.register(agents.VMWARE, layout, settings)
+    register.register(catalog.VMWARE, layout, settings)
     assert os.path.islink(link)
     _register_hooks(root, "unregister")
     assert not os.path.lexists(link)
@@ -167,9 +169,9 @@ def test_vmware_link_shares_the_packages_record(layout, settings, root):
 
 def test_qemu_ga_needs_the_agents_own_directory(layout, settings, root):
     with pytest.raises(ConfigError, match="install the agent first"):
-        register.register(agents.QEMU_GA, layout, settings)
+        register.register(catalog.QEMU_GA, layout, settings)
     os.makedirs(root + "/etc/qemu-ga/fsfreeze-hook.d")
-    register.register(agents.QEMU_GA, layout, settings)
+    register.register(catalog.QEMU_GA, layout, settings)
     assert os.readlink(root + "/etc/qemu-ga/fsfreeze-hook.d/zz-quiesce") == "/usr/lib/quiesce/qemu-ga-hook"
     assert not os.path.exists(root + "/etc/qemu")
 
@@ -215,7 +217,7 @@ def test_the_scripts_name_their_caller_for_the_shared_lock(tmp_path):
     point their agent's name, whatever the agent's process tree looks like."""
     (tmp_path / "freeze").write_text('#!/bin/sh\necho "caller=$QUIESCE_CALLER"\n')
     os.chmod(str(tmp_path / "freeze"), 0o755)
-    for agent in (agents.AZURE, agents.GCE, agents.NUTANIX):
+    for agent in (catalog.AZURE, catalog.GCE, catalog.NUTANIX):
         script = tmp_path / ("pre-" + agent.name)
         script.write_bytes(register.script_text(agent, "freeze", str(tmp_path)))
         os.chmod(str(script), 0o700)

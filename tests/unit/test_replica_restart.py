@@ -11,8 +11,11 @@ import time
 
 import pytest
 
-from quiesce import config, db, holder, locking, log, recovery, serverinfo, state
-from quiesce.errors import ConnectError, PrivilegeError
+from quiesce.base import config, log
+from quiesce.base.errors import ConnectError, PrivilegeError
+from quiesce.holder import process, recovery
+from quiesce.records import state
+from quiesce.server import db, locking, serverinfo
 from tests.unit.fakedb import FakeServer, error
 
 MARIADB = serverinfo.identify("10.11.6-MariaDB-0+deb12u1", "Debian 12")
@@ -84,7 +87,7 @@ def test_release_starts_the_appliers_over_the_lock_session_after_the_unlock(sett
 def test_a_start_refused_at_the_release_keeps_the_record_and_is_a_problem(settings, monkeypatch):
     fresh = []
     monkeypatch.setattr(locking, "restart_replica_fresh", lambda *args: fresh.append(args))
-    held = holder.Holder(settings, log.GatedHandler([]), None, "test")
+    held = process.Holder(settings, log.GatedHandler([]), None, "test")
     fake = FakeServer([("START SLAVE 'two'", error(1201, "staged"))])
     held.locked.append(_locked(settings, fake))
     held._record_stopping(settings.targets[0], ["one", "two"])
@@ -100,7 +103,7 @@ def test_targets_that_were_never_locked_are_restarted_over_a_new_connection(sett
     fresh = []
     monkeypatch.setattr(locking, "restart_replica_fresh", lambda target, _s, _srv, channels, _log:
                         fresh.append((target.name, list(channels))))
-    held = holder.Holder(settings, log.GatedHandler([]), None, "test")
+    held = process.Holder(settings, log.GatedHandler([]), None, "test")
     held._record_stopping(settings.targets[0], ["one"])
     assert held._restart_replicas() == ({}, [])
     assert fresh == [("default", ["one"])]
@@ -120,7 +123,7 @@ def test_recovery_keeps_what_it_could_not_restart_and_a_new_holder_takes_it_over
     assert state.read_json(files.replicas)["instances"] == {"default": ["one", "two"]}
     assert recovery.orphaned_channels(files) == {"default": ["one", "two"]}
     # The next holder records them with its own, and restarts them at its release.
-    held = holder.Holder(settings, log.GatedHandler([]), None, "test")
+    held = process.Holder(settings, log.GatedHandler([]), None, "test")
     held._record_stopping(settings.targets[0], ["three"])
     assert held.stopping == {"default": ["one", "three", "two"]}
     assert json.loads(open(files.replicas).read())["instances"] == {"default": ["one", "three", "two"]}

@@ -6,11 +6,12 @@ the MySQL statement and row shapes here are those MySQL 8.0 and 8.4 produce.
 
 import pytest
 
-from quiesce import restoreplan as rp
-from quiesce import serverinfo as si
-from quiesce import verify as vf
-from quiesce.config import Target
-from quiesce.errors import ConfigError, RestoreError
+from quiesce.base.config import Target
+from quiesce.base.errors import ConfigError, RestoreError
+from quiesce.commands import restore_plan as rp
+from quiesce.records import positionfile
+from quiesce.server import restored as vf
+from quiesce.server import serverinfo as si
 from tests.unit.fakedb import FakeServer
 from tests.unit.fakedb import error as fakedb_error
 
@@ -169,10 +170,10 @@ def test_check_table_output_other_than_status_ok_is_a_problem():
 
 def test_load_position_names_a_missing_or_wrong_file(tmp_path):
     with pytest.raises(RestoreError, match="does not exist"):
-        vf.load_position(str(tmp_path / "nope.json"))
+        positionfile.load(str(tmp_path / "nope.json"))
     (tmp_path / "other.json").write_text('{"a": 1}')
     with pytest.raises(RestoreError, match="is not a quiesce position file"):
-        vf.load_position(str(tmp_path / "other.json"))
+        positionfile.load(str(tmp_path / "other.json"))
 
 
 # -- restore-plan: replica --------------------------------------------------------------
@@ -341,7 +342,7 @@ def test_galera_plan_refuses_a_uuid_that_is_not_one(uuid):
 
 
 def test_restore_options_count_only_on_the_command_line(tmp_path, monkeypatch):
-    from quiesce import config
+    from quiesce.base import config
     conf = tmp_path / "quiesce.conf"
     conf.write_text("metrics-file = none\n")
     conf.chmod(0o600)

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from quiesce import history, metrics
-from quiesce.errors import ConfigError
+from quiesce.base.errors import ConfigError
+from quiesce.records import history, metrics, recorder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENTRIES = history.appended([], {"at": "2026-11-30T12:00:00.000Z", "since": "2026-11-30T12:00:00.000Z",
@@ -78,7 +78,7 @@ def test_a_fifo_at_the_temporary_name_does_not_hang_the_writer(textfile_dir):
     # In a child: a hung open() cannot be interrupted in-process. Ten seconds is far more
     # than the few milliseconds this takes, and the old writer blocked forever.
     code = ("import os, sys; sys.path.insert(0, %r)\n"
-            "from quiesce import history, metrics\n"
+            "from quiesce.records import history, metrics\n"
             "os.mkfifo(os.path.join(%r, '.quiesce.prom.%%d.tmp' %% os.getpid()))\n"
             "metrics.update(os.path.join(%r, 'quiesce.prom'), history.appended([], "
             "{'at': '2026-11-30T12:00:00.000Z', 'outcome': 'released', 'ok': True}))\n"
@@ -132,7 +132,7 @@ def test_a_textfile_directory_others_can_write_is_refused_unless_allowed(textfil
 
 
 def test_refused_metrics_are_logged_and_the_history_is_still_written(tmp_path, textfile_dir):
-    from quiesce import config
+    from quiesce.base import config
     conf = tmp_path / "quiesce.conf"
     conf.write_text("position-file = %s\nmetrics-file = %s/quiesce.prom\n" % (tmp_path / "position.json", textfile_dir))
     conf.chmod(0o600)
@@ -147,7 +147,7 @@ def test_refused_metrics_are_logged_and_the_history_is_still_written(tmp_path, t
             self.warnings.append(args[0] % args[1:])
 
     log = Log()
-    history.record(settings, dict(ENTRIES[0], at="2026-11-30T12:00:01.000Z"), log)
+    recorder.record(settings, dict(ENTRIES[0], at="2026-11-30T12:00:01.000Z"), log)
     assert len(history.read(str(tmp_path / "history.jsonl"))) == 1
     assert len(log.warnings) == 1 and "metrics-dir-shared" in log.warnings[0], log.warnings
     assert os.listdir(textfile_dir) == []
@@ -157,7 +157,8 @@ def test_refused_metrics_are_logged_and_the_history_is_still_written(tmp_path, t
 
 def _writers(tmp_path):
     """Each place that writes a file whole, with what it writes: (name, path, write, expected mode)."""
-    from quiesce import register, state
+    from quiesce.agents import register
+    from quiesce.records import state
     layout = register.Layout(root=str(tmp_path / "root"), libdir="/usr/lib/quiesce")
     os.makedirs(str(tmp_path / "root" / "etc"))
 
@@ -205,7 +206,7 @@ def test_every_writer_sets_the_exact_mode_and_syncs_the_file_and_its_directory(t
 
 
 def test_history_writers_take_turns_on_the_history_lock(tmp_path, monkeypatch):
-    from quiesce import config
+    from quiesce.base import config
     conf = tmp_path / "quiesce.conf"
     conf.write_text("position-file = %s\nmetrics-file = none\n" % (tmp_path / "state" / "position.json"))
     conf.chmod(0o600)
@@ -216,9 +217,9 @@ def test_history_writers_take_turns_on_the_history_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(history, "WRITER_WAIT", 0.05)
     os.makedirs(os.path.dirname(path))
     with history.lock_for(path):
-        history.record(settings, ENTRIES[0], log)
+        recorder.record(settings, ENTRIES[0], log)
     assert history.read(path) == [] and "the history" in warnings[0], warnings
-    history.record(settings, ENTRIES[0], log)
+    recorder.record(settings, ENTRIES[0], log)
     assert len(history.read(path)) == 1
     # Its own lock file, not runtime-dir's "lock" reused in the state directory.
     assert sorted(os.listdir(os.path.dirname(path))) == ["history.jsonl", "history.lock"]

@@ -1,7 +1,8 @@
-"""quiesce.selinux on text captured from SELinux tools (Fedora 40, RHEL 9 formats)."""
+"""quiesce.agents.selinux on text captured from SELinux tools (Fedora 40, RHEL 9 formats)."""
 
-from quiesce import paths, selinux
-from quiesce.selinux import Context
+from quiesce.agents import selinux
+from quiesce.agents.selinux import Context
+from quiesce.base import paths
 
 QEMU, VMWARE = paths.QEMU_GA_HOOK, paths.VMWARE_HOOK
 

@@ -6,8 +6,8 @@ with the version strings, statement names and status rows those servers produce.
 
 import pytest
 
-from quiesce import serverinfo as si
-from quiesce.errors import ConfigError
+from quiesce.base.errors import ConfigError
+from quiesce.server import serverinfo as si
 
 MARIADB_1011 = si.identify("10.11.6-MariaDB-0+deb12u1-log", "Debian 12")
 MARIADB_103 = si.identify("10.3.39-MariaDB-0ubuntu0.20.04.2", "Ubuntu 20.04")

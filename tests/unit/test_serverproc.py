@@ -1,4 +1,4 @@
-"""Which processes count as MySQL/MariaDB servers (quiesce/serverproc.py).
+"""Which processes count as MySQL/MariaDB servers (quiesce/server/serverproc.py).
 
 Real processes: a program renamed mysqld with prctl, and copies of sleep named mysqld,
 owned by nobody or by root. The suite runs as root.
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from quiesce import serverproc
+from quiesce.server import serverproc
 
 NOBODY = pwd.getpwnam("nobody")
 RENAME = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'mysqld', 0, 0, 0); time.sleep(60)"

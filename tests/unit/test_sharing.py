@@ -1,4 +1,4 @@
-"""Counted callers of one lock: the pure rules (quiesce/sharing.py, quiesce/caller.py) and the
+"""Counted callers of one lock: the pure rules (quiesce/holder/sharing.py, quiesce/base/caller.py) and the
 holder's state machine around them, with a scripted connection (tests/unit/fakedb.py)."""
 
 import json
@@ -8,7 +8,10 @@ import time
 
 import pytest
 
-from quiesce import caller, config, history, holder, locking, log, outcome, serverinfo, sharing, state
+from quiesce.base import caller, config, log, outcome
+from quiesce.holder import process, sharing
+from quiesce.records import recorder, state
+from quiesce.server import locking, serverinfo
 from tests.unit.fakedb import FakeServer
 
 
@@ -64,7 +67,8 @@ def test_caller_names_are_safe_in_hand_built_json_and_logs():
 
 
 def test_fast_thaw_request_is_the_json_the_holder_reads():
-    from quiesce import fastthaw, protocol
+    from quiesce.commands import fastthaw
+    from quiesce.holder import protocol
     line = fastthaw.thaw_request(["hook", "thaw", "--caller", "veeam", "--all"], {})
     assert protocol.decode(line.rstrip(b"\n")) == {"cmd": "thaw", "caller": "veeam", "all": True}
     line = fastthaw.thaw_request(["hook", "thaw"], {"QUIESCE_CALLER": "gce"})
@@ -95,7 +99,7 @@ def make_holder(tmp_path):
         conf.chmod(0o600)
         settings = config.parse(["--config", str(conf), "freeze"], env={})
         gate = log.GatedHandler([])
-        held = holder.Holder(settings, gate, None, first)
+        held = process.Holder(settings, gate, None, first)
         fake = FakeServer()
         server = serverinfo.identify("10.11.6-MariaDB-0+deb12u1", "Debian 12")
         item = locking.Locked(settings.targets[0], fake.connect(), server,
@@ -173,7 +177,7 @@ def test_finish_runs_once_even_if_recording_fails_after_the_answer(make_holder, 
     def broken(*_args, **_kwargs):
         raise RuntimeError("a newer package's module failed to import")
 
-    monkeypatch.setattr(history, "after_release", broken)
+    monkeypatch.setattr(recorder, "after_release", broken)
     released, answer = _thaw(held, caller="gce")
     assert released and answer["outcome"] == outcome.RELEASED
     held.finish(outcome.LOST, "internal error in the holder")       # main()'s last net

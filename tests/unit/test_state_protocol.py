@@ -4,8 +4,10 @@ import threading
 
 import pytest
 
-from quiesce import errors, protocol, state
-from quiesce.errors import Busy, ConfigError, Exit
+from quiesce.base import errors
+from quiesce.base.errors import Busy, ConfigError, Exit
+from quiesce.holder import protocol
+from quiesce.records import state
 
 
 def test_runtime_dir_created_private(tmp_path):

@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from quiesce import outcome, protocol, state
+from quiesce.base import outcome
+from quiesce.holder import protocol
+from quiesce.records import state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from quiesce import fsprobe, thawwatch
+from quiesce.holder import fsprobe, thawwatch
 
 
 def _target(tmp_path):

@@ -1,4 +1,4 @@
-"""Which server sockets quiesce trusts with credentials (quiesce/trust.py, paths.DEFAULT_SOCKETS).
+"""Which server sockets quiesce trusts with credentials (quiesce/server/trust.py, paths.DEFAULT_SOCKETS).
 
 Real socket files in private directories; owners changed with chown (the suite runs as root).
 """
@@ -9,8 +9,9 @@ import socket
 
 import pytest
 
-from quiesce import paths, trust
-from quiesce.errors import ConnectError
+from quiesce.base import paths
+from quiesce.base.errors import ConnectError
+from quiesce.server import trust
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 

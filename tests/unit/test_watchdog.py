@@ -4,7 +4,7 @@ runs out at the very moment they finish. Real servers: tests/integration/test_wa
 
 import threading
 
-from quiesce import locking
+from quiesce.server import locking
 
 from .fakedb import FakeServer
 

@@ -17,12 +17,12 @@ import os
 _NAMES = set(filter(None, os.environ.get("QTEST_SABOTAGE", "").split(",")))
 
 if "no-watchdog" in _NAMES:
-    from quiesce import locking
+    from quiesce.server import locking
 
     locking.Watchdog._run = lambda self: None
 
 if "no-idle-timeout" in _NAMES:
-    from quiesce import db
+    from quiesce.server import db
 
     _execute = db.Connection.execute
 

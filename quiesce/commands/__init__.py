@@ -1,0 +1,2 @@
+"""One module per command of the quiesce command line.
+"""
