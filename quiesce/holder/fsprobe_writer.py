@@ -1,6 +1,6 @@
 """The filesystem probe's writer: a child process that does one probe call at a time.
 
-Started by fsprobe.FsThawProbe as `python3 -I -S -B fsprobe_writer.py DIRFD FD CMDFD
+Started by probewriter.start() as `python3 -I -S -B fsprobe_writer.py DIRFD FD CMDFD
 REPLYFD NAME`, with nothing open but the probe file, its directory and two pipes. It
 is a process and not a thread of the holder because a process cannot finish exiting
 while one of its threads sleeps in a frozen write: the holder must always be able to

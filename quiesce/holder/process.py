@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from quiesce.base import caller as callers, config, log as logsetup, outcome
 from quiesce.base.config import Settings
 from quiesce.base.errors import Exit, LockTimeout, QuiesceError, ServerNotRunning, StateError, exit_code_for
-from quiesce.holder import protocol, recovery, sharing
+from quiesce.holder import protocol, recovery, replicas, sharing
 from quiesce.holder.control import ControlSocket, reply
 from quiesce.holder.thawwatch import ThawWatch
 from quiesce.records import recorder, state
@@ -285,43 +285,7 @@ class Holder:
         return problems
 
     def _restart_replicas(self) -> Tuple[Dict[str, List[str]], List[str]]:
-        """Restart every SQL thread this holder meant to stop; returns those still stopped (by
-        instance) and why.
-
-        Goes by the record written before the first STOP, not by the STOPs that answered: one
-        that timed out may have taken effect. release() has started the locked ones over their
-        own sessions; the rest get a new connection. replicas.json stays until every one
-        runs again, so that the next quiesce command retries.
-        """
-        left: Dict[str, List[str]] = {}
-        problems: Dict[str, str] = {}
-        locked = {item.target.name: item for item in self.locked}
-        for target in self.settings.targets:
-            wanted = self.stopping.get(target.name) or []
-            item = locked.get(target.name)
-            if not wanted:
-                continue
-            if item is not None and item.lost is None:
-                # Its session was up after the unlock: what failed over it would fail again.
-                rest = [c for c in wanted if c not in item.restarted]
-                if rest:
-                    left[target.name], problems[target.name] = rest, str(item.restart_problem)
-                continue
-            problem = locking.restart_replica_fresh(target, self.settings, item.server if item else None, wanted,
-                                                    self.log)
-            if problem:
-                left[target.name], problems[target.name] = list(wanted), problem
-        why = [problems[name] for name in left]
-        if not self.stopping:
-            return left, why
-        if left:
-            try:
-                state.write_json_atomic(self.files.replicas, dict(state.owner_record(), instances=left))
-            except OSError as exc:
-                self.log.error("cannot rewrite %s: %s", self.files.replicas, exc.strerror)
-        else:
-            state.remove(self.files.replicas)
-        return left, why
+        return replicas.restart_stopped(self.settings, self.files, self.locked, self.stopping, self.log)
 
     def finish(self, requested: str, reason: Optional[str], client: Optional[socket.socket] = None,
                thawing: Optional[str] = None, everyone: bool = False) -> None:

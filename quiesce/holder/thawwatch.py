@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from quiesce.base import caller as callers
 from quiesce.base.config import Target
-from quiesce.holder import fsprobe
+from quiesce.holder import fsprobe, probedir
 from quiesce.records import state
 
 
@@ -37,7 +37,7 @@ class ThawWatch:
             return
         try:
             # Preferably beside the position file: quiesce's own directory, not the server's.
-            directory = fsprobe.choose_probe_dir(datadir, (os.path.dirname(target.position_file),))
+            directory = probedir.choose_probe_dir(datadir, (os.path.dirname(target.position_file),))
             if directory is None:
                 self.log.info("%s: data directory %s not visible here; release-on-fs-thaw is off for it",
                               target.name, datadir)

@@ -32,8 +32,9 @@ import time
 
 import pytest
 
-from quiesce.holder import fsprobe
-from quiesce.holder.fsprobe import PROBE_PREFIX, FsThawProbe
+from quiesce.holder import fswait
+from quiesce.holder.fsprobe import FsThawProbe
+from quiesce.holder.probedir import PROBE_PREFIX
 
 from . import loopfs
 from .prodhelpers import lock_waiters
@@ -229,7 +230,7 @@ def freeze_thaw_cycle(lab, fs, hold=0.5):
     assert probe.frozen_at is not None, "the freeze was not recognised (last wait: %s)" % (
         probe.last_wait,)
     # The wait the kernel showed is the freeze lock itself (or the sb_start helper taking it).
-    assert probe.last_wait in fsprobe._LOCK_FRAMES | fsprobe._SB_START_FRAMES, probe.last_wait
+    assert probe.last_wait in fswait.LOCK_FRAMES | fswait.SB_START_FRAMES, probe.last_wait
     before, after = fs.thaw()
     assert probe.fired_event.wait(2), "no on_thaw after the thaw"
     fired_at = probe.thaws[0]

@@ -9,7 +9,7 @@ import pytest
 
 from quiesce.agents import survey, catalog, register
 from quiesce.base import budget, config
-from quiesce.holder import fsprobe, spawn
+from quiesce.holder import probewriter, spawn
 from quiesce.server import durable, locking
 
 
@@ -21,6 +21,12 @@ def _drain_limit():
     # The limit locking.prepare's drain really runs with: durable.prepare's default.
     assert "durable.prepare(info)" in inspect.getsource(locking.prepare)
     return inspect.signature(durable.prepare).parameters["limit"].default
+
+
+def _writer_start_limit():
+    # What probewriter.start really waits for the writer's hello.
+    assert "budget.WRITER_START_LIMIT)" in inspect.getsource(probewriter.start)
+    return budget.WRITER_START_LIMIT
 
 
 def _after_lock_timeout(settings):
@@ -35,7 +41,7 @@ def _worst_case(settings):
     per_server = (2 * settings.connect_timeout          # two sessions, each bounded by connect-timeout
                   + settings.long_query_wait            # long statements
                   + _drain_limit()                      # the drain before the lock
-                  + fsprobe.WRITER_START_LIMIT          # the probe writer's start
+                  + _writer_start_limit()              # the probe writer's start
                   + settings.acquire_timeout            # the lock attempt (watchdog)
                   + _after_lock_timeout(settings)       # a stalled statement under the lock
                   + settings.acquire_timeout)           # syncing the server's files under the lock

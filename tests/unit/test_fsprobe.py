@@ -11,8 +11,11 @@ import time
 
 import pytest
 
-from quiesce.holder import fsprobe
-from quiesce.holder.fsprobe import FsThawProbe, choose_probe_dir, classify_wait, parse_stack
+from quiesce.holder import fsprobe, fswait
+from quiesce.holder import probedir as probe_location
+from quiesce.holder.fsprobe import FsThawProbe
+from quiesce.holder.fswait import classify_wait, parse_stack
+from quiesce.holder.probedir import choose_probe_dir
 
 
 # --- captured samples ---------------------------------------------------------------
@@ -224,7 +227,7 @@ def test_wchan_fallback_other_waits(wchan):
 
 @pytest.mark.parametrize("wchan", [None, "", "0", "0\n"])
 def test_nothing_readable_or_running(wchan):
-    assert classify_wait(None, wchan) == fsprobe.WaitClass(False, None, None)
+    assert classify_wait(None, wchan) == fswait.WaitClass(False, None, None)
 
 
 def test_parse_stack():
@@ -259,7 +262,7 @@ def fake_devices(monkeypatch, devices):
         fields[stat.ST_DEV] = dev
         return os.stat_result(fields)
 
-    monkeypatch.setattr(fsprobe.os, "stat", fake_stat)
+    monkeypatch.setattr(probe_location.os, "stat", fake_stat)
 
 
 def test_choose_preferred_on_same_device(tree):
@@ -329,7 +332,7 @@ def test_choose_none_for_missing_or_non_directory(tree):
 # --- probe file ---------------------------------------------------------------------
 
 def probe_files(directory):
-    return sorted(n for n in os.listdir(directory) if n.startswith(fsprobe.PROBE_PREFIX))
+    return sorted(n for n in os.listdir(directory) if n.startswith(probe_location.PROBE_PREFIX))
 
 
 def test_start_creates_private_file_and_stop_removes_it(tmp_path):
@@ -342,7 +345,7 @@ def test_start_creates_private_file_and_stop_removes_it(tmp_path):
     try:
         names = probe_files(tmp_path)
         assert len(names) == 1
-        assert fsprobe._PROBE_NAME.match(names[0])
+        assert probe_location.PROBE_NAME.match(names[0])
         assert probe.path == str(tmp_path / names[0])
         st = os.lstat(probe.path)
         assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
@@ -364,7 +367,7 @@ def test_start_refuses_symlink_at_probe_path(tmp_path, monkeypatch):
     target = tmp_path / "victim"
     target.write_bytes(b"precious")
     target.chmod(0o644)
-    name = "%s%d-0123456789abcdef" % (fsprobe.PROBE_PREFIX, os.getpid())
+    name = "%s%d-0123456789abcdef" % (probe_location.PROBE_PREFIX, os.getpid())
     (tmp_path / name).symlink_to(target)
     probe = FsThawProbe(str(tmp_path), lambda: None)
     with pytest.raises(FileExistsError):
@@ -378,7 +381,7 @@ def test_start_refuses_symlink_at_probe_path(tmp_path, monkeypatch):
 
 def test_start_refuses_dangling_symlink_at_probe_path(tmp_path, monkeypatch):
     monkeypatch.setattr(FsThawProbe, "_token", staticmethod(lambda: "fedcba9876543210"))
-    name = "%s%d-fedcba9876543210" % (fsprobe.PROBE_PREFIX, os.getpid())
+    name = "%s%d-fedcba9876543210" % (probe_location.PROBE_PREFIX, os.getpid())
     (tmp_path / name).symlink_to(tmp_path / "would-be-created")
     with pytest.raises(FileExistsError):
         FsThawProbe(str(tmp_path), lambda: None).start()
@@ -406,10 +409,10 @@ def test_start_twice_is_an_error(tmp_path):
 
 
 def test_sweep_removes_only_dead_owners(tmp_path):
-    dead = "%s%d-%s" % (fsprobe.PROBE_PREFIX, 2 ** 22 + 12345, "a" * 16)  # > pid_max
-    live = "%s%d-%s" % (fsprobe.PROBE_PREFIX, os.getppid(), "b" * 16)
-    mine = "%s%d-%s" % (fsprobe.PROBE_PREFIX, os.getpid(), "c" * 16)
-    other = "%s%d-%s" % (fsprobe.PROBE_PREFIX, 2 ** 22 + 12345, "xyz")
+    dead = "%s%d-%s" % (probe_location.PROBE_PREFIX, 2 ** 22 + 12345, "a" * 16)  # > pid_max
+    live = "%s%d-%s" % (probe_location.PROBE_PREFIX, os.getppid(), "b" * 16)
+    mine = "%s%d-%s" % (probe_location.PROBE_PREFIX, os.getpid(), "c" * 16)
+    other = "%s%d-%s" % (probe_location.PROBE_PREFIX, 2 ** 22 + 12345, "xyz")
     for n in (dead, live, mine, other, "ibdata1"):
         (tmp_path / n).write_text("")
     probe = FsThawProbe(str(tmp_path), lambda: None)
@@ -596,7 +599,7 @@ class ScriptedProbe(FsThawProbe):
 def pretend_pipe_is_freeze(monkeypatch):
     """Classify every stall as a freeze: exercises firing without root or a real freeze."""
     monkeypatch.setattr(fsprobe, "classify_wait",
-                        lambda stack, wchan, in_write=True: fsprobe.WaitClass(True, "x", "t"))
+                        lambda stack, wchan, in_write=True: fswait.WaitClass(True, "x", "t"))
 
 
 def wait_for(cond, timeout=3.0):
