@@ -58,6 +58,27 @@ def _check_access(settings: config.Settings) -> None:
         raise ConfigError(_not_root_message(settings, settings.runtime_dir))
 
 
+def _requested(argv: Sequence[str] | None) -> str | None:
+    """The command or hook action asked for, from the raw words (parse() failed)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    return config.requested_action(words) or config.command_word(words)
+
+
+def _failed(action: str | None, code: int, message: str, policy: str, exc_info: bool = False) -> int:
+    """The one place a failure becomes an exit status: freezeFail always succeeds, and a
+    freeze with on-failure=continue lets the snapshot go ahead, whatever failed."""
+    log = _log()
+    if action == "freezeFail":
+        log.error("%s (freezeFail always succeeds)", message, exc_info=exc_info)
+        return int(Exit.OK)
+    if action == "freeze" and policy == "continue":
+        log.error("FREEZE FAILED: %s -- on-failure=continue: the snapshot goes ahead WITHOUT a database "
+                  "lock and is only crash-consistent", message, exc_info=exc_info)
+        return int(Exit.OK)
+    log.error("%s", message, exc_info=exc_info)
+    return code
+
+
 def main(argv: Sequence[str] | None = None, early_thaw=None) -> int:
     """early_thaw: the holder's answer to a hook's thaw sent before this (fastthaw.Answer)."""
     try:
@@ -65,42 +86,28 @@ def main(argv: Sequence[str] | None = None, early_thaw=None) -> int:
     except QuiesceError as exc:
         if early_thaw is not None:
             _log().error("%s", early_thaw.describe())
-        if config.requested_action(argv) == "freezeFail":
-            _log().error("error: %s (freezeFail always succeeds)", exc)
-            return int(Exit.OK)
-        _log().error("error: %s", exc)
-        return int(exc.exit_code)
+        return _failed(_requested(argv), int(exc.exit_code), "error: %s" % exc, config.failure_policy(argv))
     action = settings.hook_action or settings.command
+    policy = settings.on_failure
     try:
         _check_access(settings)
         return _dispatch(action, settings, early_thaw)
     except QuiesceError as exc:
-        log = _log()
-        if action == "freezeFail":
-            log.error("error: %s (freezeFail always succeeds)", exc)
-            return int(Exit.OK)
-        if action == "freeze" and settings.on_failure == "continue" and not isinstance(exc, ConfigError):
-            log.error("FREEZE FAILED: %s -- on-failure=continue: the snapshot goes ahead WITHOUT a database "
-                      "lock and is only crash-consistent", exc)
-            return int(Exit.OK)
-        log.error("error: %s", exc)
-        return int(exc.exit_code)
+        return _failed(action, int(exc.exit_code), "error: %s" % exc, policy)
     except KeyboardInterrupt:
-        _log().error("error: interrupted")
-        return int(Exit.INTERNAL)
+        return _failed(action, int(Exit.INTERNAL), "error: interrupted", policy)
     except PermissionError as exc:
         if os.geteuid() == 0:
-            return _internal_error(action)
+            return _internal_error(action, policy)
         # Another file quiesce needs (runtime-dir's parent, a state file) is root's.
-        _log().error("error: %s", _not_root_message(settings, exc.filename or "a file"))
-        return int(Exit.OK if action == "freezeFail" else Exit.CONFIG)
+        return _failed(action, int(Exit.CONFIG), "error: %s" % _not_root_message(settings, exc.filename or "a file"),
+                       policy)
     except Exception:
-        return _internal_error(action)
+        return _internal_error(action, policy)
 
 
-def _internal_error(action: str) -> int:
+def _internal_error(action: str, policy: str) -> int:
     """The last net: one record at ERROR whose traceback the log formatter folds into one line."""
     exc = sys.exc_info()[1]
-    _log().error("internal error: %s: %s (a bug: please report it with this whole message)",
-                 type(exc).__name__, exc, exc_info=True)
-    return int(Exit.OK if action == "freezeFail" else Exit.INTERNAL)
+    return _failed(action, int(Exit.INTERNAL), "internal error: %s: %s (a bug: please report it with this whole "
+                   "message)" % (type(exc).__name__, exc), policy, exc_info=True)

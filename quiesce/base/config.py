@@ -62,6 +62,10 @@ _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "d
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
 # costs thaw, which runs on the snapshot's critical path, about 8 ms.
+# on-failure: what a freeze that fails does (cli.py applies it to every failure).
+FAILURE_POLICIES = ("fail", "continue")
+
+
 class Target(collections.namedtuple("Target", _TARGET_FIELDS, defaults=("preferred", None, False))):
     """One database server to lock."""
 
@@ -434,9 +438,9 @@ def _options() -> list[_Option]:
     add("--enabled", type=_boolean, default=True, metavar="BOOL", commands=("hook", "check"),
         help="false: the snapshot agents' hooks do nothing (and say so) until set back to true, for installing "
              "before configuring (default true)")
-    add("--on-failure", values=("fail", "continue"), default="fail", commands=_LOCKING,
-        help="continue: a failed freeze logs it loudly and exits 0; the snapshot is then only "
-             "crash-consistent (default %(default)s)")
+    add("--on-failure", values=FAILURE_POLICIES, default="fail", commands=_LOCKING,
+        help="continue: a failed freeze (whatever failed, a configuration or internal error included) logs it "
+             "loudly and exits 0; the snapshot is then only crash-consistent (default %(default)s)")
     add("--long-query-time", type=_seconds(False, MAX_AGE), default=10.0, metavar="SECONDS", commands=_LOCKING,
         help="statements running longer than this count as long (default 10, at most %g)" % MAX_AGE)
     add("--long-query-wait", type=_seconds(False, MAX_WAIT), default=10.0, metavar="SECONDS", commands=_LOCKING,
@@ -826,6 +830,54 @@ def requested_action(argv: Sequence[str] | None = None) -> str | None:
         if following:
             return HOOK_ACTIONS.get(following[0].lower())
     return None
+
+
+def _policy_in_file(path: str) -> str | None:
+    """The last top-level on-failure line of a config file that only root (or its owner) can
+    change, read leniently: the rest of it may be what made parse() fail."""
+    try:
+        text = safefile.read_trusted(path, "config file").text
+    except (OSError, ConfigError):
+        return None
+    found, top = None, True
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            match = _SECTION_RE.match(stripped)
+            top = bool(match) and match.group(1).lower() in ("quiesce", "main") and not match.group(2)
+            continue
+        match = _KEY_LINE_RE.match(stripped)
+        if top and match and match.group(1) == "on-failure" and match.group(3) is not None:
+            try:
+                found = _config_value(match.group(3))
+            except ValueError:
+                continue
+    return found
+
+
+def failure_policy(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """on-failure as well as it can be read when parse() itself failed: "continue" only when
+    the source that parse() would have taken it from says so (command line, environment,
+    the last of the config file and its drop-ins); "fail" otherwise."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if env is None else env
+    value = None
+    for i, word in enumerate(words):
+        if word == "--on-failure" and i + 1 < len(words):
+            value = words[i + 1]
+        elif word.startswith("--on-failure="):
+            value = word.split("=", 1)[1]
+    if value is None:
+        value = env.get("QUIESCE_ON_FAILURE")
+    if value is None:
+        try:
+            path, _explicit = _config_path(words, env)
+            files = [path] + _drop_ins(drop_in_dir(path))
+        except (ConfigError, OSError):
+            files = [paths.CONFIG_FILE]
+        for found in (_policy_in_file(f) for f in files):
+            value = found if found is not None else value
+    return value if value in FAILURE_POLICIES else "fail"
 
 
 def _unregister_all(argv: Sequence[str]) -> bool:

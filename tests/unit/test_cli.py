@@ -88,6 +88,64 @@ def test_internal_error_traceback_is_recorded_at_error(tmp_path, syslog, capsys,
     assert capsys.readouterr().err.count("\n") == 1
 
 
+# on-failure = continue: every failure of a freeze lets the snapshot go ahead (exit 0),
+# logged loudly; a freeze without it, and any other command, keeps its exit status.
+@pytest.mark.parametrize("where", ["file", "drop-in", "environment", "command line"])
+@pytest.mark.parametrize("argv", [["hook", "freeze"], ["freeze"]])
+def test_continue_covers_a_config_error(tmp_path, syslog, capsys, monkeypatch, where, argv):
+    text = "lock-timeout = abc\n" + ("on-failure = continue\n" if where == "file" else "")
+    path = conf(tmp_path, text)
+    if where == "drop-in":
+        os.mkdir(tmp_path / "conf.d", 0o755)
+        conf(tmp_path / "conf.d", "on-failure = continue\n")
+        os.rename(tmp_path / "conf.d" / "quiesce.conf", tmp_path / "conf.d" / "50-site.conf")
+    if where == "environment":
+        monkeypatch.setenv("QUIESCE_ON_FAILURE", "continue")
+    extra = ["--on-failure", "continue"] if where == "command line" else []
+    assert cli.main(["--config", path] + extra + argv) == 0
+    record = syslog()[0]
+    assert "FREEZE FAILED: error: config file" in record and "lock-timeout" in record
+    assert "only crash-consistent" in record and capsys.readouterr().err.count("\n") == 1
+
+
+def test_continue_is_read_only_from_where_parse_would_take_it(tmp_path, syslog, monkeypatch):
+    path = conf(tmp_path, "lock-timeout = abc\non-failure = continue\n")
+    # A later source that says fail wins, as it would in parse().
+    monkeypatch.setenv("QUIESCE_ON_FAILURE", "fail")
+    assert cli.main(["--config", path, "freeze"]) == 2
+    monkeypatch.delenv("QUIESCE_ON_FAILURE")
+    # Not for other commands.
+    assert cli.main(["--config", path, "hook", "thaw"]) == 2
+    assert cli.main(["--config", path, "check"]) == 2
+    # Not from a file others may change: that is the config error itself.
+    os.chmod(path, 0o666)
+    assert cli.main(["--config", path, "freeze"]) == 2
+    assert "writable" in syslog()[-1] or "mode" in syslog()[-1]
+
+
+@pytest.mark.parametrize("policy, rc", [("continue", 0), ("fail", 1)])
+def test_continue_covers_an_internal_error(tmp_path, syslog, monkeypatch, policy, rc):
+    def broken(action, settings, early_thaw=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "_dispatch", broken)
+    assert cli.main(["--config", conf(tmp_path, "on-failure = %s\n" % policy), "hook", "freeze"]) == rc
+    record = syslog()[0]
+    assert "internal error: RuntimeError: boom" in record and "Traceback" in record
+    assert ("FREEZE FAILED" in record) == (policy == "continue")
+
+
+def test_continue_covers_a_config_error_found_after_parsing(tmp_path, syslog, monkeypatch):
+    from quiesce.base.errors import ConfigError
+
+    def refused(action, settings, early_thaw=None):
+        raise ConfigError("unsafe runtime-dir")
+
+    monkeypatch.setattr(cli, "_dispatch", refused)
+    assert cli.main(["--config", conf(tmp_path, "on-failure = continue\n"), "freeze"]) == 0
+    assert cli.main(["--config", conf(tmp_path, "on-failure = fail\n"), "freeze"]) == 2
+
+
 @pytest.mark.parametrize("argv", [
     ["--instance", "{}", "freeze"],
     ["--instance", '{"name": "../../../etc/evil"}', "freeze"],
