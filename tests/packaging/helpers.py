@@ -209,6 +209,36 @@ def copy_tree(dest):
     return dest
 
 
+def _sources(package_dir):
+    for directory, dirs, files in os.walk(package_dir):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                yield os.path.join(directory, name)
+
+
+def modules_without_bytecode(package_dir):
+    """The installed modules with no .pyc beside them (in their folder's __pycache__)."""
+    missing = []
+    for source in _sources(package_dir):
+        directory, name = os.path.split(source[:-3])
+        cache = os.path.join(directory, "__pycache__")
+        if not any(p.startswith(name + ".cpython-") and p.endswith(".pyc")
+                   for p in (os.listdir(cache) if os.path.isdir(cache) else ())):
+            missing.append(source)
+    return missing
+
+
+def bytecode_mtimes(package_dir):
+    """Every .pyc under package_dir (each layer's __pycache__) with its mtime."""
+    found = {}
+    for directory, _dirs, files in os.walk(package_dir):
+        if os.path.basename(directory) == "__pycache__":
+            for name in files:
+                found[os.path.join(directory, name)] = os.stat(os.path.join(directory, name)).st_mtime_ns
+    return found
+
+
 def debian_version(tree=REPO):
     with open(os.path.join(tree, "debian", "changelog")) as handle:
         return re.match(r"^quiesce \(([^)]+)\)", handle.readline()).group(1)

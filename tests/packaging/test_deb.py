@@ -198,6 +198,8 @@ def test_install_freeze_upgrade_remove_purge(debs, clean_machine, test_database)
     assert "link " + VMWARE_LINK in record()
     assert run(["/usr/sbin/quiesce", "--version"], env=clean_env()).stdout.strip().endswith(
         helpers.module_version())
+    # Every module of every layer is byte-compiled at install (py3compile, from dh_python3).
+    assert helpers.modules_without_bytecode("/usr/lib/quiesce/quiesce") == []
 
     # A real freeze and thaw through the registered link, zero configuration.
     freeze_thaw_through(VMWARE_LINK)

@@ -93,10 +93,12 @@ def test_package_metadata(rpms, tmp_path):
     modules = sorted(os.path.basename(p) for p in files
                      if p.startswith("/usr/lib/quiesce/quiesce/") and p.endswith(".py"))
     assert {"__init__.py", "cli.py", "hooks.py", "selinux.py"} <= set(modules)
-    # Bytecode of every module, for the build host's Python, in the private directory.
-    cache = "/usr/lib/quiesce/quiesce/__pycache__/"
-    for module in modules:
-        assert [p for p in files if p.startswith(cache + module[:-3] + ".cpython-") and p.endswith(".pyc")], module
+    # Bytecode of every module of every layer, for the build host's Python, in the private directory.
+    sources = [p for p in files if p.startswith("/usr/lib/quiesce/quiesce/") and p.endswith(".py")]
+    assert len({os.path.dirname(p) for p in sources}) > 1, sources  # the layers' folders are shipped
+    for source in sources:
+        cache = "%s/__pycache__/%s.cpython-" % os.path.split(source[:-3])
+        assert [p for p in files if p.startswith(cache) and p.endswith(".pyc")], source
     assert "/usr/lib/tmpfiles.d/quiesce.conf" in files
     assert "/usr/share/man/man8/quiesce.8.gz" in files
     assert "/usr/share/man/man5/quiesce.conf.5.gz" in files
@@ -119,16 +121,14 @@ def test_payload_bytecode_is_used_by_the_launchers(rpms, tmp_path):
         shebang = handle.readline().split()
     assert shebang[0] == "#!/usr/bin/python3" and "B" in shebang[1] and "s" in shebang[1]
     lib = str(tmp_path / "usr/lib/quiesce")
-    before = {p: os.stat(os.path.join(lib, "quiesce", "__pycache__", p)).st_mtime_ns
-              for p in os.listdir(os.path.join(lib, "quiesce", "__pycache__"))}
+    before = helpers.bytecode_mtimes(os.path.join(lib, "quiesce"))
     proc = run(["/usr/bin/python3", shebang[1], "-v", "-c",
                 "import sys; sys.path.insert(0, %r); import quiesce.cli, quiesce.hooks" % lib])
     loaded = re.findall(r"code object from '([^']+)'", proc.stdout)
-    for module in ("cli", "hooks", "config"):
-        assert [p for p in loaded if p.startswith(lib) and "/__pycache__/%s.cpython-" % module in p], proc.stdout[-3000:]
+    for module in ("__pycache__/cli", "__pycache__/hooks", "base/__pycache__/config"):
+        assert [p for p in loaded if p.startswith(lib) and "/quiesce/%s.cpython-" % module in p], proc.stdout[-3000:]
     assert "bytecode is stale" not in proc.stdout
-    after = {p: os.stat(os.path.join(lib, "quiesce", "__pycache__", p)).st_mtime_ns
-             for p in os.listdir(os.path.join(lib, "quiesce", "__pycache__"))}
+    after = helpers.bytecode_mtimes(os.path.join(lib, "quiesce"))
     assert after == before
 
 
