@@ -33,6 +33,9 @@ DEB_PACKAGES += python3-cryptography
 # Loop-device filesystems (tests/integration/loopfs.py): losetup, mount, umount (mount),
 # mkfs.ext4 and chattr (e2fsprogs), fsfreeze and unshare (util-linux).
 DEB_PACKAGES += mount
+# quiesce run's storage snapshots (tests/integration/test_run_snapshots.py): mkfs.btrfs
+# and btrfs (btrfs-progs).
+DEB_PACKAGES += btrfs-progs
 # The example alerting rules' tests (tests/integration/test_alert_rules.py): promtool
 # (prometheus; its service is not needed), reading the rules (python3-yaml).
 DEB_PACKAGES += prometheus python3-yaml

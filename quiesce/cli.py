@@ -40,6 +40,9 @@ def _dispatch(action: str, settings: config.Settings, early_thaw=None) -> int:
     if action == "restore-plan":
         from quiesce.commands import restore_plan
         return restore_plan.run(settings)
+    if action == "run":
+        from quiesce.commands import run
+        return run.run(settings)
     if action in ("register", "unregister"):
         from quiesce.commands import register
         return register.run(settings)

@@ -27,9 +27,10 @@ from quiesce import __version__
 from quiesce.base import optionfile, paths, safefile
 from quiesce.base.errors import ConfigError
 
-COMMANDS = ("freeze", "thaw", "hook", "status", "check", "register", "unregister", "verify", "restore-plan")
-# Commands that take words after them (an action, agent names).
-_WORD_COMMANDS = ("hook", "register", "unregister")
+COMMANDS = ("freeze", "thaw", "run", "hook", "status", "check", "register", "unregister", "verify",
+            "restore-plan")
+# Commands that take words after them (an action, agent names, the command to run).
+_WORD_COMMANDS = ("hook", "register", "unregister", "run")
 HOOK_ACTIONS = {"freeze": "freeze", "thaw": "thaw", "freezefail": "freezeFail"}
 CONNECTION_KEYS = ("socket", "host", "port", "user", "password", "defaults-file", "position-file")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -57,7 +58,7 @@ _SETTINGS_FIELDS = ("command", "hook_action", "json", "cycle", "config_file", "d
                     "long_query_time", "long_query_wait", "long_query_type", "kill_long_selects",
                     "stop_replica", "release_on_fs_thaw", "allow_cleartext_auth", "targets", "words", "all_agents",
                     "root", "metrics_file", "metrics_dir_shared", "restore", "caller", "enabled",
-                    "config_files")
+                    "config_files", "freeze_fs")
 
 
 # Immutable records built on namedtuple rather than dataclasses: importing dataclasses
@@ -364,8 +365,8 @@ class _ConfigOption(argparse.ArgumentParser):
 # Which commands use an option. Every command's parser accepts every option (the config
 # file and the environment are shared by all commands, and spellings that worked before
 # must keep working), but its --help shows only the options it uses; the others warn.
-_CONNECTING = ("freeze", "thaw", "hook", "check", "register", "verify", "restore-plan")
-_LOCKING = ("freeze", "hook", "check", "register")
+_CONNECTING = ("freeze", "thaw", "run", "hook", "check", "register", "verify", "restore-plan")
+_LOCKING = ("freeze", "run", "hook", "check", "register")
 _EVERY = COMMANDS
 # Where a setting may come from besides the command line.
 _FILE_AND_ENV, _ENV_ONLY, _COMMAND_LINE = "file+env", "env", "command line"
@@ -401,9 +402,12 @@ def _options() -> list[_Option]:
         help="do one real short freeze and thaw")
     add("--all", dest="all_agents", action="store_true", commands=("thaw", "unregister"), sources=_COMMAND_LINE,
         help="unregister: every agent; thaw: release now, for every caller that shares the lock")
-    add("--caller", metavar="NAME", type=_caller_name, commands=("freeze", "thaw", "hook"), sources=_ENV_ONLY,
+    add("--caller", metavar="NAME", type=_caller_name, commands=("freeze", "thaw", "run", "hook"), sources=_ENV_ONLY,
         help="who asks (default: the snapshot agent found among the parent processes); callers "
              "with different names share a lock and the last one's thaw releases it")
+    add("--freeze-fs", action="store_true", commands=("run",), sources=_COMMAND_LINE,
+        help="also freeze the filesystems that hold the server's files while CMD runs (for snapshots that "
+             "do not freeze them: cloud disk snapshots; not for btrfs or ZFS snapshots, which are atomic)")
     add("--root", default="/", type=_absolute_path, commands=(), sources=_COMMAND_LINE, help=argparse.SUPPRESS)
     add("--defaults-file", metavar="FILE", type=_absolute_path, commands=_CONNECTING,
         help="MySQL option file with [client] credentials")
@@ -496,10 +500,12 @@ _COMMAND_LINE_ONLY = ("help", "version") + tuple(o.key for o in OPTIONS if o.sou
 _ENVIRONMENT_REFUSED = ("help", "version") + tuple(o.key for o in OPTIONS
                                                    if o.sources == _COMMAND_LINE and o.key != "instance")
 _SYNOPSIS = {"hook": "hook ACTION [EXTRA...]", "register": "register AGENT...",
+             "run": "run [--freeze-fs] [OPTIONS] -- CMD [ARGS...]",
              "unregister": "unregister AGENT...|--all"}
 _SUMMARY = {
     "freeze": "lock the server(s) for a snapshot; a holder keeps the lock until thaw",
     "thaw": "release the lock",
+    "run": "lock the server(s) while CMD runs (a storage snapshot command), then release; exit with CMD's status",
     "hook": "what snapshot agents run: ACTION is freeze, thaw or freezeFail; extra words are ignored",
     "status": "whether a lock is held, and the last outcome",
     "check": "whether the configuration, the server and the snapshot agents are ready",
@@ -552,7 +558,8 @@ def build_parser(command: str | None = None) -> _Parser:
                        "commands:\n" + "".join("  %-13s %s\n" % (c, _SUMMARY[c]) for c in COMMANDS) +
                        "\n'quiesce COMMAND --help' lists a command's options. See quiesce(8) and quiesce.conf(5).")
     else:
-        usage = "quiesce %s [OPTIONS]" % _SYNOPSIS.get(command, command)
+        synopsis = _SYNOPSIS.get(command, command)
+        usage = "quiesce " + (synopsis if "[OPTIONS]" in synopsis else synopsis + " [OPTIONS]")
         description = _SUMMARY[command] + (
             ". Options marked config: are also config-file settings (quiesce.conf(5)); env: the environment "
             "variable that sets it. The command line wins over the environment, the environment over the file.")
@@ -894,9 +901,20 @@ def _unregister_all(argv: Sequence[str]) -> bool:
     return ns.command == "unregister" and ns.all and not unknown
 
 
+def split_run_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """(the words before the first "--", those after it or None): run's CMD [ARGS...]."""
+    words = list(argv)
+    if "--" not in words:
+        return words, None
+    i = words.index("--")
+    return words[:i], words[i + 1:]
+
+
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     argv = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if env is None else env
+    # run's command is everything after "--", whatever it looks like: never our options.
+    argv, run_command = split_run_command(argv) if command_word(argv) == "run" else (argv, None)
     # Package removal runs 'unregister --all', also when the config file or the
     # environment is broken; it needs neither, so it reads neither.
     uninstalling = _unregister_all(argv)
@@ -927,8 +945,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     if options:
         raise ConfigError("unknown option %s (see 'quiesce --help')" % _unknown_option_name(options[0]))
     if ns.command not in COMMANDS:
-        raise ConfigError("unknown command: use freeze, thaw, hook ACTION, status, check, register, unregister, verify or restore-plan "
-                          "(see 'quiesce --help')")
+        raise ConfigError("unknown command: use %s or %s (see 'quiesce --help')"
+                          % (", ".join(c if c != "hook" else "hook ACTION" for c in COMMANDS[:-1]), COMMANDS[-1]))
     if unknown:
         raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
     _warn_misplaced(argv, ns.command)
@@ -942,6 +960,10 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         hook_action = HOOK_ACTIONS.get(ns.words[0].lower())
         if hook_action is None:
             raise ConfigError("unknown hook action: expected freeze, thaw or freezeFail")
+    elif ns.command == "run":
+        if ns.words or run_command is None:
+            raise ConfigError("run takes its command after --: quiesce run [OPTIONS] -- CMD [ARGS...]")
+        ns.words = run_command
     elif ns.words and ns.command not in _WORD_COMMANDS:
         raise ConfigError("unexpected extra argument after %s (see 'quiesce --help')" % ns.command)
 
@@ -985,7 +1007,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         allow_cleartext_auth=ns.allow_cleartext_auth, targets=targets,
         words=tuple(ns.words), all_agents=ns.all_agents, root=ns.root, metrics_file=ns.metrics_file,
         metrics_dir_shared=ns.metrics_dir_shared, restore=_restore_options(ns), caller=ns.caller,
-        enabled=ns.enabled, config_files=tuple(files_read))
+        enabled=ns.enabled, config_files=tuple(files_read), freeze_fs=ns.freeze_fs)
 
 
 def settings_to_dict(settings: Settings) -> dict[str, object]:

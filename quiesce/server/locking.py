@@ -467,6 +467,8 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
             "durability": {"innodb_flush_log_at_trx_commit": _int(info.get("innodb_flush_log_at_trx_commit")),
                            "sync_binlog": _int(info.get("sync_binlog"))},
             "datadir": info.get("datadir"),
+            # As this host sees them (none for a server elsewhere): what run --freeze-fs freezes.
+            "directories": list(drained.files.directories) if drained is not None else [],
         })
         position.update(identity)
         return Locked(target, conn, server, strategy, position, prepared.stopped, (locked - started) * 1000.0,

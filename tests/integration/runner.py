@@ -26,7 +26,8 @@ SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 TAG_VAR = "QTEST_TAG"   # not QUIESCE_*: those are configuration for the program under test
 
 POSITION_KEYS = ("instance", "binlog_file", "binlog_position", "gtid", "server_version", "flavour",
-                 "lock", "locked_at", "replica", "replica_stopped", "durability", "datadir")
+                 "lock", "locked_at", "replica", "replica_stopped", "durability", "datadir",
+                 "directories")
 
 
 def python_path(connector: bool = True) -> str:

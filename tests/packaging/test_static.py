@@ -38,7 +38,9 @@ LAUNCHERS = {
     "libexec/thaw": ("quiesce.hooks", "thaw_main"),
 }
 SHELL_SCRIPTS = ("libexec/register-hooks", "debian/postinst", "debian/prerm", "debian/postrm",
-                 "examples/veeam-pre-freeze.sh", "examples/veeam-post-thaw.sh")
+                 "examples/veeam-pre-freeze.sh", "examples/veeam-post-thaw.sh",
+                 "examples/storage/btrfs-snapshot.sh", "examples/storage/lvm-snapshot.sh",
+                 "examples/storage/zfs-snapshot.sh", "examples/storage/cloud-disk-snapshot.sh")
 
 
 def read(relpath):

@@ -505,7 +505,8 @@ def visible_options(parser):
 
 
 def command_argv(command):
-    return {None: [], "hook": ["hook", "freeze"], "register": ["register", "vmware"]}.get(command, [command])
+    return {None: [], "hook": ["hook", "freeze"], "register": ["register", "vmware"],
+            "run": ["run", "--", "true"]}.get(command, [command])
 
 
 def sample_values(key, action, tmp_path):
