@@ -35,9 +35,18 @@ from .prodhelpers import (INTERRUPTED, Background, lock_waiters, no_lock_held, t
 # releases; MySQL's long statements: test_mysql.py and test_faults.py.
 pytestmark = pytest.mark.flavours(*servers.ALL_MARIADB)
 
-NOT_BLOCKED = 0.5        # a commit slower than this while freeze ran means writers were blocked
-MARGIN = 0.75            # allowed beyond acquire-timeout for a writer blocked by a pending lock
-STARTUP = 3.0            # bound on quiesce's own start-up and connection work in one freeze
+# Bounds, each at most half of what the failure it catches would show, so that a busy
+# 2-core machine (an interpreter start or a commit delayed by a second) cannot trip them:
+# - a writer "not blocked" commits within NOT_BLOCKED; blocked, it would wait for a pending
+#   lock statement for acquire-timeout (2 s here) or for the long statement (>= 30 s);
+NOT_BLOCKED = 1.0
+# - a writer blocked by a pending lock is freed within acquire-timeout + MARGIN; not freed,
+#   it would wait for the long UPDATE behind the lock (30 s);
+MARGIN = 3.0
+# - quiesce's own start-up and connection work in one freeze; a freeze that waited for a
+#   statement it should not wait for would take long-query-wait (20 s and more in the
+#   tests that use this) or the statement's whole run.
+STARTUP = 5.0
 
 
 @pytest.fixture
@@ -108,7 +117,7 @@ def test_long_select_not_counted_and_not_waited_for(method, query_type, expected
     select = bg("SELECT SLEEP(60) FROM slow_myisam LIMIT 1")
     wait_running_for(slow_tables, select.conn_id, 1.2)
     quiesce_env.write_config(lock_method=method, long_query_type=query_type, long_query_time=1,
-                             long_query_wait=5, acquire_timeout=2)
+                             long_query_wait=20, acquire_timeout=2)
     result = quiesce_env.run("freeze")
     assert result.rc == 0, result
     try:
@@ -162,7 +171,7 @@ def test_backup_stage_does_not_wait_for_a_long_innodb_update(slow_tables, bg, wr
     load = writers(engines=("InnoDB", "MyISAM"))
     update = bg("UPDATE slow_innodb SET v = SLEEP(20)")
     wait_running_for(slow_tables, update.conn_id, 1.2)
-    quiesce_env.write_config(lock_method="backup-stage", long_query_time=1, long_query_wait=5, acquire_timeout=2)
+    quiesce_env.write_config(lock_method="backup-stage", long_query_time=1, long_query_wait=20, acquire_timeout=2)
     result = quiesce_env.run("freeze")
     assert result.rc == 0, result
     try:
@@ -180,7 +189,7 @@ def test_long_statement_that_finishes_within_wait(slow_tables, bg, writers, quie
     load = writers(engines=("InnoDB", "MyISAM"))
     update = bg("UPDATE slow_innodb SET v = SLEEP(0.8)")       # about 2.4 s
     wait_running_for(slow_tables, update.conn_id, 1.1)
-    quiesce_env.write_config(lock_method="ftwrl", long_query_time=1, long_query_wait=10, acquire_timeout=2)
+    quiesce_env.write_config(lock_method="ftwrl", long_query_time=1, long_query_wait=30, acquire_timeout=2)
     load.wait_for_progress(5)
     began = time.monotonic()
     result = quiesce_env.run("freeze")
@@ -207,7 +216,7 @@ def test_kill_long_selects(slow_tables, bg, writers, quiesce_env):
     wait_running_for(slow_tables, select.conn_id, 1.2)
     # Only statements that count are killed; on MariaDB >= 10.4 "auto" leaves reads alone.
     quiesce_env.write_config(lock_method="ftwrl", long_query_type="select", long_query_time=1,
-                             long_query_wait=5, kill_long_selects=1, acquire_timeout=2)
+                             long_query_wait=20, kill_long_selects=1, acquire_timeout=2)
     result = quiesce_env.run("freeze")
     assert result.rc == 0, result
     try:
