@@ -13,6 +13,7 @@ import os
 import threading
 from typing import Dict, List, Sequence
 
+from quiesce.base import paths
 from quiesce.base.errors import ConfigError, StateError
 
 # _IOWR('X', 119, int) and _IOWR('X', 120, int), from linux/fs.h.
@@ -22,7 +23,7 @@ FITHAW = 0xC0045878
 
 def mount_point(path: str) -> str:
     """The mount point of the filesystem that holds path (as findmnt -T tells)."""
-    path = os.path.realpath(path)
+    path = paths.resolved(path)
     while not os.path.ismount(path):
         path = os.path.dirname(path)
     return path

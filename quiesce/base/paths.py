@@ -1,5 +1,7 @@
 """Every filesystem path and default in one place, so packaging and code agree."""
 
+import os
+
 CONFIG_FILE = "/etc/quiesce/quiesce.conf"
 RUNTIME_DIR = "/run/quiesce"
 STATE_DIR = "/var/lib/quiesce"
@@ -71,3 +73,13 @@ DEFAULT_PORT = 3306
 def inside(path: str, top: str) -> bool:
     """Whether path is top or below it (both normalised, absolute)."""
     return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def resolved(path: str) -> str:
+    """os.path.realpath, but a path through another process's /proc/PID/root stays there:
+    realpath would follow that link to our own root, away from the process's mounts."""
+    if path.startswith("/proc/") and "/root" in path:
+        parts = path.split("/")
+        if len(parts) > 3 and parts[2].isdigit() and parts[3] == "root":
+            return os.path.normpath(path)
+    return os.path.realpath(path)

@@ -13,7 +13,7 @@ from quiesce.base.config import Settings
 from quiesce.base.errors import Busy, ConfigError, ConnectError, Exit, PrivilegeError, QuiesceError
 from quiesce.base.report import Report
 from quiesce.records import state
-from quiesce.server import db, locking, serverinfo
+from quiesce.server import db, durable, locking, serverinfo, serverview
 
 
 def hook_registrations(hook_dirs=paths.HOOK_DIRS, legacy=paths.LEGACY_HOOKS,
@@ -132,6 +132,8 @@ def _check_target(report: Report, target, settings: Settings) -> None:
             report.ok("%s: this server is a replica; its source coordinates are recorded too" % target.name)
         for warning in serverinfo.durability_warnings(info):
             report.warn("%s: %s" % (target.name, warning))
+        if target.is_local:
+            _report_server_view(report, target, conn, info)
     except db.DbError as exc:
         report.fail(ConnectError("%s: %s" % (target.name, exc)))
     except QuiesceError as exc:
@@ -142,6 +144,20 @@ def _check_target(report: Report, target, settings: Settings) -> None:
                                  "MySQL or MariaDB" % (target.name, exc)))
     finally:
         conn.close()
+
+
+def _report_server_view(report: Report, target, conn, info) -> None:
+    """Where the local server's files are, as freeze will drain, sync and probe them."""
+    view = serverview.view_of(conn.peer_pid())
+    files = durable.server_files(info, view)
+    unseen = locking.unseen_server(target, view, files)
+    if unseen:
+        report.warn("%s: %s" % (target.name, unseen))
+    elif view.foreign and any(d.startswith(view.root + "/") for d in files.directories):
+        datadir = str(info.get("datadir"))
+        report.ok("%s: the server (pid %d) runs in another mount namespace (a container); its data directory %s "
+                  "is on this host at %s; freeze reaches its files through %s"
+                  % (target.name, view.pid, datadir, serverview.host_location(view, datadir), view.root))
 
 
 # The name check --cycle freezes and thaws under: never an agent's, so it can share nothing.

@@ -47,7 +47,7 @@ def choose_probe_dir(datadir: str,
     existing directory.
     """
     try:
-        real = os.path.realpath(datadir)
+        real = paths.resolved(datadir)
         st = os.stat(real)
     except (OSError, ValueError):
         return None

@@ -66,7 +66,7 @@ class Holder:
             for target in self.settings.targets:
                 prepared.append(locking.prepare(target, self.settings, self.log, self._record_stopping))
             for item in prepared:
-                self.thaw_watch.watch(item.target, item.info.get("datadir"))
+                self.thaw_watch.watch(item.target, item.server_path(item.info.get("datadir")))
             # From the first lock statement on, writers wait: no log line may block on the
             # system log now. What is held goes out at the release (or below, on failure).
             self.gate.hold()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from quiesce.base.config import VERIFYING_SSL_MODES, Target
 from quiesce.base.errors import ConfigError, ConnectError, QuiesceError
-from quiesce.server import serverproc, trust
+from quiesce.server import serverproc, serverview, trust
 
 # Server and client error numbers we act on.
 ER_DBACCESS_DENIED = 1044
@@ -136,6 +136,13 @@ class Connection:
 
     def _socket(self) -> Optional[socket.socket]:
         return _raw_socket(self.driver, self._raw)
+
+    def peer_pid(self) -> Optional[int]:
+        """The server process at the other end, where it runs on this host."""
+        try:
+            return serverview.peer_pid(self._socket())
+        except OSError:
+            return None
 
     def fileno(self) -> int:
         sock = self._socket()

@@ -28,7 +28,7 @@ from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, T
 
 from quiesce.base import budget
 from quiesce.base import paths
-from quiesce.server import serverproc
+from quiesce.server import serverproc, serverview
 
 DRAIN_LIMIT = budget.DRAIN_LIMIT
 # File timestamps come from a coarse clock and are whole seconds on ext4 with 128-byte
@@ -79,8 +79,9 @@ def _absolute(path: str, datadir: str) -> str:
     return os.path.normpath(path if os.path.isabs(path) else os.path.join(datadir, path))
 
 
-def server_directories(info: Dict[str, Any]) -> Tuple[str, ...]:
-    """The data directory and every log directory the server's variables name."""
+def server_directories(info: Dict[str, Any], view: serverview.ServerView = serverview.UNKNOWN) -> Tuple[str, ...]:
+    """The data directory and every log directory the server's variables name, as reached
+    from here (view: see serverview.py)."""
     datadir = str(info.get("datadir") or "")
     if not datadir:
         return ()
@@ -94,23 +95,27 @@ def server_directories(info: Dict[str, Any]) -> Tuple[str, ...]:
         if value not in (None, ""):
             found.append(os.path.dirname(_absolute(str(value), datadir)))
     unique = []
-    for path in found:
+    for path in (view.path(p) for p in found):
         if path not in unique and os.path.isdir(path):
             unique.append(path)
     return tuple(unique)
 
 
 def find_server_pids(datadir: str) -> Tuple[int, ...]:
-    """Server processes working in this datadir (the server chdir()s into it)."""
+    """Server processes of our mount namespace working in this datadir (the server chdir()s
+    into it); one elsewhere naming the same path works in another directory."""
     try:
         want = os.path.realpath(datadir)
     except OSError:
         return ()
-    return tuple(p.pid for p in serverproc.servers() or () if serverproc.cwd(p.pid) == want)
+    return tuple(p.pid for p in serverproc.servers() or ()
+                 if serverproc.cwd(p.pid) == want and serverview.in_our_namespace(p.pid))
 
 
-def open_files(pid: int, skip: Sequence[str] = ()) -> List[str]:
-    """Regular files the process has open, but deleted ones and those under skip."""
+def open_files(pid: int, skip: Sequence[str] = (),
+               view: serverview.ServerView = serverview.UNKNOWN) -> List[str]:
+    """Regular files the process has open, but deleted ones and those under skip (paths as
+    the process names them), as reached from here."""
     found = []
     base = "/proc/%d/fd" % pid
     try:
@@ -127,6 +132,7 @@ def open_files(pid: int, skip: Sequence[str] = ()) -> List[str]:
             continue
         if any(paths.inside(target, top) for top in skip):
             continue
+        target = view.path(target)
         try:
             if not stat.S_ISREG(os.stat(target).st_mode):
                 continue
@@ -136,23 +142,25 @@ def open_files(pid: int, skip: Sequence[str] = ()) -> List[str]:
     return found
 
 
-def server_files(info: Dict[str, Any], server_pid: Optional[int] = None) -> ServerFiles:
+def server_files(info: Dict[str, Any], view: Optional[serverview.ServerView] = None) -> ServerFiles:
     """The server's own files: from its variables and, if it runs here, what it has open.
 
-    info is the DURABILITY_STATEMENT row. An empty result means the server's directories
-    are not visible here (another machine, a container): there is nothing to sync.
+    info is the DURABILITY_STATEMENT row; view: the process behind the connection and how
+    its paths are reached. An empty result means the server's directories are not visible
+    here (another machine): there is nothing to sync.
     """
-    directories = server_directories(info)
+    view = view or serverview.UNKNOWN
+    directories = server_directories(info, view)
     if not directories:
         return ServerFiles(None, (), (), ())
     datadir = directories[0]
-    pids = (server_pid,) if server_pid else find_server_pids(datadir)
+    pids = (view.pid,) if view.pid else find_server_pids(datadir)
     skip = ["/dev", "/proc", "/sys"]
     if info.get("tmpdir"):
         skip.extend(str(info["tmpdir"]).split(":"))
     files: List[str] = []
     for pid in pids:
-        files.extend(f for f in open_files(pid, skip) if f not in files)
+        files.extend(f for f in open_files(pid, skip, view) if f not in files)
     return ServerFiles(datadir, directories, tuple(files), pids)
 
 
@@ -237,9 +245,10 @@ def drain(files: ServerFiles, limit: float = DRAIN_LIMIT) -> Drained:
                    (time.monotonic() - began) * 1000.0)
 
 
-def prepare(info: Dict[str, Any], server_pid: Optional[int] = None, limit: float = DRAIN_LIMIT) -> Drained:
+def prepare(info: Dict[str, Any], view: Optional[serverview.ServerView] = None,
+            limit: float = DRAIN_LIMIT) -> Drained:
     """server_files() and drain() in one: what locking does right before the lock."""
-    return drain(server_files(info, server_pid), limit)
+    return drain(server_files(info, view), limit)
 
 
 # --- under the lock ----------------------------------------------------------------------

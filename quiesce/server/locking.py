@@ -18,7 +18,7 @@ from quiesce.base import budget
 from quiesce.base.config import Settings, Target
 from quiesce.base.errors import ConnectError, LockTimeout, PrivilegeError, QuiesceError, ServerNotRunning, StateError
 from quiesce.records import changedglobals, state
-from quiesce.server import db, durable, serverinfo
+from quiesce.server import db, durable, serverinfo, serverview
 from quiesce.server.serverinfo import BACKUP_STAGE, FTWRL, Server
 
 
@@ -350,6 +350,16 @@ class Prepared:
     stopped: List[str]
     drained: Optional[durable.Drained]
     identity: Dict[str, Any]
+    # The server process and how its paths are reached from here (serverview.py).
+    view: serverview.ServerView = serverview.UNKNOWN
+
+    def server_path(self, path: Optional[str]) -> Optional[str]:
+        """Where a path the server names (its datadir) is, from here; None where the
+        server's process or files cannot be found here (nothing to probe then)."""
+        files = self.drained.files if self.drained is not None else None
+        if not path or files is None or not files.pids or not files.directories:
+            return None
+        return self.view.path(path)
 
 
 def prepare(target: Target, settings: Settings, log: logging.Logger,
@@ -391,8 +401,17 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
                       lambda channels: on_stopping(target, channels) if on_stopping else None, stopped,
                       waits_until)
         # Last: what is written meanwhile goes to disk now, not under the lock.
-        drained = durable.prepare(info) if target.is_local else None
-        return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained, identity)
+        view = serverview.view_of(conn.peer_pid()) if target.is_local else serverview.UNKNOWN
+        drained = durable.prepare(info, view) if target.is_local else None
+        if drained is not None:
+            where = unseen_server(target, view, drained.files)
+            if where:
+                log.warning("%s: %s", target.name, where)
+                warnings.append(where)
+            elif view.foreign and any(d.startswith(view.root + "/") for d in drained.files.directories):
+                log.info("%s: the server (pid %d) runs in another mount namespace; its files are reached "
+                         "through %s", target.name, view.pid, view.root)
+        return Prepared(target, conn, helper, server, strategy, info, warnings, stopped, drained, identity, view)
     except BaseException:
         if helper is not None:
             helper.close()
@@ -478,6 +497,17 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
         raise
     finally:
         prepared.helper.close()
+
+
+def unseen_server(target: Target, view: serverview.ServerView, files: durable.ServerFiles) -> Optional[str]:
+    """What is not guaranteed when the local server's process or files cannot be found here."""
+    if files.pids and files.directories:
+        return None
+    what = "its process" if not files.pids else "its data directory"
+    return ("the server behind %s is local, but %s cannot be found here (a TCP proxy, or a container this host "
+            "cannot look into): its files are not synced under the lock, so a snapshot by an agent that does "
+            "not freeze the filesystems may miss the last commits, and the lock is not released at the "
+            "filesystem thaw" % (target.address, what))
 
 
 def abandon(prepared: Prepared, settings: Settings, log: logging.Logger) -> None:

@@ -128,8 +128,8 @@ def _endpoint(text: str) -> Tuple[Address, int]:
     return (mapped or decoded), int(hex_port, 16)
 
 
-def _tcp_sockets() -> Iterator[Tuple[Tuple[Address, int], Tuple[Address, int], str, int]]:
-    """(local, remote, state, owner uid) of every TCP socket in this network namespace."""
+def _tcp_sockets() -> Iterator[Tuple[Tuple[Address, int], Tuple[Address, int], str, int, int]]:
+    """(local, remote, state, owner uid, inode) of every TCP socket in this network namespace."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
@@ -138,12 +138,12 @@ def _tcp_sockets() -> Iterator[Tuple[Tuple[Address, int], Tuple[Address, int], s
             continue
         for line in lines:
             fields = line.split()
-            yield _endpoint(fields[1]), _endpoint(fields[2]), fields[3], int(fields[7])
+            yield _endpoint(fields[1]), _endpoint(fields[2]), fields[3], int(fields[7]), int(fields[9])
 
 
 def _listeners(port: int) -> Iterator[Tuple[Address, int]]:
     """(local address, owner uid) of every listening TCP socket on port."""
-    for local, _remote, state, uid in _tcp_sockets():
+    for local, _remote, state, uid, _inode in _tcp_sockets():
         if state == _LISTEN and local[1] == port:
             yield local[0], uid
 
@@ -168,18 +168,31 @@ def _endpoint_of(name: Tuple) -> Tuple[Address, int]:
     return (mapped or address), int(name[1])
 
 
-def _peer_owner(sock: socket.socket) -> Optional[int]:
-    """Owner uid of the socket at the other end of a connected TCP socket, if it is on this host.
+def _server_end(sock: socket.socket) -> Optional[Tuple[int, int]]:
+    """(owner uid, inode) of the socket at the other end of a connected TCP socket, if it is
+    on this host.
 
     The server's side of the connection is the entry whose local end is our remote end and
     whose remote end is ours. It belongs to whoever created the listening socket, also while
     it waits in the accept queue.
     """
     ours, theirs = _endpoint_of(sock.getsockname()), _endpoint_of(sock.getpeername())
-    for local, remote, state, uid in _tcp_sockets():
+    for local, remote, state, uid, inode in _tcp_sockets():
         if local == theirs and remote == ours and state != _TIME_WAIT:
-            return uid
+            return uid, inode
     return None
+
+
+def _peer_owner(sock: socket.socket) -> Optional[int]:
+    end = _server_end(sock)
+    return end[0] if end else None
+
+
+def peer_socket_inode(sock: socket.socket) -> Optional[int]:
+    """The inode of the server's end of a connected TCP socket on this host (0 while it
+    waits in the accept queue: no process holds it yet), else None."""
+    end = _server_end(sock)
+    return end[1] or None if end else None
 
 
 def check_tcp_peer(sock: socket.socket, address: str, remote_allowed: bool) -> None:

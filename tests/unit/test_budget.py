@@ -19,7 +19,7 @@ def _settings(conf, *options):
 
 def _drain_limit():
     # The limit locking.prepare's drain really runs with: durable.prepare's default.
-    assert "durable.prepare(info)" in inspect.getsource(locking.prepare)
+    assert "durable.prepare(info, view)" in inspect.getsource(locking.prepare)
     return inspect.signature(durable.prepare).parameters["limit"].default
 
 
