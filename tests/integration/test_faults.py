@@ -241,13 +241,29 @@ def _private_pid_namespace():
     unshare = "/usr/bin/unshare"
     if os.geteuid() != 0 or not os.path.exists(unshare):
         return None
-    prefix = [unshare, "--pid", "--fork", "--mount-proc", "--kill-child"]
+    prefixes = [[unshare, "--pid", "--fork", "--mount-proc", "--kill-child"]]
+    # In a chroot "/" is no mount point, so unshare cannot make it private; leaving the
+    # propagation as it is only mounts the new /proc in the new namespace where no mount
+    # here propagates anywhere.
+    if not _any_shared_mount():
+        prefixes.append([unshare, "--pid", "--fork", "--mount-proc", "--propagation", "unchanged", "--kill-child"])
+    for prefix in prefixes:
+        try:
+            probe = subprocess.run(prefix + ["/bin/sh", "-c", "ls /proc"], stdin=subprocess.DEVNULL,
+                                   capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0:
+            return prefix
+    return None
+
+
+def _any_shared_mount():
     try:
-        probe = subprocess.run(prefix + ["/bin/sh", "-c", "ls /proc"], stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return prefix if probe.returncode == 0 else None
+        with open("/proc/self/mountinfo") as handle:
+            return any(" shared:" in line.split(" - ")[0] for line in handle)
+    except OSError:
+        return True
 
 
 @pytest.mark.parametrize("socket_file", ["stale", "absent"])
