@@ -74,6 +74,17 @@ def connect(target: Target, settings: Settings) -> db.Connection:
         raise error from None
 
 
+def escapes_on(conn: db.Connection) -> None:
+    """Backslash escapes on in this session: the replica statements quote channel names with
+    serverinfo.sql_string, which doubles a backslash; a server whose sql_mode has
+    NO_BACKSLASH_ESCAPES would read that doubled. Only this session's mode changes."""
+    rows = conn.query(serverinfo.SQL_MODE_STATEMENT)
+    mode = rows[0]["sql_mode"] if rows else ""
+    if not serverinfo.backslash_escapes(mode):
+        kept = ",".join(m for m in str(mode).split(",") if m.strip().upper() != "NO_BACKSLASH_ESCAPES")
+        conn.execute("SET SESSION sql_mode = %s" % serverinfo.sql_string(kept, backslash_escapes=False))
+
+
 def identify_server(conn: db.Connection) -> Server:
     row = conn.query("SELECT VERSION() AS version, @@version_comment AS comment")[0]
     return serverinfo.identify(str(row["version"]), str(row["comment"] or ""))
@@ -383,6 +394,7 @@ def prepare(target: Target, settings: Settings, log: logging.Logger,
         # The holder idles for the whole snapshot: the server must not drop it meanwhile.
         conn.execute("SET SESSION wait_timeout = %d" % (math.ceil(settings.lock_timeout) + 600))
         conn.execute("SET SESSION lock_wait_timeout = %d" % max(1, math.ceil(settings.acquire_timeout)))
+        escapes_on(conn)
         info = conn.query(serverinfo.DURABILITY_STATEMENT)[0]
         _refuse_unsynced_galera(conn, target)
         warnings = serverinfo.durability_warnings(info)
@@ -658,6 +670,7 @@ def restart_replica_fresh(target: Target, settings: Settings, server: Optional[S
     try:
         if server is None:
             server = identify_server(conn)
+        escapes_on(conn)
         start_replica(conn, server, channels, started, log)
     except db.DbError as exc:
         problem = _not_restarted(target, [c for c in channels if c not in started], "START SLAVE failed: %s" % exc)

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from . import servers
 from .prodhelpers import Background, instance_section, no_lock_held, sql_thread_running
 from .runner import QuiesceEnv
 
@@ -190,3 +191,31 @@ def test_multi_source_replica_records_and_restarts_every_channel(mariadb, mariad
 
 def sql_thread_running_on(replica, channel):
     return (replica.replica_status(channel) or {}).get("Slave_SQL_Running")
+
+
+@pytest.mark.flavours(*servers.ALL_MARIADB)
+def test_a_channel_name_with_a_backslash_under_no_backslash_escapes(mariadb, mariadb_factory, writers):
+    """MariaDB connection names are strings: quiesce's STOP and START must name the channel
+    right whatever the server's sql_mode says a backslash is."""
+    channel = "site\\a"
+    replica = mariadb_factory(name="nobs", server_id=3, options=dict(
+        mariadb.REPLICA_OPTIONS, **{"sql-mode": "NO_BACKSLASH_ESCAPES,STRICT_TRANS_TABLES"}))
+    replica.replicate_from(mariadb, channel=channel)
+    env = QuiesceEnv(replica, driver=None, stop_replica="always")
+    try:
+        load = writers(engines=("InnoDB",), interval=0.005)
+        load.wait_for_progress(5)
+        result = env.run("freeze")
+        assert result.rc == 0, result
+        try:
+            frozen = sql_thread_running_on(replica, channel)
+            recorded = {c["connection_name"] for c in env.position()["replica"]}
+        finally:
+            thawed = env.run("thaw")
+        after_thaw = sql_thread_running_on(replica, channel)
+        assert thawed.rc == 0, thawed
+    finally:
+        report = env.cleanup()
+    assert not report["holders"], report
+    assert frozen == "No" and after_thaw == "Yes", (frozen, after_thaw)
+    assert recorded == {channel}, recorded
