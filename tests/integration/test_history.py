@@ -10,6 +10,7 @@ driver; the lost and expired locks staged here run with both drivers in test_fau
 import json
 import os
 import shutil
+import signal
 import time
 
 from .checks import assert_clean, wait_writable
@@ -171,3 +172,49 @@ def test_nothing_written_while_the_filesystem_is_really_frozen(db_on_loop):
     assert _files(env) == before, "the holder recorded an outcome while the filesystem could be frozen"
     assert env.run("thaw", "--caller", "vmware-tools").rc == 6
     assert [e["outcome"] for e in _history(env)] == ["released-at-fs-thaw", "expired"]
+
+
+def test_a_signal_and_a_lost_session_while_the_filesystem_is_really_frozen(db_on_loop):
+    """The holder's state and records on the frozen filesystem: a SIGTERM ends it during the
+    freeze without a write there (thaw then reports the loss), and a session killed during
+    the freeze is remembered without a write and reported once the filesystem has thawed."""
+    fs, server, make = db_on_loop
+    state = os.path.join(fs.mnt, "state")
+    os.makedirs(state, mode=0o700)
+    env = make(position_file=os.path.join(state, "position.json"), metrics_file=os.path.join(state, "q.prom"))
+    env.history_file, env.metrics_file = os.path.join(state, "history.jsonl"), os.path.join(state, "q.prom")
+
+    assert env.run("freeze", "--caller", "vmware-tools").rc == 0
+    holder = env.state()["holder_pid"]
+    before = _files(env)
+    fs.freeze()
+    try:
+        os.kill(holder, signal.SIGTERM)
+        # Ends although its own directory is frozen: it writes nothing on its way out.
+        wait_for(lambda: _process_gone(holder), 10, what="the holder to end on SIGTERM while frozen")
+        assert _files(env) == before
+    finally:
+        fs.thaw()
+    thawed = env.run("thaw", "--caller", "vmware-tools")
+    assert thawed.rc == 6 and "signal" in thawed.stderr, thawed
+    assert [e["outcome"] for e in _history(env)] == ["lost"]
+
+    assert env.run("freeze", "--caller", "vmware-tools").rc == 0
+    holder = env.state()["holder_pid"]
+    before = _files(env)
+    fs.freeze()
+    try:
+        sessions = server.query("SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+                                "AND COMMAND = 'Sleep'")
+        assert sessions, "no holder session to kill"
+        for (session,) in sessions:
+            server.sql("KILL %d" % int(session))
+        time.sleep(0.5)
+        assert _files(env) == before, "the holder wrote while the filesystem was frozen"
+        assert not _process_gone(holder)
+    finally:
+        fs.thaw()
+    # A loss may have been under way while frozen: thaw reports and records it.
+    thawed = env.run("thaw", "--caller", "vmware-tools")
+    assert thawed.rc == 6, thawed
+    assert [e["outcome"] for e in _history(env)] == ["lost", "lost"]
