@@ -24,6 +24,7 @@ from . import loopfs
 from .checks import assert_clean
 from .mariadb import MariaDB, _build_template, copy_tree, free_port
 from .runner import QuiesceEnv, wait_for
+from .test_faults import _any_shared_mount
 from .test_fsprobe_loop import _result
 
 pytestmark = pytest.mark.skipif(loopfs.skip_reason() is not None, reason=str(loopfs.skip_reason()))
@@ -37,7 +38,10 @@ class NamespacedMariaDB(MariaDB):
 
     def server_command(self, args):
         mount = 'mount -t ext4 -o loop "$0" "$1" && shift && exec "$@"'
-        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mount, self.image,
+        # In a chroot "/" is no mount point and cannot be made private; where no mount is
+        # shared, leaving the propagation as it is keeps the volume's mount inside too.
+        propagation = "private" if _any_shared_mount() else "unchanged"
+        return ["unshare", "--mount", "--propagation", propagation, "--", "sh", "-c", mount, self.image,
                 os.path.dirname(self.datadir), *super().server_command(args)]
 
 
@@ -72,7 +76,8 @@ def namespaced(request, tmp_path):
 
 
 def _in_namespace(server, *cmd):
-    return loopfs.sh("nsenter", "-t", str(server.pid), "-m", *cmd)
+    # --root: the server's root too (a chroot's, where the tests run in one).
+    return loopfs.sh("nsenter", "-t", str(server.pid), "-m", "--root", *cmd)
 
 
 def test_the_server_is_found_and_its_volume_probed_through_its_own_mounts(namespaced):
