@@ -11,6 +11,9 @@ server process cannot be found, and check and freeze say what is then not guaran
 Podman is not used: it cannot run a container here without pulling an image, and an
 image built locally would still need its storage driver and network set up; unshare gives
 the same mount namespace, which is what matters to quiesce.
+
+Driver: PyMySQL only; the server process is found from the connection's socket, which both
+drivers hand over alike (db.Connection), and the rest does not involve the driver.
 """
 
 import os

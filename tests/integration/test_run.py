@@ -4,6 +4,9 @@ The command's exit status comes back; a command that outlasts the lock is stoppe
 deadline and run exits 6; signals to quiesce reach the command; a freeze that fails runs
 nothing. The storage snapshots themselves (btrfs, and --freeze-fs under a copy of a loop
 disk) are in test_run_snapshots.py.
+
+Driver: PyMySQL only; run takes the lock through freeze's own code, which the driver tests
+of test_freeze_thaw.py cover with both.
 """
 
 import os

@@ -10,6 +10,9 @@ rows committed at the lock and ends at the recorded coordinates.
 LVM and ZFS cannot exist here (no device-mapper, no ZFS module in this kernel); their
 recipes in docs/storage-snapshots.md use this same machinery with only the snapshot
 command replaced.
+
+Driver: PyMySQL only; what differs between the drivers is the lock session, covered with
+both by test_snapshot_consistency.py; here it is the snapshot that is under test.
 """
 
 import os

@@ -2,7 +2,10 @@
 `quiesce` on PATH and its config in QUIESCE_CONFIG. btrfs for real; LVM, ZFS and the
 cloud CLI with only the snapshot command replaced by a stand-in that records its
 arguments and what `quiesce status` says while it runs (this kernel has no device-mapper
-and no ZFS, and no cloud is reachable from here)."""
+and no ZFS, and no cloud is reachable from here).
+
+Driver: PyMySQL only; the scripts are under test, not the lock session.
+"""
 
 import json
 import os
