@@ -12,6 +12,7 @@ import socket
 import time
 
 from .checks import assert_clean, assert_frozen
+from .test_faults import _any_shared_mount
 
 SCRIPT = """set -e
 log=$1; shift
@@ -40,7 +41,10 @@ def test_nothing_reaches_the_system_log_between_the_lock_and_the_release(mariadb
     try:
         sock.bind(path)
         sock.setblocking(False)
-        prefix = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", SCRIPT, "sh", path]
+        # In a chroot "/" is no mount point and cannot be made private; where no mount is
+        # shared, the mounts made in the new namespace stay there anyway.
+        propagation = "private" if _any_shared_mount() else "unchanged"
+        prefix = ["unshare", "--mount", "--propagation", propagation, "--", "/bin/sh", "-c", SCRIPT, "sh", path]
         frozen = env.run("freeze", "--caller", "veeam", prefix=prefix)
         assert frozen.rc == 0, frozen
         assert_frozen(mariadb)
