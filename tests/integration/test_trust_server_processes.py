@@ -7,12 +7,12 @@ servers, are invisible there) together with the impostor, run by nobody.
 
 import os
 import pwd
-import subprocess
 import sys
 
 import pytest
 
 from .checks import assert_no_holder, assert_one_line
+from .test_faults import _private_pid_namespace
 
 NOBODY = pwd.getpwnam("nobody")
 RENAME = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'mysqld', 0, 0, 0); time.sleep(60)"
@@ -25,10 +25,8 @@ SCRIPT = ("setpriv --reuid=%d --regid=%d --clear-groups %s -c \"$0\" & "
 
 
 def _namespace_prefix():
-    unshare = "/usr/bin/unshare"
-    prefix = [unshare, "--pid", "--fork", "--mount-proc", "--kill-child"]
-    probe = subprocess.run(prefix + ["/bin/true"], stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
-    if os.geteuid() != 0 or probe.returncode != 0:
+    prefix = _private_pid_namespace()   # also in a chroot
+    if prefix is None:
         pytest.fail("this test needs root and unshare --pid (the other servers must be hidden)")
     return prefix + ["/bin/sh", "-c", SCRIPT, RENAME]
 
