@@ -102,13 +102,14 @@ def run(settings: Settings) -> int:
     files = state.RuntimeFiles(settings.runtime_dir)
     signals = _Signals()
     frozen = fsfreeze.Frozen()
-    locked = False
+    froze = locked = False
     status: Optional[int] = None
     stopped = False
     failure: Optional[QuiesceError] = None
     try:
         try:
-            locked = freeze.run(settings) == 0 and files.read_state() is not None
+            froze = freeze.run(settings) == 0
+            locked = froze and files.read_state() is not None
             if not locked:
                 log.info("nothing is locked (no server running): %s runs without a lock", words[0])
             if settings.freeze_fs and locked:
@@ -124,7 +125,10 @@ def run(settings: Settings) -> int:
         finally:
             problems = frozen.thaw_all(settings.acquire_timeout)
             try:
-                verdict = thaw.run(settings) if locked or files.read_state() is not None else 0
+                # After every freeze that succeeded, also when its lock is gone by now (a joined
+                # lock that expired): thaw tells this caller how its lock ended. And after an
+                # interrupted one that may have left a lock.
+                verdict = thaw.run(settings) if froze or files.read_state() is not None else 0
             except QuiesceError as exc:
                 verdict, failure = int(exc.exit_code), exc
     finally:
