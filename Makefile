@@ -36,6 +36,10 @@ DEB_PACKAGES += mount
 # quiesce run's storage snapshots (tests/integration/test_run_snapshots.py): mkfs.btrfs
 # and btrfs (btrfs-progs).
 DEB_PACKAGES += btrfs-progs
+# The snapshot schedulers' hooks (tests/integration/test_schedulers.py): sanoid, and the
+# real ZFS it snapshots, which Debian's sanoid pulls in: zfs-fuse (this kernel has no ZFS
+# module). Their timer and daemon are not needed: the tests start zfs-fuse themselves.
+DEB_PACKAGES += sanoid zfs-fuse
 # The example alerting rules' tests (tests/integration/test_alert_rules.py): promtool
 # (prometheus; its service is not needed), reading the rules (python3-yaml).
 DEB_PACKAGES += prometheus python3-yaml
@@ -47,6 +51,11 @@ DEB_PACKAGES += build-essential debhelper dh-python dpkg-dev lintian \
 	rpm rpmlint dnf createrepo-c busybox-static \
 	piuparts mmdebstrap debian-archive-keyring \
 	man-db groff-base devscripts git
+
+# zfs-autobackup (no Debian package), for its hook test only: kept out of PYTHONPATH.
+ZFS_AUTOBACKUP_VERSION := 3.2
+TOOLS_DIR := $(CURDIR)/.deps-tools
+ZFS_AUTOBACKUP_STAMP := $(TOOLS_DIR)/zfs_autobackup-$(ZFS_AUTOBACKUP_VERSION).dist-info/METADATA
 
 TEST_ENV := env PATH=$(SYSTEM_PATH) PYTHONPATH=$(CURDIR):$(DEPS_DIR) PYTHONDONTWRITEBYTECODE=1
 
@@ -74,13 +83,16 @@ deps-apt:
 	  case " $$missing " in *" prometheus "*) \
 	    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || :; fi;; \
 	  esac; \
+	  case " $$missing " in *" sanoid "*) \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now sanoid.timer >/dev/null 2>&1 || :; fi;; \
+	  esac; \
 	fi
 
 # For tests/packaging/test_static.py: every tool the tests use is installed by deps.
 print-deb-packages:
 	@echo $(DEB_PACKAGES)
 
-deps-python: $(MYSQL_CONNECTOR_STAMP)
+deps-python: $(MYSQL_CONNECTOR_STAMP) $(ZFS_AUTOBACKUP_STAMP)
 
 # pip --target works with Debian 12's pip (23.0.1) and sidesteps its refusal to install
 # into the system Python (PEP 668). Built in a scratch directory, then moved into place.
@@ -98,6 +110,17 @@ $(MYSQL_CONNECTOR_STAMP):
 	rm -rf "$(DEPS_DIR)"; mv "$(DEPS_DIR).new" "$(DEPS_DIR)"; \
 	PYTHONPATH="$(DEPS_DIR)" $(PYTHON) -c 'import mysql.connector' || exit 1
 
+$(ZFS_AUTOBACKUP_STAMP):
+	@rm -rf "$(TOOLS_DIR).new"; \
+	log=$$(mktemp); \
+	if ! PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q --disable-pip-version-check \
+	      --no-warn-script-location --no-input --target "$(TOOLS_DIR).new" --no-deps \
+	      "zfs-autobackup==$(ZFS_AUTOBACKUP_VERSION)" >"$$log" 2>&1; then \
+	  cat "$$log" >&2; rm -f "$$log"; rm -rf "$(TOOLS_DIR).new"; exit 1; \
+	fi; \
+	rm -f "$$log"; \
+	rm -rf "$(TOOLS_DIR)"; mv "$(TOOLS_DIR).new" "$(TOOLS_DIR)"
+
 test: deps
 	$(TEST_ENV) QUIESCE_STRICT_SKIPS=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
 
@@ -114,5 +137,5 @@ completion:
 	mv completion/quiesce.new completion/quiesce
 
 clean:
-	rm -rf "$(DEPS_DIR)" "$(DEPS_DIR).new" .pytest_cache
+	rm -rf "$(DEPS_DIR)" "$(DEPS_DIR).new" "$(TOOLS_DIR)" "$(TOOLS_DIR).new" .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -237,5 +237,9 @@ def check_agents(report, settings: Settings, root: str = "",
     for path in legacy_lock_scripts(root):
         report.warn("%s locks MySQL by itself (VMware Tools runs it before every quiesced snapshot, beside "
                     "quiesce): two locks, or a freeze that fails; fix: remove its MySQL part" % path)
+    # Schedulers (sanoid, zrepl, Velero, ...) are configured by hand: their hook timeout
+    # must be at least this, so say it even where no agent is detected.
+    report.ok("freeze budget: a freeze answers within %.0f s with these settings (the least timeout a "
+              "pre-snapshot hook needs)" % budget.freeze_budget(settings))
     for warning in budget_warnings(settings, detected, root):
         report.warn(warning)

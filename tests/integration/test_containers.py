@@ -16,17 +16,22 @@ Driver: PyMySQL only; the server process is found from the connection's socket, 
 drivers hand over alike (db.Connection), and the rest does not involve the driver.
 """
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
+import yaml
 
 from . import loopfs
-from .checks import assert_clean
+from .checks import assert_clean, assert_frozen
 from .mariadb import MariaDB, _build_template, copy_tree, free_port
-from .runner import QuiesceEnv, wait_for
+from .runner import REPO, QuiesceEnv, wait_for
 from .test_faults import _any_shared_mount
 from .test_fsprobe_loop import _result
 
@@ -177,4 +182,98 @@ def test_through_a_tcp_proxy_check_and_freeze_say_what_is_not_guaranteed(request
     assert frozen.rc == 0, frozen
     assert "cannot be found here" in frozen.stderr, frozen
     assert env.run("thaw", "--caller", "vmware-tools").rc == 0
+    assert_clean(env, server)
+
+
+# ------------------------------------------------------------------ Kubernetes exec hooks
+
+VELERO_EXAMPLE = os.path.join(REPO, "examples", "kubernetes", "mysql-velero.yaml")
+
+
+def _duration(text):
+    """A Velero hook timeout (Go duration: "2m", "90s")."""
+    return float(text[:-1]) * {"s": 1, "m": 60}[text[-1]]
+
+
+def _velero_hooks():
+    with open(VELERO_EXAMPLE, encoding="utf-8") as handle:
+        pod = yaml.safe_load(handle)
+    notes = pod["metadata"]["annotations"]
+    hooks = {}
+    for phase in ("pre", "post"):
+        prefix = phase + ".hook.backup.velero.io/"
+        assert notes[prefix + "container"] == "quiesce"
+        hooks[phase] = (json.loads(notes[prefix + "command"]), _duration(notes[prefix + "timeout"]))
+    assert notes["pre.hook.backup.velero.io/on-error"] == "Fail"
+    assert pod["spec"]["shareProcessNamespace"] is True
+    return hooks
+
+
+class Sidecar:
+    """The quiesce container: its own mount, UTS and IPC namespaces, the pod's processes
+    (here: the host's, where the server is), the server's volume mounted at the same
+    place as in the server's container (the same loop device: one filesystem)."""
+
+    def __init__(self, image, mnt):
+        (line,) = loopfs.sh("losetup", "-j", image).stdout.splitlines()
+        device = line.split(":", 1)[0]
+        propagation = "private" if _any_shared_mount() else "unchanged"
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--uts", "--ipc", "--propagation", propagation, "--", "sh", "-c",
+             'mount -t ext4 "$0" "$1" && exec sleep 600', device, mnt],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: os.path.ismount("/proc/%d/root%s" % (self.proc.pid, mnt)) or self.proc.poll() is not None,
+                 10, what="the sidecar's volume mount")
+        assert self.proc.poll() is None, self.proc.stderr.read()
+        self.pid = self.proc.pid
+
+    def mount_namespace(self):
+        return os.readlink("/proc/%d/ns/mnt" % self.pid)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def _exec(sidecar, argv, timeout, env):
+    """As the kubelet's exec: into the container's namespaces, output read to its end; when
+    it is over, whatever is left in the exec's session is killed (a runtime may do so)."""
+    proc = subprocess.Popen(["nsenter", "-t", str(sidecar.pid), "-m", "-u", "-i", "--", *argv], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("Velero would have failed the hook %s after %.0f s" % (argv, timeout))
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return proc.returncode, out + err
+
+
+def test_velero_exec_hooks_in_a_sidecar_hold_the_lock_between_the_two_execs(request, namespaced):
+    server, env, image, mnt = namespaced
+    hooks = _velero_hooks()
+    sidecar = Sidecar(image, mnt)
+    request.addfinalizer(sidecar.stop)
+    launcher = [sys.executable, "-sB", "-m", "quiesce"]
+    environ = env.env({"QUIESCE_CONFIG": env.conf})
+    argv, timeout = hooks["pre"]
+    assert argv[0] == "/usr/sbin/quiesce"
+    rc, said = _exec(sidecar, launcher + argv[1:], timeout, environ)
+    assert rc == 0, said
+    # The exec is over and its session gone; the holder lives on in the sidecar.
+    (holder,) = env.holder_pids()
+    assert os.readlink("/proc/%d/ns/mnt" % holder) == sidecar.mount_namespace()
+    assert_frozen(server)
+    assert env.status()["callers"] == ["velero"], env.status()
+    argv, timeout = hooks["post"]
+    rc, said = _exec(sidecar, launcher + argv[1:], timeout, environ)
+    assert rc == 0, said
+    with open(env.history_file, encoding="utf-8") as handle:
+        entry = json.loads(handle.read().splitlines()[-1])
+    assert entry["agent"] == "velero" and entry["ok"], entry
     assert_clean(env, server)

@@ -7,9 +7,9 @@ rows committed at the lock and ends at the recorded coordinates.
   device's backing file made while quiesce holds the filesystem frozen, as a cloud disk
   snapshot of an unfrozen guest would need.
 
-LVM and ZFS cannot exist here (no device-mapper, no ZFS module in this kernel); their
-recipes in docs/storage-snapshots.md use this same machinery with only the snapshot
-command replaced.
+LVM cannot exist here (no device-mapper): its recipe in docs/storage-snapshots.md uses
+this same machinery with only the snapshot command replaced. ZFS runs for real on
+zfs-fuse, in test_schedulers.py.
 
 Driver: PyMySQL only; what differs between the drivers is the lock session, covered with
 both by test_snapshot_consistency.py; here it is the snapshot that is under test.

@@ -40,7 +40,9 @@ LAUNCHERS = {
 SHELL_SCRIPTS = ("libexec/register-hooks", "debian/postinst", "debian/prerm", "debian/postrm",
                  "examples/veeam-pre-freeze.sh", "examples/veeam-post-thaw.sh",
                  "examples/storage/btrfs-snapshot.sh", "examples/storage/lvm-snapshot.sh",
-                 "examples/storage/zfs-snapshot.sh", "examples/storage/cloud-disk-snapshot.sh")
+                 "examples/storage/zfs-snapshot.sh", "examples/storage/cloud-disk-snapshot.sh",
+                 "examples/schedulers/zfs-autobackup.sh", "examples/schedulers/zrepl-hook",
+                 "examples/schedulers/snapper-plugin")
 
 
 def read(relpath):

@@ -4,8 +4,12 @@ command's bound on its holder) uses the same number."""
 
 import inspect
 import json
+import os
+import re
+import shutil
 
 import pytest
+import yaml
 
 from quiesce.agents import survey, catalog, register
 from quiesce.base import budget, config
@@ -78,3 +82,25 @@ def test_azure_timeout_and_check_use_that_budget(conf, root):
     (warning,) = survey.budget_warnings(settings, [catalog.GCE], root)
     assert "gives freeze 60 s" in warning and "%.0f s" % budget.freeze_budget(settings) in warning
     assert survey.budget_warnings(settings, [catalog.AZURE], root) == []
+
+
+def test_the_documented_budget_and_hook_timeouts_are_the_shipped_configs(tmp_path):
+    """The docs quote the budget of etc/quiesce.conf, and the scheduler examples' timeouts fit it."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    conf = str(tmp_path / "quiesce.conf")
+    shutil.copy(os.path.join(repo, "etc", "quiesce.conf"), conf)
+    os.chmod(conf, 0o600)
+    shipped = budget.freeze_budget(_settings(conf))
+    for page in ("man/quiesce.8", "docs/storage-snapshots.md"):
+        with open(os.path.join(repo, page), encoding="utf-8") as handle:
+            quoted = re.findall(r"(\d+) s\s+with\s+the\s+shipped\s+(?:settings|defaults)", handle.read())
+        assert quoted and {float(q) for q in quoted} == {shipped}, (page, quoted, shipped)
+    examples = os.path.join(repo, "examples")
+    with open(os.path.join(examples, "schedulers", "sanoid.conf"), encoding="utf-8") as handle:
+        (sanoid,) = re.findall(r"(?m)^\s*script_timeout = (\d+)", handle.read())
+    with open(os.path.join(examples, "schedulers", "zrepl.yml"), encoding="utf-8") as handle:
+        zrepl = yaml.safe_load(handle)["jobs"][0]["snapshotting"]["hooks"][0]["timeout"]
+    with open(os.path.join(examples, "kubernetes", "mysql-velero.yaml"), encoding="utf-8") as handle:
+        velero = yaml.safe_load(handle)["metadata"]["annotations"]["pre.hook.backup.velero.io/timeout"]
+    assert float(sanoid) > shipped and float(zrepl.rstrip("s")) > shipped
+    assert velero.endswith("m") and 60 * float(velero[:-1]) > shipped
