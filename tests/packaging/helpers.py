@@ -58,6 +58,18 @@ class CommandFailed(AssertionError):
 
 
 COMPLETION = "/usr/share/bash-completion/completions/quiesce"
+EXAMPLES_DIR = "/usr/share/doc/quiesce/examples"
+
+
+def example_files():
+    """(installed path, executable) of every file under examples/ in the source tree."""
+    found = []
+    top = os.path.join(REPO, "examples")
+    for directory, _dirs, names in os.walk(top):
+        for name in names:
+            path = os.path.join(directory, name)
+            found.append((EXAMPLES_DIR + "/" + os.path.relpath(path, top), os.access(path, os.X_OK)))
+    return sorted(found)
 
 
 def bash_completes(script, *words):

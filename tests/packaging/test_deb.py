@@ -167,6 +167,12 @@ def test_package_contents(debs, tmp_path):
     assert "/usr/share/man/man8/quiesce.8.gz" in listing
     assert "/usr/share/man/man5/quiesce.conf.5.gz" in listing
     assert listing[helpers.COMPLETION] == ("-rw-r--r--", "root/root")
+    # Every example (hooks that schedulers and agents run among them), scripts still runnable.
+    for path, executable in helpers.example_files():
+        if executable:
+            assert listing.get(path) == ("-rwxr-xr-x", "root/root"), path
+        else:
+            assert path in listing or path + ".gz" in listing, path
     script = tmp_path / "quiesce.bash"
     run(["sh", "-c", "dpkg-deb --fsys-tarfile '%s' | tar -xOf - '.%s' > '%s'" % (deb, helpers.COMPLETION, script)])
     helpers.assert_completion_works(str(script))

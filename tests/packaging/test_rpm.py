@@ -103,6 +103,8 @@ def test_package_metadata(rpms, tmp_path):
     assert "/usr/share/man/man8/quiesce.8.gz" in files
     assert "/usr/share/man/man5/quiesce.conf.5.gz" in files
     assert files[helpers.COMPLETION][1:] == ("-rw-r--r--", "root:root")
+    for path, executable in helpers.example_files():
+        assert files[path][1] == ("-rwxr-xr-x" if executable else "-rw-r--r--"), path
     assert not [p for p in files if "/site-packages/" in p or p.startswith("/usr/lib/python")
                 or p.startswith("/etc/qemu") or (p.startswith("/etc/vmware-tools") and p != VMWARE_DIR)]
 
