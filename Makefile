@@ -40,6 +40,8 @@ DEB_PACKAGES += btrfs-progs
 # real ZFS it snapshots, which Debian's sanoid pulls in: zfs-fuse (this kernel has no ZFS
 # module). Their timer and daemon are not needed: the tests start zfs-fuse themselves.
 DEB_PACKAGES += sanoid zfs-fuse
+# A real container (tests/integration/test_podman.py): podman and its runtime (crun).
+DEB_PACKAGES += podman
 # The example alerting rules' tests (tests/integration/test_alert_rules.py): promtool
 # (prometheus; its service is not needed), reading the rules (python3-yaml).
 DEB_PACKAGES += prometheus python3-yaml

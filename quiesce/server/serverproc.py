@@ -31,6 +31,9 @@ class ServerProcess(NamedTuple):
     # The program file is a server binary only root or the server's account can replace;
     # None: cannot tell (its exe and cwd are readable only to root and the process's owner).
     genuine: Optional[bool]
+    # Runs under a root directory of its own, in our user namespace: a container that root
+    # started (see contained()).
+    contained: bool = False
 
 
 def _genuine(pid: str, owners: FrozenSet[int]) -> Optional[bool]:
@@ -43,6 +46,23 @@ def _genuine(pid: str, owners: FrozenSet[int]) -> Optional[bool]:
         program = program[:-len(_DELETED)]
     return (os.path.basename(program) in paths.SERVER_PROCESS_NAMES and info.st_uid in owners
             and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def contained(pid: object) -> bool:
+    """The process has a root directory other than ours but shares our user namespace.
+
+    Changing the root (chroot, pivot_root) takes CAP_SYS_CHROOT or CAP_SYS_ADMIN in the
+    user namespace that owns the mount namespace; for ours only root has them. So such a
+    process was put there by root, as a container runtime (Docker, Podman, containerd)
+    does, and not by a user, whose unshare(1) gets a user namespace of its own.
+    """
+    try:
+        theirs = os.stat("/proc/%s/root/" % pid)
+        ours = os.stat("/")
+        same_users = os.readlink("/proc/%s/ns/user" % pid) == os.readlink("/proc/self/ns/user")
+    except OSError:
+        return False
+    return same_users and (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino)
 
 
 def scan() -> Optional[List[ServerProcess]]:
@@ -61,7 +81,8 @@ def scan() -> Optional[List[ServerProcess]]:
                 if handle.read().strip() not in paths.SERVER_PROCESS_NAMES:
                     continue
             genuine = _genuine(entry, owners)
-            found.append(ServerProcess(int(entry), os.stat("/proc/%s" % entry).st_uid, genuine))
+            found.append(ServerProcess(int(entry), os.stat("/proc/%s" % entry).st_uid, genuine,
+                                       bool(genuine) and contained(entry)))
         except OSError:
             continue  # the process ended while being looked at
     return found

@@ -34,15 +34,22 @@ def _running_server_uids() -> FrozenSet[int]:
     return frozenset(p.uid for p in serverproc.scan() or () if p.genuine)
 
 
+def _contained_server_uids() -> FrozenSet[int]:
+    """Owners of genuine servers in containers root started: the image's server account
+    (999 in the official images), which need not exist, or be the server's, on the host."""
+    return frozenset(p.uid for p in serverproc.scan() or () if p.genuine and p.contained)
+
+
 def trusted_ids() -> Tuple[FrozenSet[int], FrozenSet[int]]:
-    """(uids, gids) that may own the server's socket: root and the server's account."""
+    """(uids, gids) that may own the server's socket: root, the server's account, and the
+    accounts of servers in containers."""
     try:
         account = pwd.getpwnam(SERVER_ACCOUNT)
     except KeyError:
         uids = _running_server_uids()
         gids = frozenset()
     else:
-        uids = frozenset((account.pw_uid,))
+        uids = frozenset((account.pw_uid,)) | _contained_server_uids()
         gids = frozenset((account.pw_gid,))
     return frozenset((0,)) | uids, frozenset((0,)) | gids
 

@@ -8,9 +8,8 @@ The holder finds the server process (SO_PEERCRED) and reaches its files through
 the sync work on the volume, and check says where the volume is. Through a TCP proxy the
 server process cannot be found, and check and freeze say what is then not guaranteed.
 
-Podman is not used: it cannot run a container here without pulling an image, and an
-image built locally would still need its storage driver and network set up; unshare gives
-the same mount namespace, which is what matters to quiesce.
+A real container runtime (Debian's podman, MariaDB 11.8 from a locally built root) is
+test_podman.py; unshare gives the same mount namespace with the host's own MariaDB.
 
 Driver: PyMySQL only; the server process is found from the connection's socket, which both
 drivers hand over alike (db.Connection), and the rest does not involve the driver.

@@ -87,3 +87,49 @@ def test_a_server_binary_the_server_account_owns_counts(started, sleep_named_mys
     mysql = pwd.getpwnam(serverproc.SERVER_ACCOUNT).pw_uid
     pid = started(_as_nobody(sleep_named_mysqld(mysql), "60"))
     assert pid in _pids(serverproc.servers())
+
+
+@pytest.fixture
+def rooted_elsewhere(tmp_path):
+    """start(user_namespace) -> pid of a root-owned server binary (static busybox named
+    mysqld, run as its sleep applet) under a root directory of its own."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy("/bin/busybox", str(root / "mysqld"))
+    os.chmod(str(root / "mysqld"), 0o755)
+    running = []
+
+    def start(user_namespace):
+        def enter():
+            if user_namespace:  # what an unprivileged user's unshare -Ur --root does
+                import ctypes
+                if ctypes.CDLL(None, use_errno=True).unshare(0x10000000 | 0x00020000) != 0:  # NEWUSER | NEWNS
+                    raise OSError(ctypes.get_errno(), "unshare")
+            os.chroot(str(root))
+            os.chdir("/")
+        proc = subprocess.Popen(["sleep", "60"], executable="/mysqld", preexec_fn=enter)
+        running.append(proc)
+        for _ in range(100):
+            if os.path.exists("/proc/%d/comm" % proc.pid) and open("/proc/%d/comm" % proc.pid).read().strip() == "mysqld":
+                return proc.pid
+            time.sleep(0.05)
+        pytest.fail("the chrooted process never ran as mysqld")
+    yield start
+    for proc in running:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_server_that_root_put_under_another_root_is_contained(rooted_elsewhere):
+    pid = rooted_elsewhere(user_namespace=False)
+    assert [(p.genuine, p.contained) for p in serverproc.servers() if p.pid == pid] == [(True, True)]
+
+
+def test_a_server_under_another_root_in_a_user_namespace_is_not_contained(rooted_elsewhere):
+    # An unprivileged user can make such a root, in a user namespace of their own.
+    pid = rooted_elsewhere(user_namespace=True)
+    assert [p.contained for p in serverproc.scan() if p.pid == pid] == [False]
+
+
+def test_our_own_processes_are_not_contained():
+    assert serverproc.contained(os.getpid()) is False

@@ -1,0 +1,153 @@
+"""A real container: Debian's podman runs MariaDB 11.8 from the Debian 13 root the other
+tests build (podman run --rootfs: no image, no registry), its datadir on a loop ext4 that
+the host mounted and passed in as a volume, its socket in a second volume. quiesce runs on
+the host: the server's pid (SO_PEERCRED) leads to its files through /proc/PID/root, the
+probe on the volume releases at the volume's thaw, and check says the server runs in
+another mount namespace.
+
+podman here: crun refuses the host's hybrid cgroup layout, so podman runs in a private
+mount namespace without the cgroup2 mount (cgroup v1 only, managed by cgroupfs), with
+explicit rlimits (the host's cannot be raised again inside), and with no network: the
+socket is the way in.
+
+Driver: PyMySQL only, as in test_containers.py.
+"""
+
+import os
+import subprocess
+import time
+import types
+import uuid
+
+import pytest
+
+from . import chroot, loopfs, servers
+from .checks import assert_no_holder
+from .runner import QuiesceEnv, wait_for
+from .test_faults import _any_shared_mount
+from .test_fsprobe_loop import _result
+
+pytestmark = pytest.mark.skipif(loopfs.skip_reason() is not None, reason=str(loopfs.skip_reason()))
+
+IMAGE = servers.IMAGES[servers.MARIADB_LTS]
+LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+
+
+def _podman(*args, timeout=120, check=True):
+    # crun: "cgroups in hybrid mode not supported". Without the unified mount, in a
+    # namespace of our own, it sees cgroup v1; where no mount is shared (a chroot) the
+    # namespace keeps the propagation it has, so nothing reaches the host either way.
+    script = ('if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified || exit 1; fi; '
+              'exec podman --cgroup-manager=cgroupfs "$@"')
+    propagation = "private" if _any_shared_mount() else "unchanged"
+    if not os.path.exists("/usr/bin/podman"):
+        raise loopfs.MissingTool("podman is not installed: run 'make deps' (as root)")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", propagation, "--", "sh", "-c", script, "podman",
+                           *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": loopfs.SYSTEM_PATH, "LANG": "C"})
+    if check and proc.returncode != 0:
+        raise AssertionError("podman %s: %s" % (" ".join(args[:2]), (proc.stdout + proc.stderr)[-2000:]))
+    return proc
+
+
+def _connect(socket_path):
+    import pymysql
+    return pymysql.connect(unix_socket=socket_path, user="root", connect_timeout=5, read_timeout=30)
+
+
+class Container:
+    """mariadbd in a podman container; its volumes on the host under `tmp_path`."""
+
+    def __init__(self, request, tmp_path):
+        root = chroot.root_for("podman", IMAGE)
+        self.name = "quiesce-test-" + uuid.uuid4().hex[:12]
+        self.volume = str(tmp_path / "volume")
+        self.run_dir = str(tmp_path / "run")
+        os.makedirs(self.volume)
+        os.makedirs(self.run_dir)
+        os.chmod(self.run_dir, 0o755)
+        image = str(tmp_path / "volume.img")
+        loopfs.make_image(image, 256, eager=True)
+        self.dev = loopfs.attach(image)
+        request.addfinalizer(self._unmount)
+        loopfs.sh("mount", "-t", "ext4", self.dev, self.volume)
+        self.socket = os.path.join(self.run_dir, "mysqld.sock")
+        mounts = ("-v", self.volume + ":/var/lib/mysql", "-v", self.run_dir + ":/run/mysqld")
+        # As the official images' entrypoint does: the socket directory is the server's.
+        _podman("run", "--rm", *LIMITS, "--network", "none", *mounts, "--rootfs", root.path,
+                "sh", "-c", 'chown mysql:mysql /run/mysqld && exec "$@"', "sh",
+                "mariadb-install-db", "--user=mysql", "--datadir=/var/lib/mysql/data",
+                "--auth-root-authentication-method=socket", "--skip-test-db", timeout=300)
+        request.addfinalizer(self.stop)
+        _podman("run", "-d", "--name", self.name, *LIMITS, "--network", "none", *mounts, "--rootfs", root.path,
+                "mariadbd", "--user=mysql", "--datadir=/var/lib/mysql/data", "--socket=/run/mysqld/mysqld.sock",
+                "--skip-networking", "--log-bin=/var/lib/mysql/data/binlog", "--server-id=1",
+                "--innodb-buffer-pool-size=64M")
+        wait_for(self._answers, 60, what="mariadbd in the container")
+        self.pid = int(_podman("inspect", "--format", "{{.State.Pid}}", self.name).stdout.strip())
+
+    def _answers(self):
+        try:
+            _connect(self.socket).close()
+            return True
+        except Exception:
+            return False
+
+    def sql(self, statement):
+        conn = _connect(self.socket)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def stop(self):
+        _podman("rm", "-f", "-t", "10", self.name, check=False)
+
+    def _unmount(self):
+        loopfs.unmount(self.volume)
+        loopfs.detach(self.dev)
+
+
+@pytest.fixture
+def container(request, tmp_path):
+    box = Container(request, tmp_path)
+    env = QuiesceEnv(types.SimpleNamespace(socket=box.socket), driver="pymysql")
+    request.addfinalizer(env.cleanup)
+    return box, env
+
+
+def test_a_podman_container_is_reached_through_proc_and_released_at_its_volume_thaw(container):
+    box, env = container
+    box.sql("CREATE DATABASE IF NOT EXISTS app")
+    box.sql("CREATE TABLE IF NOT EXISTS app.t (id INT PRIMARY KEY) ENGINE=InnoDB")
+    result = env.run("freeze", "--caller", "vmware-tools")
+    assert result.rc == 0, result
+    reach = "/proc/%d/root" % box.pid
+    position = env.position()
+    assert position["directories"][0] == reach + "/var/lib/mysql/data", position
+    assert position["binlog_file"].startswith("binlog."), position
+    # The probe is on the volume, as the server sees it and as the host mounted it.
+    wait_for(lambda: any(n.startswith(".quiesce-fsprobe-") for n in os.listdir(box.volume)), 5,
+             what="the probe file on the container's volume")
+    loopfs.sh("fsfreeze", "-f", box.volume)
+    try:
+        time.sleep(0.5)
+        assert _result(env) is None, "released while the volume was frozen"
+    finally:
+        loopfs.sh("fsfreeze", "-u", box.volume)
+    wait_for(lambda: _result(env), 5, what="the release at the volume's thaw")
+    assert _result(env)["outcome"] == "released-at-fs-thaw", _result(env)
+    assert env.run("thaw", "--caller", "vmware-tools").rc == 0
+    assert_no_holder(env)
+    box.sql("INSERT INTO app.t VALUES (1)")  # writable again
+
+
+def test_check_says_the_podman_server_runs_in_another_mount_namespace(container):
+    box, env = container
+    result = env.run("check")
+    assert result.rc == 0, result
+    text = result.stdout + result.stderr
+    assert "(pid %d) runs in another mount namespace" % box.pid in text, text
+    assert box.volume in text, text
