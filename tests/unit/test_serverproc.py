@@ -23,23 +23,27 @@ def _as_nobody(*command):
     return ["setpriv", "--reuid=%d" % NOBODY.pw_uid, "--regid=%d" % NOBODY.pw_gid, "--clear-groups", *command]
 
 
+def _named_mysqld(proc):
+    for _ in range(200):    # up to 10 s for the interpreter to start on a busy machine
+        try:
+            with open("/proc/%d/comm" % proc.pid) as handle:
+                if handle.read().strip() == "mysqld":
+                    return proc.pid
+        except OSError:
+            pass
+        time.sleep(0.05)
+    pytest.fail("the process never took the name mysqld")
+
+
 @pytest.fixture
 def started():
-    """start(command) -> pid, once the process is named mysqld; all are killed afterwards."""
+    """start(command, **popen) -> pid, once the process is named mysqld; all are killed afterwards."""
     running = []
 
-    def start(command):
-        proc = subprocess.Popen(command, cwd="/")
+    def start(command, **popen):
+        proc = subprocess.Popen(command, cwd="/", **popen)
         running.append(proc)
-        for _ in range(200):    # up to 10 s for the interpreter to start on a busy machine
-            try:
-                with open("/proc/%d/comm" % proc.pid) as handle:
-                    if handle.read().strip() == "mysqld":
-                        return proc.pid
-            except OSError:
-                pass
-            time.sleep(0.05)
-        pytest.fail("the process never took the name mysqld")
+        return _named_mysqld(proc)
     yield start
     for proc in running:
         proc.kill()
@@ -90,14 +94,13 @@ def test_a_server_binary_the_server_account_owns_counts(started, sleep_named_mys
 
 
 @pytest.fixture
-def rooted_elsewhere(tmp_path):
+def rooted_elsewhere(tmp_path, started):
     """start(user_namespace) -> pid of a root-owned server binary (static busybox named
     mysqld, run as its sleep applet) under a root directory of its own."""
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy("/bin/busybox", str(root / "mysqld"))
     os.chmod(str(root / "mysqld"), 0o755)
-    running = []
 
     def start(user_namespace):
         def enter():
@@ -107,17 +110,8 @@ def rooted_elsewhere(tmp_path):
                     raise OSError(ctypes.get_errno(), "unshare")
             os.chroot(str(root))
             os.chdir("/")
-        proc = subprocess.Popen(["sleep", "60"], executable="/mysqld", preexec_fn=enter)
-        running.append(proc)
-        for _ in range(100):
-            if os.path.exists("/proc/%d/comm" % proc.pid) and open("/proc/%d/comm" % proc.pid).read().strip() == "mysqld":
-                return proc.pid
-            time.sleep(0.05)
-        pytest.fail("the chrooted process never ran as mysqld")
-    yield start
-    for proc in running:
-        proc.kill()
-        proc.wait()
+        return started(["sleep", "60"], executable="/mysqld", preexec_fn=enter)
+    return start
 
 
 def test_a_server_that_root_put_under_another_root_is_contained(rooted_elsewhere):
