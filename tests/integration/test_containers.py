@@ -221,10 +221,18 @@ class Sidecar:
             ["unshare", "--mount", "--uts", "--ipc", "--propagation", propagation, "--", "sh", "-c",
              'mount -t ext4 "$0" "$1" && exec sleep 600', device, mnt],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: os.path.ismount("/proc/%d/root%s" % (self.proc.pid, mnt)) or self.proc.poll() is not None,
-                 10, what="the sidecar's volume mount")
+        wait_for(lambda: self._mounted(mnt) or self.proc.poll() is not None, 10, what="the sidecar's volume mount")
         assert self.proc.poll() is None, self.proc.stderr.read()
         self.pid = self.proc.pid
+
+    def _mounted(self, mnt):
+        # Not os.path.ismount: its realpath() follows /proc/PID/root to a path that, in a
+        # chroot, is outside it.
+        inside = "/proc/%d/root%s" % (self.proc.pid, mnt)
+        try:
+            return os.lstat(inside).st_dev != os.lstat(inside + "/..").st_dev
+        except OSError:
+            return False
 
     def mount_namespace(self):
         return os.readlink("/proc/%d/ns/mnt" % self.pid)
@@ -237,9 +245,10 @@ class Sidecar:
 def _exec(sidecar, argv, timeout, env):
     """As the kubelet's exec: into the container's namespaces, output read to its end; when
     it is over, whatever is left in the exec's session is killed (a runtime may do so)."""
-    proc = subprocess.Popen(["nsenter", "-t", str(sidecar.pid), "-m", "-u", "-i", "--", *argv], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    # --root, --wd: the container's own root, as an exec gets it (a chroot's, where the tests run in one).
+    command = ["nsenter", "-t", str(sidecar.pid), "-m", "-u", "-i", "--root", "--wd", "--", *argv]
+    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -5,10 +5,8 @@ the host: the server's pid (SO_PEERCRED) leads to its files through /proc/PID/ro
 probe on the volume releases at the volume's thaw, and check says the server runs in
 another mount namespace.
 
-podman here: crun refuses the host's hybrid cgroup layout, so podman runs in a private
-mount namespace without the cgroup2 mount (cgroup v1 only, managed by cgroupfs), with
-explicit rlimits (the host's cannot be raised again inside), and with no network: the
-socket is the way in.
+podman runs in a mount namespace of its own arranged for crun (PODMAN_NAMESPACE), with
+explicit rlimits, no cgroups for the container and no network: the socket is the way in.
 
 Driver: PyMySQL only, as in test_containers.py.
 """
@@ -30,21 +28,43 @@ from .test_fsprobe_loop import _result
 pytestmark = pytest.mark.skipif(loopfs.skip_reason() is not None, reason=str(loopfs.skip_reason()))
 
 IMAGE = servers.IMAGES[servers.MARIADB_LTS]
-LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+# Explicit: podman's defaults are above what a sandbox without CAP_SYS_RESOURCE may set.
+LIMITS = ("--cgroups=disabled", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+
+
+# podman in a mount namespace of its own, made for crun, which refuses two things here:
+# the host's hybrid cgroup layout (and, in a chroot, a /sys/fs/cgroup that is no cgroup
+# at all), so the namespace gets a cgroup v1 view of its own and the containers none
+# (--cgroups=disabled); and, in a chroot, a "/" that is no mount point, whose propagation
+# it sets, so the namespace re-roots itself on a bind mount of "/". Where no mount is
+# shared (a chroot) the namespace keeps the propagation it has: nothing reaches the host.
+PODMAN_NAMESPACE = r"""
+set -e
+if ! mountpoint -q /; then
+  mkdir -p /run/quiesce-test-root
+  mount --rbind / /run/quiesce-test-root
+  exec chroot /run/quiesce-test-root sh -c "$0" "$0" "$@"
+fi
+if [ "$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ]; then
+  if mountpoint -q /sys/fs/cgroup; then umount -R /sys/fs/cgroup; fi
+  mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
+  awk 'NR > 1 && $2 > 0 && $4 == 1 { s[$2] = ($2 in s) ? s[$2] "," $1 : $1 } END { for (h in s) print s[h] }' \
+    /proc/cgroups | while read -r set; do
+    mkdir "/sys/fs/cgroup/$set"
+    mount -t cgroup -o "$set" cgroup "/sys/fs/cgroup/$set"
+  done
+fi
+exec podman --cgroup-manager=cgroupfs "$@"
+"""
 
 
 def _podman(*args, timeout=120, check=True):
-    # crun: "cgroups in hybrid mode not supported". Without the unified mount, in a
-    # namespace of our own, it sees cgroup v1; where no mount is shared (a chroot) the
-    # namespace keeps the propagation it has, so nothing reaches the host either way.
-    script = ('if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified || exit 1; fi; '
-              'exec podman --cgroup-manager=cgroupfs "$@"')
-    propagation = "private" if _any_shared_mount() else "unchanged"
     if not os.path.exists("/usr/bin/podman"):
         raise loopfs.MissingTool("podman is not installed: run 'make deps' (as root)")
-    proc = subprocess.run(["unshare", "--mount", "--propagation", propagation, "--", "sh", "-c", script, "podman",
-                           *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-                          env={"PATH": loopfs.SYSTEM_PATH, "LANG": "C"})
+    propagation = "private" if _any_shared_mount() else "unchanged"
+    proc = subprocess.run(["unshare", "--mount", "--propagation", propagation, "--", "sh", "-c", PODMAN_NAMESPACE,
+                           PODMAN_NAMESPACE, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, env={"PATH": loopfs.SYSTEM_PATH, "LANG": "C"})
     if check and proc.returncode != 0:
         raise AssertionError("podman %s: %s" % (" ".join(args[:2]), (proc.stdout + proc.stderr)[-2000:]))
     return proc

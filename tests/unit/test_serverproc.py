@@ -4,6 +4,7 @@ Real processes: a program renamed mysqld with prctl, and copies of sleep named m
 owned by nobody or by root. The suite runs as root.
 """
 
+import ctypes
 import os
 import pwd
 import shutil
@@ -104,12 +105,20 @@ def rooted_elsewhere(tmp_path, started):
 
     def start(user_namespace):
         def enter():
+            here = os.open(str(root), os.O_RDONLY | os.O_DIRECTORY)
             if user_namespace:  # what an unprivileged user's unshare -Ur --root does
-                import ctypes
+                # No user namespace from inside a chroot (the suite may run in one): first
+                # out of it, to the root of this mount namespace (root may: chroot into a
+                # subdirectory with the working directory left above it, then climb).
+                os.chdir("/")
+                os.chroot(str(root))
+                for _ in range(64):
+                    os.chdir("..")
+                os.chroot(".")
                 if ctypes.CDLL(None, use_errno=True).unshare(0x10000000 | 0x00020000) != 0:  # NEWUSER | NEWNS
                     raise OSError(ctypes.get_errno(), "unshare")
-            os.chroot(str(root))
-            os.chdir("/")
+            os.fchdir(here)
+            os.chroot(".")
         return started(["sleep", "60"], executable="/mysqld", preexec_fn=enter)
     return start
 
