@@ -12,8 +12,8 @@ from quiesce.base import paths
 from quiesce.base.config import Settings
 from quiesce.base.errors import Busy, ConfigError, ConnectError, Exit, PrivilegeError, QuiesceError
 from quiesce.base.report import Report
-from quiesce.records import state
-from quiesce.server import db, durable, locking, serverinfo, serverview
+from quiesce.records import history, state
+from quiesce.server import crashsafe, db, durable, locking, serverinfo, serverview
 
 
 def hook_registrations(hook_dirs=paths.HOOK_DIRS, legacy=paths.LEGACY_HOOKS,
@@ -77,6 +77,31 @@ def _needed_by_freeze(recommended: List[str], settings: Settings, server) -> Lis
     return needed
 
 
+def _report_commit_block(report: Report, target, conn, server, settings: Settings) -> None:
+    """Whether this server's snapshots would be consistent without blocking commits."""
+    try:
+        facts = crashsafe.read_facts(conn, server)
+    except db.DbError as exc:
+        report.warn("%s: cannot tell whether snapshots need the commit block: %s" % (target.name, exc.message))
+        return
+    frozen = crashsafe.reasons_against(facts, freezes_filesystems=True)
+    unfrozen = crashsafe.reasons_against(facts, freezes_filesystems=False)
+    saved = crashsafe.saved_ms(history.backups(history.recent(settings, 50)))
+    gain = ""
+    if saved:
+        gain = " (the lock blocked commits for a median %.0f ms over the last %s)" % (
+            saved[0], "snapshot" if saved[1] == 1 else "%d snapshots" % saved[1])
+    if not unfrozen:
+        report.ok("%s: crash-safe: a snapshot would be consistent without blocking commits, for every agent%s"
+                  % (target.name, gain))
+    elif not frozen:
+        report.ok("%s: crash-safe for agents that freeze the filesystems (VMware Tools, qemu-ga, Azure): their "
+                  "snapshots would be consistent without blocking commits%s; for the others not: %s"
+                  % (target.name, gain, "; ".join(unfrozen)))
+    else:
+        report.ok("%s: snapshots need the commit block: %s" % (target.name, "; ".join(frozen)))
+
+
 def _check_target(report: Report, target, settings: Settings) -> None:
     try:
         conn = locking.connect(target, settings)
@@ -132,6 +157,7 @@ def _check_target(report: Report, target, settings: Settings) -> None:
             report.ok("%s: this server is a replica; its source coordinates are recorded too" % target.name)
         for warning in serverinfo.durability_warnings(info):
             report.warn("%s: %s" % (target.name, warning))
+        _report_commit_block(report, target, conn, server, settings)
         if target.is_local:
             _report_server_view(report, target, conn, info)
     except db.DbError as exc:

@@ -175,3 +175,10 @@ def test_node_restored_from_the_snapshot_rejoins_by_ist(frozen_node, tmp_path):
     assert re.search(r"Receiving IST: \d+ writesets, seqnos %d-" % (seqno + 1), log), log[-3000:]
     assert "IST received" in log
     assert node.value("SELECT COUNT(*) FROM quiesce_probe.g") == rows
+
+
+def test_check_says_a_galera_node_needs_the_commit_block(frozen_node):
+    _, _node, env = frozen_node
+    result = env.run("check")
+    text = result.stdout + result.stderr
+    assert "snapshots need the commit block: a Galera node pauses at BACKUP STAGE BLOCK_DDL already" in text, text
