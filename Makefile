@@ -38,7 +38,8 @@ DEB_PACKAGES += mount
 DEB_PACKAGES += btrfs-progs
 # The snapshot schedulers' hooks (tests/integration/test_schedulers.py): sanoid, and the
 # real ZFS it snapshots, which Debian's sanoid pulls in: zfs-fuse (this kernel has no ZFS
-# module). Their timer and daemon are not needed: the tests start zfs-fuse themselves.
+# module). Their timer and daemon are stopped again: the tests start zfs-fuse themselves
+# and stop it, with the FUSE mount it makes (/zfs-kstat).
 DEB_PACKAGES += sanoid zfs-fuse
 # A real container (tests/integration/test_podman.py): podman and its runtime (crun).
 DEB_PACKAGES += podman
@@ -87,6 +88,10 @@ deps-apt:
 	  esac; \
 	  case " $$missing " in *" sanoid "*) \
 	    if [ -d /run/systemd/system ]; then systemctl disable --now sanoid.timer >/dev/null 2>&1 || :; fi;; \
+	  esac; \
+	  case " $$missing " in *" zfs-fuse "*) \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now zfs-fuse >/dev/null 2>&1 || :; \
+	    else /etc/init.d/zfs-fuse stop >/dev/null 2>&1 || :; fi;; \
 	  esac; \
 	fi
 
