@@ -17,6 +17,7 @@ from . import loopfs
 
 DAEMON = "/usr/sbin/zfs-fuse"
 SOCKET = "/var/run/zfs/zfs_socket"
+KSTAT = "/zfs-kstat"
 
 
 def zfs(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,6 +61,9 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
+            # Its statistics filesystem, which a daemon that did not end cleanly leaves behind.
+            if os.path.ismount(KSTAT):
+                loopfs.sh("umount", "-l", KSTAT, check=False)
 
 
 class Pool:
