@@ -28,6 +28,12 @@ def zpool(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return loopfs.sh("zpool", *args, check=check, timeout=120)
 
 
+def _mounted(path: str) -> bool:
+    # Not os.path.ismount: a FUSE mount whose daemon died cannot be stat()ed.
+    with open("/proc/self/mounts", encoding="utf-8") as handle:
+        return any(line.split()[1] == path for line in handle)
+
+
 def _answers() -> bool:
     return os.path.exists(SOCKET) and zpool("list", "-H", check=False).returncode == 0
 
@@ -62,7 +68,7 @@ class Daemon:
                 self.proc.wait(10)
             self.proc = None
             # Its statistics filesystem, which a daemon that did not end cleanly leaves behind.
-            if os.path.ismount(KSTAT):
+            if _mounted(KSTAT):
                 loopfs.sh("umount", "-l", KSTAT, check=False)
 
 
