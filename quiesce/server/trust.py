@@ -40,18 +40,22 @@ def _contained_server_uids() -> FrozenSet[int]:
     return frozenset(p.uid for p in serverproc.scan() or () if p.genuine and p.contained)
 
 
+def _host_uids() -> FrozenSet[int]:
+    """root and the server's account (without one: the owners of genuine server processes)."""
+    try:
+        return frozenset((0, pwd.getpwnam(SERVER_ACCOUNT).pw_uid))
+    except KeyError:
+        return frozenset((0,)) | _running_server_uids()
+
+
 def trusted_ids() -> Tuple[FrozenSet[int], FrozenSet[int]]:
     """(uids, gids) that may own the server's socket: root, the server's account, and the
     accounts of servers in containers."""
     try:
-        account = pwd.getpwnam(SERVER_ACCOUNT)
+        gids = frozenset((0, pwd.getpwnam(SERVER_ACCOUNT).pw_gid))
     except KeyError:
-        uids = _running_server_uids()
-        gids = frozenset()
-    else:
-        uids = frozenset((account.pw_uid,)) | _contained_server_uids()
-        gids = frozenset((account.pw_gid,))
-    return frozenset((0,)) | uids, frozenset((0,)) | gids
+        gids = frozenset((0,))
+    return _host_uids() | _contained_server_uids(), gids
 
 
 def _user_name(uid: int) -> str:
@@ -91,6 +95,15 @@ def check_socket_file(path: str) -> None:
         raise ConnectError("socket %s is in %s, which users other than root and the server's account can "
                            "write to; refusing to send credentials; fix: chmod go-w %s (or o+t)"
                            % (path, directory, directory))
+    # A container's account is trusted because root put its server there; setuid helpers
+    # (snap-confine, firejail) let users run a server under another root too. Only in a
+    # directory others cannot write to, /tmp's sticky bit notwithstanding, is such a
+    # socket the container's and not a user's.
+    if (open_to_all or open_to_group) and info.st_uid in _contained_server_uids() - _host_uids():
+        raise ConnectError("socket %s belongs to %s, the account of a server in a container, and is in %s, "
+                           "where others can create files; refusing to send credentials; fix: give the "
+                           "container's socket a directory of its own (chmod go-w)"
+                           % (path, _user_name(info.st_uid), directory))
 
 
 def check_peer(sock: socket.socket, path: str) -> None:

@@ -146,3 +146,29 @@ def test_the_servers_end_of_a_real_connection_is_found_with_its_owner():
         with socket.create_connection(("127.0.0.1", server.getsockname()[1]), timeout=5) as client:
             assert trust._peer_owner(client) == os.getuid()
             trust.check_tcp_peer(client, "127.0.0.1", remote_allowed=False)
+
+
+def test_a_containers_socket_in_a_directory_anyone_can_write_is_refused(tmp_path, monkeypatch):
+    """A server under another root in our user namespace is root's container, or a user's
+    through a setuid helper (snap-confine, firejail): its account is trusted only for a
+    socket in a directory nobody else can write to, sticky or not."""
+    monkeypatch.setattr(trust, "_contained_server_uids", lambda: frozenset((NOBODY,)))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(str(shared), 0o1777)
+    own = tmp_path / "own"
+    own.mkdir()
+    os.chmod(str(own), 0o755)
+    sockets = []
+    for directory in (shared, own):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(directory / "mysqld.sock"))
+        sockets.append(sock)
+        os.chown(str(directory / "mysqld.sock"), NOBODY, -1)
+    try:
+        with pytest.raises(ConnectError, match="the account of a server in a container.*fix: give"):
+            trust.check_socket_file(str(shared / "mysqld.sock"))
+        trust.check_socket_file(str(own / "mysqld.sock"))
+    finally:
+        for sock in sockets:
+            sock.close()
