@@ -7,6 +7,7 @@ owned by nobody or by root. The suite runs as root.
 import ctypes
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -94,14 +95,24 @@ def test_a_server_binary_the_server_account_owns_counts(started, sleep_named_mys
     assert pid in _pids(serverproc.servers())
 
 
+def _sleep_rooted_in(root):
+    """sleep as root/mysqld, with the shared libraries it needs under root."""
+    program = shutil.which("sleep")
+    shutil.copy(program, os.path.join(root, "mysqld"))
+    os.chmod(os.path.join(root, "mysqld"), 0o755)
+    listed = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
+    for path in re.findall(r"(/\S+) \(0x", listed):
+        os.makedirs(root + os.path.dirname(path), exist_ok=True)
+        shutil.copy(path, root + path)
+
+
 @pytest.fixture
 def rooted_elsewhere(tmp_path, started):
-    """start(user_namespace) -> pid of a root-owned server binary (static busybox named
-    mysqld, run as its sleep applet) under a root directory of its own."""
+    """start(user_namespace) -> pid of a root-owned server binary (a copy of sleep named
+    mysqld) under a root directory of its own."""
     root = tmp_path / "root"
     root.mkdir()
-    shutil.copy("/bin/busybox", str(root / "mysqld"))
-    os.chmod(str(root / "mysqld"), 0o755)
+    _sleep_rooted_in(str(root))
 
     def start(user_namespace):
         def enter():
