@@ -79,7 +79,9 @@ def read_facts(conn: db.Connection, server: Server) -> Facts:
     row = conn.query(SETTINGS)[0]
     galera = False
     if server.flavour == MARIADB:
-        galera = _on(conn.query("SELECT @@GLOBAL.wsrep_on AS on_")[0]["on_"])
+        # A MariaDB built without wsrep has no such variable.
+        rows = conn.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")
+        galera = bool(rows) and _on(list(rows[0].values())[1])
     redo: Optional[bool] = None
     if server.flavour != MARIADB and server.version >= (8, 0, 21):
         rows = conn.query("SHOW GLOBAL STATUS LIKE 'Innodb_redo_log_enabled'")
