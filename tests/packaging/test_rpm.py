@@ -8,9 +8,12 @@ local repositories of stand-in packages shaped like RHEL 9 + EPEL and like Fedor
 """
 
 import os
+import pwd
 import re
 import shutil
 import stat
+import subprocess
+import tempfile
 
 import pytest
 
@@ -53,6 +56,32 @@ def test_check_runs_the_unit_tests(rpms):
     log = rpms["current"]["log"]
     assert re.search(r"(?m)^\+ .*-m pytest tests/unit$|^\+ .*pytest.* tests/unit$", log), log[-3000:]
     assert re.search(r"=+ \d+ passed", log), log[-3000:]
+
+
+def test_check_passes_as_an_unprivileged_build_user():
+    """Fedora's mock runs %check as its build user, not root: the tests that need root say
+    so and skip (tests/unit/privileges.py), none fails. The %check's command, as nobody."""
+    top = tempfile.mkdtemp(prefix="quiesce-check-as-user-", dir="/tmp")   # pytest's tmp_path is root's only
+    try:
+        os.chmod(top, 0o755)
+        tree = os.path.join(top, "tree")
+        listed = subprocess.run(["git", "-C", REPO, "ls-files", "-z"], capture_output=True, check=True).stdout
+        for name in listed.decode().split("\0"):
+            if name and os.path.isfile(os.path.join(REPO, name)):
+                os.makedirs(os.path.join(tree, os.path.dirname(name)), exist_ok=True)
+                shutil.copy2(os.path.join(REPO, name), os.path.join(tree, name))
+        subprocess.run(["chmod", "-R", "a+rX", tree], check=True)
+        nobody = pwd.getpwnam("nobody")
+        done = subprocess.run(
+            ["setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid, "--clear-groups",
+             "/usr/bin/python3", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", "tests/unit"],
+            cwd=tree, capture_output=True, text=True, timeout=600,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": top, "PYTHONPATH": tree,
+                 "PYTHONDONTWRITEBYTECODE": "1", "QUIESCE_TESTS_WITHOUT_CONNECTOR": "1", "LANG": "C.UTF-8"})
+    finally:
+        shutil.rmtree(top)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "needs root (unprivileged package builds" in done.stdout, done.stdout[-4000:]
 
 
 def rpm_files(db, rpm):

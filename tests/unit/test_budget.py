@@ -15,6 +15,7 @@ from quiesce.agents import survey, catalog, register
 from quiesce.base import budget, config
 from quiesce.holder import probewriter, spawn
 from quiesce.server import durable, locking
+from .privileges import needs_root
 
 
 def _settings(conf, *options):
@@ -73,6 +74,7 @@ def test_the_budget_grows_with_the_servers(tmp_path):
     assert budget.freeze_budget(settings) >= _worst_case(settings)
 
 
+@needs_root
 def test_azure_timeout_and_check_use_that_budget(conf, root):
     settings = _settings(conf)
     register.register(catalog.AZURE, register.Layout(root, "/usr/lib/quiesce"), settings)

@@ -7,6 +7,7 @@ import pytest
 from quiesce.agents import survey, catalog, register
 from quiesce.base import budget, config
 from quiesce.commands import check
+from .privileges import needs_root
 
 
 def _settings(conf, *options):
@@ -36,6 +37,7 @@ def test_agents_are_detected_by_package_service_and_files(root):
         "/var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0.9225.0"]
 
 
+@needs_root
 def test_each_agent_reports_whether_quiesce_is_wired_in(conf, root, capsys):
     settings = _settings(conf)
     layout = register.Layout(root, "/usr/lib/quiesce")
@@ -88,6 +90,7 @@ def test_legacy_vmware_script_that_locks_mysql_is_flagged(conf, root, capsys):
     assert survey.legacy_lock_scripts(root) == []
 
 
+@needs_root
 def test_budget_warns_when_the_waits_cannot_fit_the_agents_timeout(conf, root):
     # The default waits (drain and probe start included) take far beyond AWS's 10 s and GCE's 60 s.
     warnings = survey.budget_warnings(_settings(conf), [catalog.AWS, catalog.GCE], root)
@@ -136,6 +139,7 @@ def test_debian_defaults_count_for_qemu_ga_only_where_its_init_reads_them(root):
     assert survey.agent_wiring(catalog.QEMU_GA, root) == (True, [])
 
 
+@needs_root
 def test_an_agent_quiesce_is_not_wired_into_fails_check_but_aws_only_warns(conf, root, capsys):
     settings = _settings(conf)
     report = _report(settings, root, lambda name: name == "nutanix-guest-agent")

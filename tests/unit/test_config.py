@@ -6,6 +6,7 @@ import pytest
 
 from quiesce.base import config, paths
 from quiesce.base.errors import ConfigError
+from .privileges import needs_root
 
 
 def write(tmp_path, text, mode=0o600, name="quiesce.conf"):
@@ -305,12 +306,14 @@ def test_list_looking_values_are_plain_strings_never_echoed(tmp_path):
 
 # --- files: owner and mode of what is read ----------------------------------------------
 
+@needs_root
 def test_config_file_owned_by_another_user_is_refused(tmp_path):
     conf = write(tmp_path, "lock-timeout = 60\n")
     os.chown(conf, 65534, 65534)
     assert "belongs to uid 65534" in config_error(["--config", conf, "freeze"])
 
 
+@needs_root
 def test_defaults_file_owned_by_another_user_or_writable_by_others_is_refused(tmp_path):
     cnf = write(tmp_path, "[client]\nsocket = /run/x.sock\n", mode=0o644, name="my.cnf")
     conf = write(tmp_path, "defaults-file = %s\n" % cnf)

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from quiesce.server import db
+from .privileges import needs_root
 
 
 def test_server_error_keeps_its_number():
@@ -56,6 +57,7 @@ def test_messages_are_one_line():
     assert error.message == "Lost connection"
 
 
+@needs_root
 def test_password_pymysql_cannot_send_is_named_without_any_of_it(tmp_path):
     import pymysql  # noqa: F401 (the test is about this driver)
     from quiesce.base.config import Target

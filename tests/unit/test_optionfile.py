@@ -9,6 +9,7 @@ import pytest
 
 from quiesce.base import optionfile
 from quiesce.base.errors import ConfigError
+from .privileges import needs_root
 
 MY_PRINT_DEFAULTS = "my_print_defaults"  # mariadb-client (Makefile DEB_PACKAGES)
 
@@ -112,6 +113,7 @@ def test_an_include_loop_stops_at_the_depth_limit(tmp_path):
         optionfile.read_credentials(str(path))
 
 
+@needs_root
 def test_included_files_get_the_same_owner_and_mode_checks(tmp_path):
     included = write(tmp_path / "extra.cnf", "[client]\nuser = x\n", mode=0o644)
     main = write(tmp_path / "my.cnf", "[client]\n!include %s\n" % included)

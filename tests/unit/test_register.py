@@ -11,6 +11,7 @@ from quiesce import cli
 from quiesce.agents import catalog, register
 from quiesce.base import budget, config, paths
 from quiesce.base.errors import ConfigError
+from .privileges import needs_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGISTER_HOOKS = os.path.join(REPO, "libexec", "register-hooks")
@@ -46,6 +47,7 @@ def _azure_accepts(root):
     return True
 
 
+@needs_root
 def test_gce_scripts_are_private_root_files_that_exec_our_entry_points(layout, settings, root):
     done = register.register(catalog.GCE, layout, settings)
     assert len(done) == 2, done
@@ -64,6 +66,7 @@ def test_gce_scripts_are_private_root_files_that_exec_our_entry_points(layout, s
         subprocess.run(["sh", "-n", path], check=True)
 
 
+@needs_root
 def test_register_twice_changes_nothing(layout, settings, root):
     register.register(catalog.NUTANIX, layout, settings)
     before = os.stat(root + "/usr/local/sbin/pre_freeze")
@@ -89,6 +92,7 @@ def test_a_foreign_file_is_never_overwritten_and_nothing_is_half_done(layout, se
     assert any(line.startswith("left /usr/local/sbin/post_thaw alone") for line in done), done
 
 
+@needs_root
 def test_a_file_changed_after_register_is_left_alone(layout, settings, root):
     register.register(catalog.GCE, layout, settings)
     with open(root + "/etc/google/snapshots/post.sh", "a") as handle:
@@ -103,6 +107,7 @@ def test_a_file_changed_after_register_is_left_alone(layout, settings, root):
         register.register(catalog.GCE, layout, settings)
 
 
+@needs_root
 def test_azure_files_pass_azures_own_permission_checks(layout, settings, root):
     register.register(catalog.AZURE, layout, settings)
     assert _azure_accepts(root)
@@ -116,6 +121,7 @@ def test_azure_files_pass_azures_own_permission_checks(layout, settings, root):
         subprocess.run(["sh", "-n", root + data[key]], check=True)
 
 
+@needs_root
 def test_azure_settings_change_rewrites_our_config(layout, conf, root):
     register.register(catalog.AZURE, layout, config.parse(["--config", conf, "register", "azure"]))
     slow = config.parse(["--config", conf, "--long-query-wait", "100", "register", "azure"])
@@ -176,6 +182,7 @@ def test_qemu_ga_needs_the_agents_own_directory(layout, settings, root):
     assert not os.path.exists(root + "/etc/qemu")
 
 
+@needs_root
 def test_command_line_register_and_unregister_all(conf, root, capsys):
     for agent in ("gce", "azure", "nutanix", "vmware"):
         assert cli.main(["--config", conf, "--root", root, "register", agent]) == 0
@@ -189,6 +196,7 @@ def test_command_line_register_and_unregister_all(conf, root, capsys):
     assert "register needs one agent" in capsys.readouterr().err
 
 
+@needs_root
 @pytest.mark.parametrize("where", ["--config", "the default path"])
 @pytest.mark.parametrize("broken", ["lock-timeout\n", "lock-timeout = soon\n", "unknown-key = 1\n", "shared"])
 def test_unregister_all_works_whatever_state_the_config_is_in(conf, root, tmp_path, monkeypatch, where, broken):

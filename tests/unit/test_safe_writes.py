@@ -14,6 +14,7 @@ import pytest
 
 from quiesce.base.errors import ConfigError
 from quiesce.records import history, metrics, recorder
+from .privileges import needs_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENTRIES = history.appended([], {"at": "2026-11-30T12:00:00.000Z", "since": "2026-11-30T12:00:00.000Z",
@@ -179,6 +180,7 @@ def _writers(tmp_path):
     ]
 
 
+@needs_root
 @pytest.mark.parametrize("which", ["state.write_json_atomic", "register._write_file", "register.Record.save",
                                    "metrics.update"])
 def test_every_writer_sets_the_exact_mode_and_syncs_the_file_and_its_directory(tmp_path, monkeypatch, which):

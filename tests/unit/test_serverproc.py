@@ -16,6 +16,7 @@ import time
 import pytest
 
 from quiesce.server import serverproc
+from .privileges import needs_root
 
 NOBODY = pwd.getpwnam("nobody")
 RENAME = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'mysqld', 0, 0, 0); time.sleep(60)"
@@ -72,22 +73,26 @@ def _pids(found):
     return [p.pid for p in found]
 
 
+@needs_root
 def test_a_program_renamed_mysqld_is_not_a_server(started):
     pid = started(_as_nobody(sys.executable, "-c", RENAME))
     assert pid in _pids(serverproc.scan())
     assert pid not in _pids(serverproc.servers())
 
 
+@needs_root
 def test_a_copy_named_mysqld_that_a_user_owns_is_not_a_server(started, sleep_named_mysqld):
     pid = started(_as_nobody(sleep_named_mysqld(NOBODY.pw_uid), "60"))
     assert pid not in _pids(serverproc.servers())
 
 
+@needs_root
 def test_a_root_owned_server_binary_counts_whoever_runs_it(started, sleep_named_mysqld):
     pid = started(_as_nobody(sleep_named_mysqld(0), "60"))
     assert [(p.uid, p.genuine) for p in serverproc.servers() if p.pid == pid] == [(NOBODY.pw_uid, True)]
 
 
+@needs_root
 def test_a_server_binary_the_server_account_owns_counts(started, sleep_named_mysqld):
     # MySQL's binary tarballs are often chowned to mysql as a whole; that account is trusted anyway.
     mysql = pwd.getpwnam(serverproc.SERVER_ACCOUNT).pw_uid
@@ -134,11 +139,13 @@ def rooted_elsewhere(tmp_path, started):
     return start
 
 
+@needs_root
 def test_a_server_that_root_put_under_another_root_is_contained(rooted_elsewhere):
     pid = rooted_elsewhere(user_namespace=False)
     assert [(p.genuine, p.contained) for p in serverproc.servers() if p.pid == pid] == [(True, True)]
 
 
+@needs_root
 def test_a_server_under_another_root_in_a_user_namespace_is_not_contained(rooted_elsewhere):
     # An unprivileged user can make such a root, in a user namespace of their own.
     pid = rooted_elsewhere(user_namespace=True)

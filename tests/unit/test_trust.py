@@ -12,6 +12,7 @@ import pytest
 from quiesce.base import paths
 from quiesce.base.errors import ConnectError
 from quiesce.server import trust
+from .privileges import needs_root
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 
@@ -33,6 +34,7 @@ def test_no_default_socket_in_a_directory_everyone_can_write():
     assert not [p for p in paths.DEFAULT_SOCKETS if p.startswith(shared)]
 
 
+@needs_root
 def test_root_owned_socket_passes(bound):
     trust.check_socket_file(bound)
 
@@ -50,6 +52,7 @@ def test_socket_owned_by_another_user_is_refused(bound):
     assert "\n" not in message
 
 
+@needs_root
 def test_server_account_may_own_the_socket(bound):
     uids, _gids = trust.trusted_ids()
     for uid in uids:
@@ -64,6 +67,7 @@ def test_regular_file_is_refused(tmp_path):
         trust.check_socket_file(str(path))
 
 
+@needs_root
 @pytest.mark.parametrize("mode", (0o777, 0o757))
 def test_directory_others_can_write_is_refused(bound, mode):
     os.chmod(os.path.dirname(bound), mode)
@@ -71,6 +75,7 @@ def test_directory_others_can_write_is_refused(bound, mode):
         trust.check_socket_file(bound)
 
 
+@needs_root
 def test_group_writable_directory_of_another_group_is_refused(bound):
     directory = os.path.dirname(bound)
     os.chown(directory, 0, pwd.getpwnam("nobody").pw_gid)
@@ -79,6 +84,7 @@ def test_group_writable_directory_of_another_group_is_refused(bound):
         trust.check_socket_file(bound)
 
 
+@needs_root
 def test_sticky_directory_passes(bound):
     # Only the owner may remove or rename a file in a sticky directory: root's socket stays root's.
     os.chmod(os.path.dirname(bound), 0o1777)
@@ -93,6 +99,7 @@ def test_symlink_is_judged_by_its_target(tmp_path, bound):
         trust.check_socket_file(str(link))
 
 
+@needs_root
 @pytest.mark.parametrize("family, address", ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
                                              (socket.AF_INET6, "::")))
 def test_listening_sockets_are_found_with_their_owner(family, address):
@@ -139,6 +146,7 @@ def test_a_loopback_peer_that_cannot_be_found_is_refused(monkeypatch):
         trust.check_tcp_peer(_Connected(("127.0.0.1", 40000), ("127.0.0.1", 3306)), "127.0.0.1:3306", True)
 
 
+@needs_root
 def test_the_servers_end_of_a_real_connection_is_found_with_its_owner():
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as server:
         server.bind(("::", 0))      # dual stack: the IPv4 client shows as ::ffff:127.0.0.1 there
