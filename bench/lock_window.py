@@ -20,6 +20,11 @@ Sections (all on private servers under /tmp; nothing else on the machine is touc
   F  thaw start-up: `hook thaw` as installed (python3 -sB, byte-compiled and not) with a
      lock held, against `quiesce thaw`, which parses the configuration first: wall
      time and time until the holder released; bare interpreter start-up for comparison.
+  G  stall per lock method (root): the longest time InnoDB writers went without a commit
+     over a snapshot, with no database lock at all, FTWRL and BACKUP STAGE, per driver:
+     with a real filesystem freeze (as VMware Tools: lock, fsfreeze, snapshot, fs thaw,
+     thaw hook) and without one (as GCE or a storage snapshot: lock, snapshot, thaw). The
+     no-lock rows are what a lock that never blocks commits would cost at best.
 
 Medians (and p90) over repeated cycles, one table per section, targets marked. Durations
 are measured with time.monotonic() in this process; quiesce's own stamps (position file,
@@ -28,7 +33,7 @@ benchmark reports.
 
   make deps    (once; as root: the real filesystem freeze needs it, the rest does not)
   PYTHONPATH=.:.deps /usr/bin/python3 bench/lock_window.py [--quick] [--json]
-        [--sections ABCDEF] [--drivers mysql-connector,pymysql] [--markdown FILE]
+        [--sections ABCDEFG] [--drivers mysql-connector,pymysql] [--markdown FILE]
   bench/lock_window.py --render saved.json [--markdown FILE]    (tables of a saved --json run)
 
 The default run takes about 8-10 minutes on 2 cores (E alone about 4, most of it writing
@@ -90,6 +95,8 @@ class Plan:
         self.slow_size = (256 << 20) if quick else (1 << 30)
         self.slow_bps = (64 << 20) if quick else (100 << 20)   # the throttled loop device, bytes/s
         self.cycles_f = 3 if quick else 10
+        self.cycles_g = 2 if quick else 6
+        self.snapshot_g = 1.0        # the snapshot itself: the filesystem frozen, or the disk copied
 
 
 def log(text: str) -> None:
@@ -117,10 +124,12 @@ def mark(ok: Optional[bool]) -> str:
 
 def lock_cycle(env: QuiesceEnv, hold: float, settle: float,
                between: Optional[Callable[[], Dict[str, Any]]] = None, idle_thaw: bool = False,
-               thaw_command: Optional[Callable[[], Any]] = None) -> Dict[str, Any]:
+               thaw_command: Optional[Callable[[], Any]] = None, caller: Optional[str] = None) -> Dict[str, Any]:
     """freeze, wait `hold` (or run `between`), thaw (`quiesce thaw`, or thaw_command()); raw
-    stamps, analysed later."""
-    freeze = run_quiesce(env, "freeze")
+    stamps, analysed later. caller: the --caller both pass (the release at the filesystem
+    thaw is only for agents that freeze filesystems)."""
+    named = ("--caller", caller) if caller else ()
+    freeze = run_quiesce(env, "freeze", *named)
     cycle: Dict[str, Any] = {"freeze_rc": freeze.rc, "freeze_began": freeze.began, "freeze_ended": freeze.ended}
     if freeze.rc != 0:
         cycle["error"] = "freeze exit %d: %s" % (freeze.rc, freeze.message)
@@ -134,7 +143,7 @@ def lock_cycle(env: QuiesceEnv, hold: float, settle: float,
         cycle.update(between())
     else:
         time.sleep(hold)
-    thaw = thaw_command() if thaw_command is not None else run_quiesce(env, "thaw")
+    thaw = thaw_command() if thaw_command is not None else run_quiesce(env, "thaw", *named)
     result = wait_result(env, state.get("holder_pid"), timeout=2.0)
     cycle.update(thaw_rc=thaw.rc, thaw_began=thaw.began, thaw_ended=thaw.ended,
                  held_ms=result.get("held_ms"), outcome=result.get("outcome"),
@@ -497,6 +506,20 @@ def waits_summary(data: Dict[str, Any]) -> Dict[str, Dict[str, List[str]]]:
 
 # ------------------------------------------------------------------------------- D
 
+def _tear_down_on_fs(fs: Any, envs: Any, writers: Any, server: Any) -> None:
+    """Order matters: a frozen filesystem blocks everything behind it, so thaw it first,
+    then release the locks, then stop the load, the server and the mount."""
+    with contextlib.suppress(Exception):
+        fs.ensure_thawed()
+    for env in envs:
+        env.cleanup()
+    if writers:
+        writers.stop(timeout=15)
+    if server:
+        server.cleanup()
+    fs.close()
+
+
 def section_d(plan: Plan) -> Dict[str, Any]:
     reason = loopfs.unavailable_reason()
     if reason:
@@ -531,20 +554,11 @@ def section_d(plan: Plan) -> Dict[str, Any]:
                             stamps["fs_thawed"] = fs.thaw()
                     time.sleep(plan.poll_gap)
                     return stamps
-                cycles[flag].append(lock_cycle(envs[flag], 0.0, plan.settle, between=snapshot))
+                cycles[flag].append(lock_cycle(envs[flag], 0.0, plan.settle, between=snapshot,
+                                               caller="vmware-tools"))
         writers.wait_for_progress(5)
     finally:
-        # Order matters: a frozen filesystem blocks everything behind it, so thaw it first,
-        # then release the lock, then stop the load, the server and the mount.
-        with contextlib.suppress(Exception):
-            fs.ensure_thawed()
-        for env in envs.values():
-            env.cleanup()
-        if writers:
-            writers.stop(timeout=15)
-        if server:
-            server.cleanup()
-        fs.close()
+        _tear_down_on_fs(fs, envs.values(), writers, server)
     acks = ack_times(writers.snapshot()[0])
     rows = []
     for flag in (True, False):
@@ -596,6 +610,101 @@ def table_d(data: Dict[str, Any]) -> List[List[str]]:
                      med_p90([d.get("resume_after_fs_thaw_ms") for d in raw]),
                      med_p90([d.get("beyond_fs_window_ms") for d in raw]),
                      med_p90([d.get("held_ms") for d in raw])])
+    return rows
+
+
+# ------------------------------------------------------------------------------- G
+
+G_VARIANTS = ("none",) + METHODS
+
+
+def _g_cycle(env: Optional[QuiesceEnv], fs: Any, plan: Plan, frozen_fs: bool) -> Dict[str, Any]:
+    """One snapshot: (lock,) [fsfreeze, hold, fs thaw, thaw-hook delay | hold], (thaw)."""
+    caller = "vmware-tools" if frozen_fs else "gce"
+    cycle: Dict[str, Any] = {"began": time.monotonic()}
+    if env is not None:
+        freeze = run_quiesce(env, "freeze", "--caller", caller)
+        if freeze.rc != 0:
+            cycle.update(error="freeze exit %d: %s" % (freeze.rc, freeze.message), ended=time.monotonic())
+            return cycle
+    try:
+        if frozen_fs:
+            fs.freeze()
+            time.sleep(plan.snapshot_g)
+    finally:
+        if frozen_fs and fs.frozen:
+            fs.thaw()
+    time.sleep(plan.poll_gap if frozen_fs else plan.snapshot_g)
+    if env is not None:
+        thaw = run_quiesce(env, "thaw", "--caller", caller)
+        if thaw.rc != 0:
+            cycle["error"] = "thaw exit %d: %s" % (thaw.rc, thaw.message)
+    time.sleep(plan.settle)
+    cycle["ended"] = time.monotonic()
+    return cycle
+
+
+def section_g(plan: Plan, drivers: Sequence[str]) -> Dict[str, Any]:
+    reason = loopfs.unavailable_reason()
+    if reason:
+        return {"skipped": reason}
+    fs = loopfs.LoopFs(size_mb=256)
+    server = None
+    envs: List[QuiesceEnv] = []
+    writers = None
+    runs: Dict[str, List[Dict[str, Any]]] = {}
+    try:
+        fs.setup()
+        server = MariaDB(name="stallbench", datadir=os.path.join(fs.mnt, "data"))
+        server.start()
+        variants = [("none", None)] + [(m, d) for m in METHODS for d in drivers]
+        configured: Dict[str, Optional[QuiesceEnv]] = {}
+        for method, driver in variants:
+            key = method if driver is None else "%s/%s" % (method, driver)
+            if driver is None:
+                configured[key] = None
+            else:
+                env = QuiesceEnv(server, driver=driver, lock_method=method, lock_timeout=60)
+                envs.append(env)
+                configured[key] = env
+        writers = Writers(server, database="g_load", engines=("InnoDB",), threads_per_engine=4,
+                          max_seconds=1800, max_commits=10_000_000)
+        writers.start()
+        writers.wait_for_progress(20)
+        for i in range(plan.cycles_g):
+            for frozen_fs in (True, False):
+                for key, env in configured.items():
+                    log("G  %-26s %-13s cycle %d/%d" % (key, "fs frozen" if frozen_fs else "no fs freeze", i + 1,
+                                                       plan.cycles_g))
+                    runs.setdefault("%s|%s" % (key, frozen_fs), []).append(_g_cycle(env, fs, plan, frozen_fs))
+        writers.wait_for_progress(5)
+    finally:
+        _tear_down_on_fs(fs, envs, writers, server)
+    acks = ack_times(writers.snapshot()[0])
+    rows = []
+    for name, cycles in runs.items():
+        key, frozen = name.split("|")
+        stalls = [longest_stall(acks, c["began"], c["ended"]) * 1000 for c in cycles if not c.get("error")]
+        rows.append({"variant": key, "fs_frozen": frozen == "True", "cycles": len(cycles),
+                     "errors": [c["error"] for c in cycles if c.get("error")],
+                     "median_ms": median(stalls), "p90_ms": p90(stalls)})
+    return {"snapshot_ms": plan.snapshot_g * 1000, "poll_gap_ms": plan.poll_gap * 1000, "writers": 4, "rows": rows}
+
+
+HEAD_G = ["lock", "snapshot", "cycles", "longest write stall", "over no lock"]
+
+
+def table_g(data: Dict[str, Any]) -> List[List[str]]:
+    baseline = {r["fs_frozen"]: r["median_ms"] for r in data["rows"] if r["variant"] == "none"}
+    rows = []
+    for r in sorted(data["rows"], key=lambda r: (not r["fs_frozen"], G_VARIANTS.index(r["variant"].split("/")[0]),
+                                                 r["variant"])):
+        base = baseline.get(r["fs_frozen"])
+        over = (r["median_ms"] - base) if (base is not None and r["median_ms"] is not None) else None
+        rows.append([r["variant"], "fs frozen %.0f ms" % data["snapshot_ms"] if r["fs_frozen"] else
+                     "no fs freeze, %.0f ms" % data["snapshot_ms"], str(r["cycles"]),
+                     "%s (%s)" % (fmt(r["median_ms"]), fmt(r["p90_ms"])),
+                     "-" if r["variant"] == "none" else fmt(over)])
     return rows
 
 
@@ -983,6 +1092,20 @@ def render(results: Dict[str, Any], markdown: bool = False) -> str:
         out.append(table(HEAD_F, table_f(f)))
         out.extend(problems_lines([s["error"] for r in f["rows"] for s in r["samples"] if s.get("error")]))
         out.append("")
+    if "G" in results:
+        g = results["G"]
+        if g.get("skipped") or g.get("failed"):
+            out.append(h("G. Stall per lock method: %s." % (g.get("skipped") or g.get("failed"))))
+        else:
+            out.append(h("G. Longest write stall per snapshot and lock method: datadir on a loop-mounted ext4, %d "
+                         "InnoDB writers; with the filesystem frozen %.0f ms (thaw hook %.0f ms after the fs thaw) "
+                         "or no freeze and the lock held %.0f ms. Median (p90) in ms; 'over no lock' is the "
+                         "median minus the no-lock median." % (g["writers"], g["snapshot_ms"], g["poll_gap_ms"],
+                                                               g["snapshot_ms"])))
+            out.append("")
+            out.append(table(HEAD_G, table_g(g)))
+            out.extend(problems_lines([e for r in g["rows"] for e in r["errors"]]))
+        out.append("")
     if any(k in results for k in "AEF"):
         out.append(h("Targets"))
         out.append("")
@@ -996,7 +1119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (about a minute)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-    parser.add_argument("--sections", default="ABCDEF", help="which sections to run (default ABCDEF)")
+    parser.add_argument("--sections", default="ABCDEF", help="which sections to run (default ABCDEF; G on request)")
     parser.add_argument("--drivers", default=None,
                         help="comma-separated drivers for sections A and E (default: both if installed; --quick: one)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown to FILE")
@@ -1059,6 +1182,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             attempt("D", lambda: section_d(plan))
         if "E" in sections:
             attempt("E", lambda: section_e(plan, drivers))
+        if "G" in sections:
+            attempt("G", lambda: section_g(plan, drivers))
     except KeyboardInterrupt:
         log("interrupted: everything started was stopped")
         return 130
