@@ -165,6 +165,26 @@ def test_sanoid_takes_its_snapshots_under_one_lock_and_they_boot_at_the_coordina
     assert_clean(rig.env, rig.server)
 
 
+def test_sanoid_runs_one_freeze_and_thaw_per_dataset_section(rig):
+    """Two sections with the hooks (the server's dataset and another one): sanoid runs two
+    pairs in one run, one after the other; each one locks and releases on its own."""
+    other = rig.pool.dataset("other")
+    assert os.path.isdir(other)
+    conf = _example("sanoid.conf").replace("[tank/mysql]", "[tank/mysql]\n\tuse_template = mysql\n\n[tank/other]", 1)
+    proc = _sanoid(rig, conf.replace("[tank/other]", "[%s/other]" % rig.pool.name))
+    (rig.out / "go").touch()    # the wrapper does not stop: both pairs run straight through
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert output.count("executing pre_snapshot_script") == 2, output
+    assert output.count("executing post_snapshot_script") == 2 and "WARN" not in output, output
+    assert {s.split("@")[0] for s in rig.pool.snapshots()} == {rig.dataset, rig.pool.name + "/other"}
+    assert all(s["frozen"] for s in rig.statuses()), rig.statuses()
+    with open(os.path.join(rig.mnt, "history.jsonl"), encoding="utf-8") as handle:
+        entries = [json.loads(line) for line in handle]
+    assert [(e["agent"], e["ok"]) for e in entries] == [("sanoid", True), ("sanoid", True)], entries
+    assert_clean(rig.env, rig.server)
+
+
 def test_sanoid_takes_no_snapshot_when_the_freeze_fails(rig):
     rig.env.write_config(socket=os.path.join(str(rig.tmp_path), "no-such.sock"))
     proc = _sanoid(rig, _example("sanoid.conf"))
