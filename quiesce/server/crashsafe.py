@@ -61,13 +61,6 @@ def _on(value: Any) -> bool:
     return str(value).upper() in ("1", "ON")
 
 
-def _int(value: Any) -> Optional[int]:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _bounded(server: Server, statement: str) -> str:
     if server.flavour == MARIADB:
         return "SET STATEMENT max_statement_time = %g FOR %s" % (SCAN_LIMIT_S, statement)
@@ -77,11 +70,7 @@ def _bounded(server: Server, statement: str) -> str:
 def read_facts(conn: db.Connection, server: Server) -> Facts:
     """Every fact the verdict needs, in a few bounded statements."""
     row = conn.query(SETTINGS)[0]
-    galera = False
-    if server.flavour == MARIADB:
-        # A MariaDB built without wsrep has no such variable.
-        rows = conn.query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")
-        galera = bool(rows) and _on(list(rows[0].values())[1])
+    galera = serverinfo.is_galera_node(conn.query(serverinfo.WSREP_ON_STATEMENT))
     redo: Optional[bool] = None
     if server.flavour != MARIADB and server.version >= (8, 0, 21):
         rows = conn.query("SHOW GLOBAL STATUS LIKE 'Innodb_redo_log_enabled'")
@@ -96,8 +85,9 @@ def read_facts(conn: db.Connection, server: Server) -> Facts:
                        for r in conn.query(_bounded(server, UNSAFE_TABLES)))
     except db.DbError as exc:
         problem = "the tables' engines could not be listed within %g s (%s)" % (SCAN_LIMIT_S, exc.message)
-    return Facts(server=server, galera=galera, log_bin=_on(row["log_bin"]), flush=_int(row["flush"]),
-                 sync_binlog=_int(row["sync_binlog"]), redo_enabled=redo,
+    return Facts(server=server, galera=galera, log_bin=_on(row["log_bin"]),
+                 flush=serverinfo.setting_int(row["flush"]), sync_binlog=serverinfo.setting_int(row["sync_binlog"]),
+                 redo_enabled=redo,
                  table_logging=logging_to_tables and (_on(row["general_log"]) or _on(row["slow_query_log"])),
                  unsafe_tables=unsafe, scan_problem=problem, sees_every_table=sees)
 

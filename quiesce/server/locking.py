@@ -495,8 +495,9 @@ def lock(prepared: Prepared, settings: Settings, log: logging.Logger) -> Locked:
             "timings_ms": timings,
             "replica": replica,
             "replica_stopped": bool(prepared.stopped),
-            "durability": {"innodb_flush_log_at_trx_commit": _int(info.get("innodb_flush_log_at_trx_commit")),
-                           "sync_binlog": _int(info.get("sync_binlog"))},
+            "durability": {
+                "innodb_flush_log_at_trx_commit": serverinfo.setting_int(info.get("innodb_flush_log_at_trx_commit")),
+                "sync_binlog": serverinfo.setting_int(info.get("sync_binlog"))},
             "datadir": info.get("datadir"),
             # As this host sees them (none for a server elsewhere): what run --freeze-fs freezes.
             "directories": list(drained.files.directories) if drained is not None else [],
@@ -578,7 +579,7 @@ def _flush_innodb_log(conn: db.Connection, server: Server, info: Dict[str, Any],
     rather than promise a snapshot that may miss them.
     """
     name = changedglobals.FLUSH_LOG
-    mode = _int(info.get(name))
+    mode = serverinfo.setting_int(info.get(name))
     if server.flavour != serverinfo.MARIADB or mode in (None, 1):
         conn.execute("FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
         return
@@ -629,10 +630,6 @@ def trx_commit_0_problem(why: str) -> str:
     return ("innodb_flush_log_at_trx_commit = 0 keeps the last commits in the server's memory, and the account "
             "cannot raise it for the flush (%s): a snapshot could miss commits the server acknowledged; fix: "
             "GRANT SUPER ON *.* TO the account, or set innodb_flush_log_at_trx_commit to 1 or 2" % why)
-
-
-def _int(value: Any) -> Optional[int]:
-    return int(value) if value not in (None, "") else None
 
 
 def _coordinates(conn: db.Connection, server: Server) -> Dict[str, Any]:

@@ -192,6 +192,14 @@ WSREP_STATUS_STATEMENT = "SHOW GLOBAL STATUS LIKE 'wsrep_%'"
 GALERA_SYNCED, GALERA_DESYNCED = "Synced", "Donor/Desynced"
 
 
+def setting_int(value: Any) -> Optional[int]:
+    """A numeric server variable as read, or None where it is unset or not a number."""
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def is_galera_node(variable_rows: Sequence[Dict[str, Any]]) -> bool:
     return any(str(r.get("Value", "")).upper() == "ON" for r in variable_rows)
 
