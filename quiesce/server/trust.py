@@ -48,14 +48,16 @@ def _host_uids() -> FrozenSet[int]:
         return frozenset((0,)) | _running_server_uids()
 
 
-def trusted_ids() -> Tuple[FrozenSet[int], FrozenSet[int]]:
+def trusted_ids(contained: Optional[FrozenSet[int]] = None) -> Tuple[FrozenSet[int], FrozenSet[int]]:
     """(uids, gids) that may own the server's socket: root, the server's account, and the
-    accounts of servers in containers."""
+    accounts of servers in containers (contained: those, when the caller has them already)."""
     try:
         gids = frozenset((0, pwd.getpwnam(SERVER_ACCOUNT).pw_gid))
     except KeyError:
         gids = frozenset((0,))
-    return _host_uids() | _contained_server_uids(), gids
+    if contained is None:
+        contained = _contained_server_uids()
+    return _host_uids() | contained, gids
 
 
 def _user_name(uid: int) -> str:
@@ -74,7 +76,8 @@ def check_socket_file(path: str) -> None:
         return
     except OSError as exc:
         raise ConnectError("cannot examine socket %s: %s; fix: check the socket setting" % (path, exc.strerror))
-    uids, gids = trusted_ids()
+    contained = _contained_server_uids()     # one look at /proc for both rules below
+    uids, gids = trusted_ids(contained)
     if not stat.S_ISSOCK(info.st_mode):
         raise ConnectError("%s is not a socket; fix: set socket to the server's socket" % path)
     if info.st_uid not in uids:
@@ -99,7 +102,7 @@ def check_socket_file(path: str) -> None:
     # (snap-confine, firejail) let users run a server under another root too. Only in a
     # directory others cannot write to, /tmp's sticky bit notwithstanding, is such a
     # socket the container's and not a user's.
-    if (open_to_all or open_to_group) and info.st_uid in _contained_server_uids() - _host_uids():
+    if (open_to_all or open_to_group) and info.st_uid in contained - _host_uids():
         raise ConnectError("socket %s belongs to %s, the account of a server in a container, and is in %s, "
                            "where others can create files; refusing to send credentials; fix: give the "
                            "container's socket a directory of its own (chmod go-w)"
