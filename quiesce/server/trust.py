@@ -48,16 +48,22 @@ def _host_uids() -> FrozenSet[int]:
         return frozenset((0,)) | _running_server_uids()
 
 
-def trusted_ids(contained: Optional[FrozenSet[int]] = None) -> Tuple[FrozenSet[int], FrozenSet[int]]:
-    """(uids, gids) that may own the server's socket: root, the server's account, and the
-    accounts of servers in containers (contained: those, when the caller has them already)."""
+def _trusted_gids() -> FrozenSet[int]:
     try:
-        gids = frozenset((0, pwd.getpwnam(SERVER_ACCOUNT).pw_gid))
+        return frozenset((0, pwd.getpwnam(SERVER_ACCOUNT).pw_gid))
     except KeyError:
-        gids = frozenset((0,))
-    if contained is None:
-        contained = _contained_server_uids()
-    return _host_uids() | contained, gids
+        return frozenset((0,))
+
+
+def _trusted(uid: int) -> bool:
+    # The look at /proc only where the host's own accounts do not answer: a container.
+    return uid in _host_uids() or uid in _contained_server_uids()
+
+
+def trusted_ids() -> Tuple[FrozenSet[int], FrozenSet[int]]:
+    """(uids, gids) that may own the server's socket: root, the server's account, and the
+    accounts of servers in containers."""
+    return _host_uids() | _contained_server_uids(), _trusted_gids()
 
 
 def _user_name(uid: int) -> str:
@@ -76,11 +82,10 @@ def check_socket_file(path: str) -> None:
         return
     except OSError as exc:
         raise ConnectError("cannot examine socket %s: %s; fix: check the socket setting" % (path, exc.strerror))
-    contained = _contained_server_uids()     # one look at /proc for both rules below
-    uids, gids = trusted_ids(contained)
+    gids = _trusted_gids()
     if not stat.S_ISSOCK(info.st_mode):
         raise ConnectError("%s is not a socket; fix: set socket to the server's socket" % path)
-    if info.st_uid not in uids:
+    if not _trusted(info.st_uid):
         raise ConnectError("socket %s is owned by %s, not by root or the server's account; refusing to send "
                            "credentials to it; fix: make sure the server runs and socket names its socket"
                            % (path, _user_name(info.st_uid)))
@@ -102,7 +107,7 @@ def check_socket_file(path: str) -> None:
     # (snap-confine, firejail) let users run a server under another root too. Only in a
     # directory others cannot write to, /tmp's sticky bit notwithstanding, is such a
     # socket the container's and not a user's.
-    if (open_to_all or open_to_group) and info.st_uid in contained - _host_uids():
+    if (open_to_all or open_to_group) and info.st_uid not in _host_uids():
         raise ConnectError("socket %s belongs to %s, the account of a server in a container, and is in %s, "
                            "where others can create files; refusing to send credentials; fix: give the "
                            "container's socket a directory of its own (chmod go-w)"
@@ -113,7 +118,7 @@ def check_peer(sock: socket.socket, path: str) -> None:
     """Refuse a connected unix socket whose listening process runs as an untrusted user."""
     size = struct.calcsize("3i")
     _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
-    if uid not in trusted_ids()[0]:
+    if not _trusted(uid):
         raise ConnectError("the server on socket %s runs as %s, not as root or the server's account; refusing "
                            "to send credentials to it; fix: make sure the server runs and socket names its socket"
                            % (path, _user_name(uid)))
@@ -175,11 +180,10 @@ def check_local_port(host: str, port: int) -> None:
     """Refuse a loopback port another user listens on: while the server is down, anyone can."""
     if not _is_loopback(host):
         return
-    uids = trusted_ids()[0]
     for address, uid in _listeners(port):
         mapped = getattr(address, "ipv4_mapped", None)
         if (address.is_loopback or address.is_unspecified or (mapped and mapped.is_loopback)) \
-                and uid not in uids:
+                and not _trusted(uid):
             raise ConnectError("port %d on %s is served by a process running as %s, not as root or the server's "
                                "account; refusing to send credentials to it; fix: make sure the server runs, or "
                                "use its socket instead of host" % (port, host, _user_name(uid)))
@@ -227,7 +231,7 @@ def check_tcp_peer(sock: socket.socket, address: str, remote_allowed: bool) -> N
     """
     uid = _peer_owner(sock)
     if uid is not None:
-        if uid not in trusted_ids()[0]:
+        if not _trusted(uid):
             raise ConnectError("the server at %s runs as %s, not as root or the server's account; refusing to "
                                "send credentials to it; fix: make sure the server runs, or use its socket "
                                "instead of host" % (address, _user_name(uid)))
