@@ -1,5 +1,5 @@
 """Whether an atomic image of this server is consistent with DDL blocked alone, commits
-running: the eligibility for a lock that never blocks commits (lock-method ddl-only).
+running: what a lock that never blocks commits would need.
 
 Such an image equals a mysqld crash (FIFREEZE writes out the page cache first; an agent
 that does not freeze makes it a power cut), and crash recovery brings it back consistent
@@ -135,8 +135,8 @@ def reasons_against(facts: Facts, freezes_filesystems: bool) -> List[str]:
 
 
 def saved_ms(entries: Sequence[Dict[str, Any]]) -> Optional[Tuple[float, int]]:
-    """(median held_ms, count) of the recorded snapshots that blocked commits: what ddl-only
-    would not have blocked (the filesystem freeze itself still holds writers)."""
+    """(median held_ms, count) of the recorded snapshots that blocked commits: what a lock
+    that blocks only DDL would not have blocked (the filesystem freeze still holds writers)."""
     held = sorted(float(e["held_ms"]) for e in entries
                   if e.get("ok") and isinstance(e.get("held_ms"), (int, float)) and
                   set(e.get("lock") or ()) & {serverinfo.FTWRL, serverinfo.BACKUP_STAGE})
